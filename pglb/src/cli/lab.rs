@@ -1,0 +1,113 @@
+//! `pglb lab up|status|fault|down`: a local primary + replicas whose state
+//! lives in a directory, so separate commands cooperate.
+
+use super::{LogFormat, logging};
+use crate::lab::{Fault, Lab, LabOptions};
+use clap::{Args, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Default lab directory: short, because PostgreSQL's sockets live in it.
+const DEFAULT_DIR: &str = "/tmp/pglb-lab";
+
+#[derive(Debug, Args)]
+pub struct LabArgs {
+    #[command(subcommand)]
+    pub command: LabCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LabCommand {
+    /// Create and start a primary and N streaming replicas.
+    Up {
+        #[arg(long, default_value = DEFAULT_DIR)]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 2)]
+        replicas: usize,
+        /// Port of the primary; replicas take the next ones. Default: free ports.
+        #[arg(long)]
+        port_base: Option<u16>,
+        /// Serve TLS (self-signed) on every node.
+        #[arg(long)]
+        ssl: bool,
+    },
+    /// Role, replay lag and streaming state of each node.
+    Status {
+        #[arg(long, default_value = DEFAULT_DIR)]
+        dir: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Inject a fault: kill, stop, start, freeze, thaw, pause-replay, resume-replay, promote.
+    Fault {
+        #[arg(long, default_value = DEFAULT_DIR)]
+        dir: PathBuf,
+        fault: Fault,
+        /// primary, replica1, replica2, ...
+        node: String,
+    },
+    /// Stop every node and remove what `up` created.
+    Down {
+        #[arg(long, default_value = DEFAULT_DIR)]
+        dir: PathBuf,
+    },
+}
+
+pub fn run(args: LabArgs, format: LogFormat) -> ExitCode {
+    logging::init(format, false);
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("pglb lab: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = rt.block_on(async {
+        match args.command {
+            LabCommand::Up { dir, replicas, port_base, ssl } => {
+                let lab = Lab::up(LabOptions { dir, replicas, port_base, ssl }).await?;
+                let status = lab.status().await;
+                print!("{}", lab.render_table(&status));
+                println!("\nconnect: psql \"{}\"", lab.dsn(lab.primary(), "appdb"));
+                println!("stop:    pglb lab down --dir {}", lab.dir().display());
+            }
+            LabCommand::Status { dir, json } => {
+                let lab = Lab::open(&dir).await?;
+                let status = lab.status().await;
+                if json {
+                    let nodes: Vec<serde_json::Value> = status
+                        .iter()
+                        .map(|s| {
+                            serde_json::json!({
+                                "node": s.name, "port": s.port, "running": s.running,
+                                "role": s.role.map(|r| r.to_string()),
+                                "replay_lag_seconds": s.replay_lag_seconds, "lag_bytes": s.lag_bytes, "streaming": s.streaming,
+                            })
+                        })
+                        .collect();
+                    println!("{}", serde_json::Value::Array(nodes));
+                } else {
+                    print!("{}", lab.render_table(&status));
+                }
+            }
+            LabCommand::Fault { dir, fault, node } => {
+                let lab = Lab::open(&dir).await?;
+                lab.fault(&node, fault).await?;
+                println!("{fault} {node}: done");
+            }
+            LabCommand::Down { dir } => {
+                let lab = Lab::open(&dir).await?;
+                lab.down().await?;
+                println!("lab in {} stopped and removed", dir.display());
+            }
+        }
+        Ok::<_, crate::lab::LabError>(())
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pglb lab: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,117 @@
+//! `pglb run -f FILE`: load, bind, serve until SIGTERM/SIGINT, drain.
+
+use super::{LogFormat, logging};
+use crate::config::{self, Config};
+use std::path::Path;
+use std::process::ExitCode;
+
+pub fn run(file: &Path, format: LogFormat) -> ExitCode {
+    let loaded = match config::load(file) {
+        Ok(l) => l,
+        Err(e) => {
+            for err in e.into_vec() {
+                eprintln!("{err}");
+            }
+            eprintln!("pglb: the configuration is not valid; nothing started (check it with: pglb check -f {})", file.display());
+            return ExitCode::from(1);
+        }
+    };
+    let to_stdout = std::fs::read_to_string(file).map(|t| logs_to_stdout(&t)).unwrap_or(false);
+    logging::init(format, to_stdout);
+    for w in &loaded.warnings {
+        tracing::warn!(target: "pglb::config", "{w}");
+    }
+    let config = loaded.config;
+    if let Err(e) = prepare_process(&config) {
+        eprintln!("pglb: {e}");
+        return ExitCode::from(1);
+    }
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    if let Some(n) = config.global.nbthread {
+        builder.worker_threads(n);
+    }
+    let runtime = match builder.build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("pglb: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let pidfile = config.global.pidfile.clone();
+    let code = runtime.block_on(serve(config));
+    if let Some(p) = pidfile {
+        let _ = std::fs::remove_file(p);
+    }
+    code
+}
+
+/// `log stdout` in the global section sends pglb's logs to stdout.
+fn logs_to_stdout(text: &str) -> bool {
+    let mut in_global = false;
+    for line in text.lines() {
+        let words: Vec<&str> = line.split('#').next().unwrap_or("").split_whitespace().collect();
+        match words.as_slice() {
+            ["global", ..] => in_global = true,
+            ["defaults" | "frontend" | "backend" | "listen" | "resolvers", ..] => in_global = false,
+            ["log", "stdout", ..] if in_global => return true,
+            _ => {}
+        }
+    }
+    false
+}
+
+/// `ulimit-n` and `pidfile`.
+fn prepare_process(config: &Config) -> Result<(), String> {
+    if let Some(n) = config.global.ulimit_n {
+        let lim = libc::rlimit { rlim_cur: n, rlim_max: n };
+        // SAFETY: setrlimit with a valid, initialised struct.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
+            return Err(format!("ulimit-n {n}: {}", std::io::Error::last_os_error()));
+        }
+    }
+    if let Some(p) = &config.global.pidfile {
+        std::fs::write(p, format!("{}\n", std::process::id())).map_err(|e| format!("pidfile {}: {e}", p.display()))?;
+    }
+    Ok(())
+}
+
+async fn serve(config: Config) -> ExitCode {
+    use tokio::signal::unix::{SignalKind, signal};
+    let running = match crate::run::start(config).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("pglb: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup())) else {
+        eprintln!("pglb: cannot install signal handlers");
+        return ExitCode::from(1);
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => tracing::warn!("SIGHUP received: this version of pglb does not reload its configuration; restart it to apply changes"),
+        }
+    }
+    // A second SIGTERM/SIGINT closes the remaining sessions at once.
+    let force = async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    };
+    running.shutdown(force).await;
+    ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn log_stdout_only_in_global() {
+        assert!(super::logs_to_stdout("global\n    log stdout local0 info\n"));
+        assert!(!super::logs_to_stdout("defaults\n    log stdout local0\n"));
+    }
+}

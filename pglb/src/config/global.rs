@@ -1,0 +1,124 @@
+//! The `global` section.
+
+use super::keywords::{self, GLOBAL_NO_EFFECT, GLOBAL_PREFIX_NO_EFFECT, GLOBAL_REJECTED};
+use super::lexer::Line;
+use super::model::{Global, Level, StatsSocket};
+use super::parse::Ctx;
+use super::units::{parse_time, parse_timeout};
+use std::path::PathBuf;
+
+pub(super) fn parse(ctx: &mut Ctx, lines: &[Line], global: &mut Global) {
+    for line in lines {
+        let n = line.number;
+        let kw = line.keyword();
+        match kw {
+            "maxconn" => {
+                if let Some(v) = ctx.arg(line, 0, "a number").and_then(|v| ctx.number(n, kw, v)) {
+                    global.maxconn = Some(v);
+                }
+            }
+            "nbthread" => {
+                if let Some(v) = ctx.arg(line, 0, "a number of threads").and_then(|v| ctx.number::<usize>(n, kw, v)) {
+                    if v == 0 {
+                        ctx.error(n, "nbthread must be at least 1");
+                    } else {
+                        global.nbthread = Some(v);
+                    }
+                }
+            }
+            "hard-stop-after" => {
+                if let Some(v) = ctx.arg(line, 0, "a time such as 30s") {
+                    match parse_timeout(v) {
+                        Ok(d) => global.hard_stop_after = d,
+                        Err(e) => ctx.error(n, e),
+                    }
+                }
+            }
+            "pidfile" => global.pidfile = ctx.arg(line, 0, "a path").map(PathBuf::from),
+            "ulimit-n" => {
+                if let Some(v) = ctx.arg(line, 0, "a number").and_then(|v| ctx.number(n, kw, v)) {
+                    global.ulimit_n = Some(v);
+                }
+            }
+            "log" => {
+                if let Some(target) = ctx.arg(line, 0, "a target such as stdout") {
+                    if target != "stdout" && target != "stderr" {
+                        ctx.warn(n, format!("log target '{target}' is not used: pglb writes its logs to stderr (write 'log stdout' for stdout)"));
+                    }
+                }
+            }
+            "stats" => parse_stats(ctx, line, global),
+            "presetenv" | "setenv" => {
+                if let (Some(name), Some(value)) = (ctx.arg(line, 0, "a variable name"), ctx.arg(line, 1, "a value")) {
+                    if kw == "setenv" || std::env::var_os(name).is_none() {
+                        // SAFETY: configuration is parsed before the runtime starts its threads.
+                        unsafe { std::env::set_var(name, value) };
+                    }
+                }
+            }
+            "unsetenv" => {
+                for name in line.args() {
+                    // SAFETY: as above.
+                    unsafe { std::env::remove_var(name) };
+                }
+            }
+            _ => {
+                if let Some(why) = keywords::lookup(GLOBAL_NO_EFFECT, kw) {
+                    ctx.warn(n, format!("'{kw}' has no effect in pglb: {why}"));
+                } else if let Some(why) = keywords::lookup(GLOBAL_REJECTED, kw) {
+                    ctx.error(n, format!("'{kw}' is not supported: {why}"));
+                } else if let Some((_, why)) = GLOBAL_PREFIX_NO_EFFECT.iter().find(|(p, _)| kw.starts_with(p)) {
+                    ctx.warn(n, format!("'{kw}' has no effect in pglb: {why}"));
+                } else {
+                    ctx.error(n, format!("unknown keyword '{kw}' in global section (see docs/config.md for what pglb understands)"));
+                }
+            }
+        }
+    }
+}
+
+fn parse_stats(ctx: &mut Ctx, line: &Line, global: &mut Global) {
+    let n = line.number;
+    let Some(what) = ctx.arg(line, 0, "socket, timeout or maxconn") else { return };
+    match what {
+        "socket" => {
+            let Some(path) = ctx.arg(line, 1, "a socket path") else { return };
+            if path.contains('@') || path.contains(':') && !path.starts_with('/') {
+                ctx.error(n, format!("stats socket '{path}': pglb's runtime API listens on a UNIX socket path such as /var/run/pglb.sock"));
+                return;
+            }
+            let mut socket = StatsSocket { path: PathBuf::from(path), mode: None, level: Level::User, line: n };
+            let mut it = line.args()[2..].iter();
+            while let Some(opt) = it.next() {
+                match opt.as_str() {
+                    "mode" => match it.next().map(|m| u32::from_str_radix(m, 8)) {
+                        Some(Ok(m)) if m <= 0o777 => socket.mode = Some(m),
+                        _ => ctx.error(n, "stats socket mode needs an octal file mode such as 600"),
+                    },
+                    "level" => match it.next().map(String::as_str) {
+                        Some("user") => socket.level = Level::User,
+                        Some("operator") => socket.level = Level::Operator,
+                        Some("admin") => socket.level = Level::Admin,
+                        _ => ctx.error(n, "stats socket level must be user, operator or admin"),
+                    },
+                    "expose-fd" | "user" | "group" | "uid" | "gid" | "process" | "name" | "severity-output" => {
+                        ctx.warn(n, format!("stats socket option '{opt}' has no effect in pglb"));
+                        it.next();
+                    }
+                    other => ctx.error(n, format!("unknown stats socket option '{other}' (pglb understands mode and level)")),
+                }
+            }
+            global.stats_sockets.push(socket);
+        }
+        "timeout" => {
+            if let Some(v) = ctx.arg(line, 1, "a time such as 2m") {
+                match parse_time(v) {
+                    Ok(d) => global.stats_timeout = d,
+                    Err(e) => ctx.error(n, e),
+                }
+            }
+        }
+        "maxconn" | "bind-process" => ctx.warn(n, format!("'stats {what}' has no effect in pglb")),
+        other => ctx.error(n, format!("unknown global stats setting '{other}': use socket or timeout")),
+    }
+}

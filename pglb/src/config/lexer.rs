@@ -1,0 +1,184 @@
+//! Splits HAProxy configuration text into words, line by line.
+//!
+//! HAProxy's rules (configuration.txt section 2.2): words are separated by
+//! spaces or tabs; `#` starts a comment; a backslash escapes the next
+//! character; double quotes group words and expand `${VAR}` / `$VAR` from the
+//! environment; single quotes group words literally.
+
+use super::error::ConfigError;
+use std::path::Path;
+
+/// One non-empty configuration line, already split into words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Line {
+    /// 1-based line number in the file, for error messages.
+    pub number: usize,
+    pub words: Vec<String>,
+}
+
+impl Line {
+    /// The keyword (first word), lower-cased comparison is the caller's job:
+    /// HAProxy keywords are case-sensitive, so this returns it as written.
+    pub fn keyword(&self) -> &str {
+        &self.words[0]
+    }
+
+    pub fn args(&self) -> &[String] {
+        &self.words[1..]
+    }
+}
+
+/// Splits `text` into lines of words. `file` is only used in error messages.
+pub fn tokenize(file: &Path, text: &str) -> Result<Vec<Line>, ConfigError> {
+    let mut lines = Vec::new();
+    for (index, raw) in text.lines().enumerate() {
+        let number = index + 1;
+        let words = split_line(raw).map_err(|msg| ConfigError::at(file, number, msg))?;
+        if !words.is_empty() {
+            lines.push(Line { number, words });
+        }
+    }
+    Ok(lines)
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Quote {
+    None,
+    Single,
+    Double,
+}
+
+fn split_line(raw: &str) -> Result<Vec<String>, String> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    // A word may be an empty quoted string (""), so track "started" apart from content.
+    let mut started = false;
+    let mut quote = Quote::None;
+    let mut chars = raw.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (quote, c) {
+            (Quote::Single, '\'') => quote = Quote::None,
+            (Quote::Single, _) => word.push(c),
+            (Quote::Double, '"') => quote = Quote::None,
+            (_, '\\') => match chars.next() {
+                Some(escaped) => {
+                    word.push(unescape(escaped));
+                    started = true;
+                }
+                None => return Err("a backslash ends the line; HAProxy has no line continuation, write the whole directive on one line".into()),
+            },
+            (Quote::Double, '$') => expand_env(&mut chars, &mut word)?,
+            (Quote::None, '#') => break,
+            (Quote::None, ' ' | '\t') => {
+                if started {
+                    words.push(std::mem::take(&mut word));
+                    started = false;
+                }
+            }
+            (Quote::None, '\'') => {
+                quote = Quote::Single;
+                started = true;
+            }
+            (Quote::None, '"') => {
+                quote = Quote::Double;
+                started = true;
+            }
+            (_, _) => {
+                word.push(c);
+                started = true;
+            }
+        }
+    }
+    match quote {
+        Quote::None => {}
+        Quote::Single => return Err("unterminated single quote: close it with ' before the end of the line".into()),
+        Quote::Double => return Err("unterminated double quote: close it with \" before the end of the line".into()),
+    }
+    if started {
+        words.push(word);
+    }
+    Ok(words)
+}
+
+fn unescape(c: char) -> char {
+    match c {
+        'n' => '\n',
+        'r' => '\r',
+        't' => '\t',
+        other => other,
+    }
+}
+
+/// Expands `${NAME}` or `$NAME` (inside double quotes only, as HAProxy does).
+/// An unset variable expands to nothing, as in HAProxy.
+fn expand_env(chars: &mut std::iter::Peekable<std::str::Chars<'_>>, out: &mut String) -> Result<(), String> {
+    let mut name = String::new();
+    if chars.peek() == Some(&'{') {
+        chars.next();
+        loop {
+            match chars.next() {
+                Some('}') => break,
+                Some(c) => name.push(c),
+                None => return Err("unterminated ${...}: add the closing brace".into()),
+            }
+        }
+        // HAProxy's ${NAME[,]} list syntax: keep the name, drop the separator request.
+        if let Some(stripped) = name.strip_suffix("[,]") {
+            name = stripped.to_string();
+        }
+    } else {
+        while let Some(&c) = chars.peek() {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                name.push(c);
+                chars.next();
+            } else {
+                break;
+            }
+        }
+        if name.is_empty() {
+            out.push('$');
+            return Ok(());
+        }
+    }
+    if let Ok(value) = std::env::var(&name) {
+        out.push_str(&value);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(s: &str) -> Vec<String> {
+        split_line(s).unwrap()
+    }
+
+    #[test]
+    fn splits_on_blanks_and_drops_comments() {
+        assert_eq!(words("  server a 1.2.3.4:5 check # a comment"), ["server", "a", "1.2.3.4:5", "check"]);
+        assert_eq!(words("\tmode\ttcp"), ["mode", "tcp"]);
+        assert!(words("   # only a comment").is_empty());
+    }
+
+    #[test]
+    fn quotes_and_escapes() {
+        assert_eq!(words(r#"stats auth "a b":'c d'"#), ["stats", "auth", "a b:c d"]);
+        assert_eq!(words(r"tcp-check send hello\ world\#x"), ["tcp-check", "send", "hello world#x"]);
+        assert_eq!(words(r#"x """#), ["x", ""]);
+        assert_eq!(words(r"x \n"), ["x", "\n"]);
+    }
+
+    #[test]
+    fn expands_environment_in_double_quotes_only() {
+        // SAFETY: the variable name is unique to this test.
+        unsafe { std::env::set_var("PGLB_LEXER_TEST", "v") };
+        assert_eq!(words(r#"a "${PGLB_LEXER_TEST}-$PGLB_LEXER_TEST" '$PGLB_LEXER_TEST'"#), ["a", "v-v", "$PGLB_LEXER_TEST"]);
+    }
+
+    #[test]
+    fn unterminated_quote_is_an_error() {
+        assert!(split_line("a \"b").unwrap_err().contains("double quote"));
+        assert!(split_line("a 'b").unwrap_err().contains("single quote"));
+    }
+}

@@ -1,0 +1,65 @@
+//! HAProxy's configuration language, as pglb understands it.
+//!
+//! Text flows one way: `lexer` (words and line numbers) -> `parse` (sections)
+//! -> `global`/`proxy`/`server`/`check`/`resolvers` (keywords) -> `model`
+//! (validated, defaults filled in) -> `lint` (PostgreSQL-aware warnings).
+
+mod addr;
+mod check;
+mod error;
+mod global;
+pub mod keywords;
+mod lexer;
+mod lint;
+pub mod model;
+mod parse;
+mod proxy;
+mod resolvers;
+mod server;
+pub mod units;
+
+pub use check::decode_hex;
+pub use error::{ConfigError, Warning};
+pub use model::*;
+pub use parse::{Loaded, Report};
+
+use std::path::Path;
+
+/// Reads and validates a configuration file.
+pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
+    report(path).into_result()
+}
+
+/// Reads a configuration file and reports every error and warning.
+pub fn report(path: &Path) -> Report {
+    match std::fs::read_to_string(path) {
+        Ok(text) => report_str(path, &text),
+        Err(e) => Report { config: None, errors: vec![ConfigError::file(path, format!("cannot read the configuration: {e}"))], warnings: Vec::new() },
+    }
+}
+
+/// Validates configuration text; `path` is used in messages only.
+pub fn parse_str(path: &Path, text: &str) -> Result<Loaded, ConfigError> {
+    report_str(path, text).into_result()
+}
+
+pub fn report_str(path: &Path, text: &str) -> Report {
+    match lexer::tokenize(path, text) {
+        Ok(lines) => parse::parse_lines(path, lines),
+        Err(e) => Report { config: None, errors: vec![e], warnings: Vec::new() },
+    }
+}
+
+/// Keywords with an effect in pglb, for the documentation test.
+pub const IMPLEMENTED: &[&str] = &[
+    "global", "defaults", "frontend", "backend", "listen", "resolvers",
+    "maxconn", "nbthread", "hard-stop-after", "pidfile", "ulimit-n", "log", "stats socket", "stats timeout", "setenv", "presetenv", "unsetenv",
+    "mode", "bind", "default_backend", "balance", "retries", "timeout connect", "timeout client", "timeout server", "timeout queue",
+    "timeout check", "timeout tunnel", "timeout client-fin", "timeout server-fin", "option redispatch", "option tcplog", "option dontlognull",
+    "option clitcpka", "option srvtcpka", "option tcpka", "option allbackups", "option log-health-checks", "option tcp-check", "option pgsql-check",
+    "option httpchk", "tcp-check connect", "tcp-check send", "tcp-check send-binary", "tcp-check expect", "tcp-check comment", "http-check expect",
+    "http-check send", "default-server", "server", "disabled", "enabled", "stats enable", "stats uri", "stats refresh", "stats auth", "stats realm",
+    "stats hide-version", "stats admin", "check", "no-check", "inter", "fastinter", "downinter", "rise", "fall", "weight", "backup", "maxqueue",
+    "port", "addr", "on-marked-down", "on-marked-up", "init-addr", "resolvers", "resolve-prefer", "tcp-ut", "no-ssl", "nameserver",
+    "parse-resolv-conf", "hold", "timeout resolve", "timeout retry", "resolve_retries",
+];

@@ -1,0 +1,329 @@
+//! The validated configuration: what the rest of pglb reads. Every value here
+//! has been checked and has its HAProxy default filled in, so consumers never
+//! re-validate. Timeouts are `Option<Duration>`: `None` means "no timeout".
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The file the configuration came from, for messages and reloads.
+    pub file: PathBuf,
+    pub global: Global,
+    pub frontends: Vec<Frontend>,
+    pub backends: Vec<Backend>,
+    pub resolvers: Vec<Resolvers>,
+}
+
+impl Config {
+    pub fn backend(&self, name: &str) -> Option<&Backend> {
+        self.backends.iter().find(|b| b.name == name)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Global {
+    /// Process-wide cap on concurrent client connections (`maxconn`).
+    pub maxconn: Option<u32>,
+    /// Worker threads for the runtime (`nbthread`); `None` = one per core.
+    pub nbthread: Option<usize>,
+    /// How long a stopping pglb waits for sessions before closing them;
+    /// `None` waits for ever, as HAProxy does without `hard-stop-after`.
+    pub hard_stop_after: Option<Duration>,
+    pub stats_sockets: Vec<StatsSocket>,
+    /// Idle timeout of runtime API connections (`stats timeout`, default 10s).
+    pub stats_timeout: Duration,
+    pub pidfile: Option<PathBuf>,
+    /// File descriptor limit to raise the process to (`ulimit-n`).
+    pub ulimit_n: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatsSocket {
+    pub path: PathBuf,
+    /// File mode of the socket (`mode 600`), octal as written.
+    pub mode: Option<u32>,
+    pub level: Level,
+    pub line: usize,
+}
+
+/// Runtime API privilege levels, in increasing order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    User,
+    Operator,
+    Admin,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Tcp,
+    /// Only for stats listeners: pglb does not proxy HTTP.
+    Http,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Frontend {
+    pub name: String,
+    pub line: usize,
+    pub mode: Mode,
+    pub binds: Vec<Bind>,
+    /// Backend that receives this frontend's sessions (`default_backend`,
+    /// or the section itself for `listen`). `None` only for stats listeners.
+    pub default_backend: Option<String>,
+    pub maxconn: Option<u32>,
+    /// Inactivity timeout on the client side (`timeout client`).
+    pub timeout_client: Option<Duration>,
+    /// Inactivity timeout once the client has half-closed (`timeout client-fin`).
+    pub timeout_client_fin: Option<Duration>,
+    pub log: LogOptions,
+    /// TCP keepalive towards clients (`option clitcpka` / `option tcpka`).
+    pub clitcpka: bool,
+    pub stats: Option<StatsSettings>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LogOptions {
+    /// `option tcplog`: the full per-connection line (pglb always logs one).
+    pub tcplog: bool,
+    /// `option dontlognull`: skip connections that sent no data.
+    pub dontlognull: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bind {
+    pub addr: SocketAddr,
+    pub line: usize,
+    pub name: Option<String>,
+    /// Listen backlog (`backlog N`); default 1024.
+    pub backlog: u32,
+    /// `v6only`: an IPv6 wildcard that does not also accept IPv4.
+    pub v6only: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StatsSettings {
+    pub enabled: bool,
+    pub uri: String,
+    pub refresh: Option<Duration>,
+    /// `stats auth USER:PASS` pairs; empty means no authentication.
+    pub auth: Vec<(String, String)>,
+    pub realm: Option<String>,
+    pub hide_version: bool,
+    pub admin: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Backend {
+    pub name: String,
+    pub line: usize,
+    pub balance: Balance,
+    /// Connection attempts after the first failure (`retries`, default 3).
+    pub retries: u32,
+    /// `option redispatch [N]`: `Some(N)` redispatches on every Nth retry
+    /// when N > 0, or on the |N|th retry before the last when N < 0
+    /// (HAProxy's default -1: on the last retry). `None`: never.
+    pub redispatch: Option<i32>,
+    pub timeout_connect: Option<Duration>,
+    pub timeout_server: Option<Duration>,
+    pub timeout_server_fin: Option<Duration>,
+    /// Idle timeout for both sides once connected (`timeout tunnel`).
+    pub timeout_tunnel: Option<Duration>,
+    /// Longest wait for a server slot (`timeout queue`; defaults to `timeout connect`).
+    pub timeout_queue: Option<Duration>,
+    /// Longest a health check may take after connect (`timeout check`).
+    pub timeout_check: Option<Duration>,
+    /// TCP keepalive towards servers (`option srvtcpka` / `option tcpka`).
+    pub srvtcpka: bool,
+    pub check: CheckSpec,
+    /// `option log-health-checks`: log every check result change, not only UP/DOWN.
+    pub log_health_checks: bool,
+    /// `option allbackups`: use every usable backup server, not only the first.
+    pub allbackups: bool,
+    pub servers: Vec<Server>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Balance {
+    RoundRobin,
+    StaticRr,
+    LeastConn,
+    First,
+    /// Random with `draws` picks, keeping the least loaded (default 2).
+    Random {
+        draws: u32,
+    },
+    /// Hash of the client's address.
+    Source,
+}
+
+impl Balance {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Balance::RoundRobin => "roundrobin",
+            Balance::StaticRr => "static-rr",
+            Balance::LeastConn => "leastconn",
+            Balance::First => "first",
+            Balance::Random { .. } => "random",
+            Balance::Source => "source",
+        }
+    }
+}
+
+/// How a backend's servers are health-checked (for servers with `check`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum CheckSpec {
+    /// A TCP connect (HAProxy's default).
+    Connect,
+    /// `option tcp-check` with its `tcp-check` rules (empty = connect only).
+    TcpCheck(Vec<TcpCheckRule>),
+    Pgsql(PgsqlCheck),
+    Http(HttpCheck),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TcpCheckRule {
+    pub line: usize,
+    pub kind: TcpCheckKind,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum TcpCheckKind {
+    Connect { port: Option<u16>, addr: Option<String> },
+    Send(Vec<u8>),
+    Expect { negate: bool, pattern: ExpectPattern, min_recv: Option<usize> },
+    Comment(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ExpectPattern {
+    String(Vec<u8>),
+    Binary(Vec<u8>),
+    /// A regular expression over the response (`rstring`).
+    Rstring(String),
+    /// A regular expression over the hex-encoded response (`rbinary`).
+    Rbinary(String),
+}
+
+/// `option pgsql-check user NAME [...]`. The extension fields (after `user`)
+/// make it a SQL-level check; without them it is HAProxy's startup check.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct PgsqlCheck {
+    pub user: String,
+    pub database: Option<String>,
+    pub password: Option<PasswordSource>,
+    pub sslmode: Option<SslMode>,
+    pub role: Option<RoleRequirement>,
+    pub max_lag: Option<Duration>,
+    pub max_lag_bytes: Option<u64>,
+    pub require_streaming: bool,
+}
+
+impl PgsqlCheck {
+    /// True when the check must log in and run SQL (any extension option).
+    pub fn is_sql(&self) -> bool {
+        self.database.is_some()
+            || self.password.is_some()
+            || self.sslmode.is_some()
+            || self.role.is_some()
+            || self.max_lag.is_some()
+            || self.max_lag_bytes.is_some()
+            || self.require_streaming
+    }
+}
+
+/// Where a check password comes from: never the configuration text itself,
+/// so it cannot leak through `show`, logs or a ConfigMap diff.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PasswordSource {
+    Env(String),
+    File(PathBuf),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SslMode {
+    Disable,
+    Prefer,
+    Require,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoleRequirement {
+    Primary,
+    Replica,
+    Any,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct HttpCheck {
+    pub method: String,
+    pub uri: String,
+    pub version: String,
+    pub expect: Option<HttpExpect>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HttpExpect {
+    Status(Vec<u16>),
+    String(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Server {
+    pub name: String,
+    pub line: usize,
+    /// Host as written: an IP literal or a DNS name (resolved at run time).
+    pub host: String,
+    pub port: u16,
+    pub check: bool,
+    /// Interval between checks while the server is stable (`inter`, 2s).
+    pub inter: Duration,
+    /// Interval while a state change is in progress (`fastinter`, = inter).
+    pub fastinter: Duration,
+    /// Interval while the server is DOWN (`downinter`, = inter).
+    pub downinter: Duration,
+    pub rise: u32,
+    pub fall: u32,
+    /// 0..=256; 0 means "never selected by load balancing".
+    pub weight: u32,
+    pub backup: bool,
+    pub maxconn: Option<u32>,
+    pub maxqueue: Option<u32>,
+    /// Starts in maintenance (`disabled`).
+    pub disabled: bool,
+    pub check_port: Option<u16>,
+    pub check_addr: Option<String>,
+    pub on_marked_down: OnMarkedDown,
+    pub on_marked_up: OnMarkedUp,
+    pub resolvers: Option<String>,
+    /// TCP_USER_TIMEOUT on server connections (`tcp-ut`).
+    pub tcp_ut: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnMarkedDown {
+    #[default]
+    Nothing,
+    ShutdownSessions,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnMarkedUp {
+    #[default]
+    Nothing,
+    ShutdownBackupSessions,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resolvers {
+    pub name: String,
+    pub line: usize,
+    pub nameservers: Vec<SocketAddr>,
+    pub parse_resolv_conf: bool,
+    /// How long a valid answer is kept before asking again (`hold valid`, 10s).
+    pub hold_valid: Duration,
+    pub timeout_resolve: Duration,
+    pub timeout_retry: Duration,
+    pub resolve_retries: u32,
+}

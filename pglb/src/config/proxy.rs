@@ -1,0 +1,532 @@
+//! `defaults`, `frontend`, `backend` and `listen` keywords. A section's lines
+//! are applied to a draft that starts as a copy of the defaults in force, then
+//! `finish` validates it into model frontends and backends.
+
+use super::addr;
+use super::check::CheckDraft;
+use super::keywords::{self, OPTION_NO_EFFECT, OPTION_REJECTED, PROXY_NO_EFFECT, PROXY_REJECTED};
+use super::lexer::Line;
+use super::model::*;
+use super::parse::Ctx;
+use super::server::ServerOpts;
+use super::units::{parse_time, parse_timeout};
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SectionKind {
+    Defaults,
+    Frontend,
+    Backend,
+    Listen,
+}
+
+impl SectionKind {
+    fn name(self) -> &'static str {
+        match self {
+            SectionKind::Defaults => "defaults",
+            SectionKind::Frontend => "frontend",
+            SectionKind::Backend => "backend",
+            SectionKind::Listen => "listen",
+        }
+    }
+    fn has_frontend(self) -> bool {
+        !matches!(self, SectionKind::Backend)
+    }
+    fn has_backend(self) -> bool {
+        !matches!(self, SectionKind::Frontend)
+    }
+}
+
+/// Settings of a proxy section while it is being read. `None` = not set
+/// here nor in the defaults.
+#[derive(Debug, Clone, Default)]
+pub(super) struct ProxyDraft {
+    mode: Option<(Mode, usize)>,
+    balance: Option<Balance>,
+    maxconn: Option<u32>,
+    retries: Option<u32>,
+    redispatch: Option<Option<i32>>,
+    timeout_connect: Option<Duration>,
+    timeout_client: Option<Duration>,
+    timeout_server: Option<Duration>,
+    timeout_queue: Option<Duration>,
+    timeout_check: Option<Duration>,
+    timeout_tunnel: Option<Duration>,
+    timeout_client_fin: Option<Duration>,
+    timeout_server_fin: Option<Duration>,
+    tcplog: bool,
+    dontlognull: bool,
+    clitcpka: bool,
+    srvtcpka: bool,
+    allbackups: bool,
+    log_health_checks: bool,
+    check: CheckDraft,
+    default_server: ServerOpts,
+    stats: StatsSettings,
+    stats_line: Option<usize>,
+    pub disabled: bool,
+    // Per-section only (not inherited from defaults):
+    binds: Vec<Bind>,
+    default_backend: Option<(String, usize)>,
+    servers: Vec<(String, usize, String, ServerOpts)>,
+}
+
+impl ProxyDraft {
+    /// Clears what a section never inherits from defaults.
+    pub fn begin_section(&mut self) {
+        self.binds.clear();
+        self.default_backend = None;
+        self.servers.clear();
+        self.disabled = false;
+        self.check.begin_section();
+    }
+
+    pub fn apply(&mut self, ctx: &mut Ctx, kind: SectionKind, line: &Line) {
+        let kw = line.keyword();
+        let n = line.number;
+        let allowed = |fe: bool, be: bool, def: bool| match kind {
+            SectionKind::Defaults => def,
+            SectionKind::Frontend => fe,
+            SectionKind::Backend => be,
+            SectionKind::Listen => fe || be,
+        };
+        let wrong_section = |ctx: &mut Ctx, fe: bool, be: bool, def: bool| {
+            if allowed(fe, be, def) {
+                false
+            } else {
+                let mut where_ = Vec::new();
+                if def {
+                    where_.push("defaults");
+                }
+                if fe {
+                    where_.push("frontend");
+                }
+                if fe || be {
+                    where_.push("listen");
+                }
+                if be {
+                    where_.push("backend");
+                }
+                ctx.error(n, format!("'{kw}' is not allowed in a {} section; it belongs in {}", kind.name(), where_.join(", ")));
+                true
+            }
+        };
+        match kw {
+            "mode" => {
+                if let Some(m) = ctx.arg(line, 0, "tcp or http") {
+                    match m {
+                        "tcp" => self.mode = Some((Mode::Tcp, n)),
+                        "http" => self.mode = Some((Mode::Http, n)),
+                        other => ctx.error(n, format!("unknown mode '{other}': pglb proxies 'mode tcp' (and serves stats with 'mode http')")),
+                    }
+                }
+            }
+            "bind" => {
+                if wrong_section(ctx, true, false, false) {
+                    return;
+                }
+                self.parse_bind(ctx, line);
+            }
+            "default_backend" => {
+                if wrong_section(ctx, true, false, true) {
+                    return;
+                }
+                if let Some(b) = ctx.arg(line, 0, "a backend name") {
+                    self.default_backend = Some((b.to_string(), n));
+                }
+            }
+            "balance" => {
+                if wrong_section(ctx, false, true, true) {
+                    return;
+                }
+                self.parse_balance(ctx, line);
+            }
+            "maxconn" => {
+                if wrong_section(ctx, true, false, true) {
+                    return;
+                }
+                if let Some(v) = ctx.arg(line, 0, "a number").and_then(|v| ctx.number(n, kw, v)) {
+                    self.maxconn = Some(v);
+                }
+            }
+            "retries" => {
+                if wrong_section(ctx, false, true, true) {
+                    return;
+                }
+                if let Some(v) = ctx.arg(line, 0, "a number").and_then(|v| ctx.number(n, kw, v)) {
+                    self.retries = Some(v);
+                }
+            }
+            "timeout" => self.parse_timeout(ctx, kind, line),
+            "option" => self.parse_option(ctx, kind, line, true),
+            "no" => {
+                if line.args().first().map(String::as_str) == Some("option") {
+                    let rest = Line { number: n, words: line.words[1..].to_vec() };
+                    self.parse_option(ctx, kind, &rest, false);
+                } else if line.args().first().map(String::as_str) == Some("log") {
+                    // `no log`: pglb's connection log is controlled by RUST_LOG.
+                    ctx.warn(n, "'no log' has no effect: silence connection logs with RUST_LOG=pglb::conn=off");
+                } else {
+                    ctx.error(n, "'no' must be followed by 'option NAME'");
+                }
+            }
+            "log" => {
+                // `log global` or a target: pglb logs to stderr/stdout (global log).
+                if let Some(target) = ctx.arg(line, 0, "'global' or a target") {
+                    if target != "global" && target != "stdout" && target != "stderr" {
+                        ctx.warn(n, format!("log target '{target}' is not used: pglb writes logs to stderr (or stdout with 'log stdout' in global)"));
+                    }
+                }
+            }
+            "default-server" => {
+                if wrong_section(ctx, false, true, true) {
+                    return;
+                }
+                let opts = ServerOpts::parse(ctx, line, 0);
+                self.default_server.merge(&opts);
+            }
+            "server" => {
+                if wrong_section(ctx, false, true, false) {
+                    return;
+                }
+                let (Some(name), Some(address)) = (ctx.arg(line, 0, "a name and an address"), ctx.arg(line, 1, "an address HOST:PORT")) else {
+                    return;
+                };
+                if let Some((_, first, ..)) = self.servers.iter().find(|(s, ..)| s == name) {
+                    ctx.error(n, format!("server '{name}' is already defined at line {first}: give it another name"));
+                    return;
+                }
+                let opts = ServerOpts::parse(ctx, line, 2);
+                self.servers.push((name.to_string(), n, address.to_string(), opts));
+            }
+            "tcp-check" | "http-check" => {
+                if wrong_section(ctx, false, true, true) {
+                    return;
+                }
+                self.check.parse_rule(ctx, line);
+            }
+            "stats" => {
+                if kind == SectionKind::Backend {
+                    ctx.error(n, "pglb serves stats from a frontend or listen section with 'mode http' and 'stats enable'");
+                    return;
+                }
+                self.parse_stats(ctx, line);
+            }
+            "disabled" => self.disabled = true,
+            "enabled" => self.disabled = false,
+            _ => {
+                if let Some(why) = keywords::lookup(PROXY_NO_EFFECT, kw) {
+                    ctx.warn(n, format!("'{kw}' has no effect in pglb: {why}"));
+                } else if let Some(why) = keywords::lookup(PROXY_REJECTED, kw) {
+                    ctx.error(n, format!("'{kw}' is not supported: {why}"));
+                } else {
+                    ctx.error(n, format!("unknown keyword '{kw}' in {} section (see docs/config.md for what pglb understands)", kind.name()));
+                }
+            }
+        }
+    }
+
+    fn parse_bind(&mut self, ctx: &mut Ctx, line: &Line) {
+        let n = line.number;
+        let Some(addrs) = ctx.arg(line, 0, "an address such as *:5432") else { return };
+        let mut name = None;
+        let mut backlog = 1024;
+        let mut v6only = false;
+        let mut args = line.args()[1..].iter();
+        while let Some(opt) = args.next() {
+            match opt.as_str() {
+                "name" => name = args.next().cloned(),
+                "backlog" => {
+                    if let Some(v) = args.next().and_then(|v| ctx.number(n, "backlog", v)) {
+                        backlog = v;
+                    }
+                }
+                "v6only" => v6only = true,
+                "v4v6" => v6only = false,
+                "ssl" | "crt" => {
+                    ctx.error(n, "pglb does not terminate TLS: remove 'ssl'/'crt' from bind; PostgreSQL clients negotiate TLS with the server through pglb");
+                    return;
+                }
+                "accept-proxy" => {
+                    ctx.error(n, "pglb does not accept the PROXY protocol: remove accept-proxy");
+                    return;
+                }
+                "tfo" | "defer-accept" | "transparent" | "interface" | "mss" | "nice" | "process" | "thread" | "level" | "mode" | "user" | "group" | "uid"
+                | "gid" | "maxconn" | "id" => {
+                    ctx.warn(n, format!("bind option '{opt}' has no effect in pglb"));
+                    if !matches!(opt.as_str(), "tfo" | "defer-accept" | "transparent" | "v4v6") {
+                        args.next();
+                    }
+                }
+                other => {
+                    ctx.error(n, format!("unknown bind option '{other}' (pglb understands name, backlog, v4v6 and v6only)"));
+                    return;
+                }
+            }
+        }
+        for a in addrs.split(',') {
+            match addr::parse_bind(a) {
+                Ok(addr) => self.binds.push(Bind { addr, line: n, name: name.clone(), backlog, v6only }),
+                Err(e) => ctx.error(n, e),
+            }
+        }
+    }
+
+    fn parse_balance(&mut self, ctx: &mut Ctx, line: &Line) {
+        let n = line.number;
+        let Some(algo) = ctx.arg(line, 0, "an algorithm (roundrobin, static-rr, leastconn, first, random, source)") else { return };
+        self.balance = Some(match algo {
+            "roundrobin" => Balance::RoundRobin,
+            "static-rr" => Balance::StaticRr,
+            "leastconn" => Balance::LeastConn,
+            "first" => Balance::First,
+            "source" => Balance::Source,
+            a if a == "random" || a.starts_with("random(") => {
+                let draws = match a.strip_prefix("random(").and_then(|r| r.strip_suffix(')')) {
+                    Some(d) => match ctx.number::<u32>(n, "random", d) {
+                        Some(d) if d >= 1 => d,
+                        _ => return,
+                    },
+                    None => 2,
+                };
+                Balance::Random { draws }
+            }
+            "uri" | "url_param" | "hdr" | "rdp-cookie" | "hash" => {
+                ctx.error(n, format!("balance {algo} needs layer-7 data pglb does not read: use roundrobin, leastconn or source"));
+                return;
+            }
+            other => {
+                ctx.error(n, format!("unknown balance algorithm '{other}': use roundrobin, static-rr, leastconn, first, random or source"));
+                return;
+            }
+        });
+    }
+
+    fn parse_timeout(&mut self, ctx: &mut Ctx, kind: SectionKind, line: &Line) {
+        let n = line.number;
+        let (Some(which), Some(value)) = (ctx.arg(line, 0, "a name (connect, client, server, ...)"), ctx.arg(line, 1, "a time such as 5s")) else {
+            return;
+        };
+        ctx.no_more_args(line, 2);
+        let value = match parse_timeout(value) {
+            Ok(v) => v,
+            Err(e) => return ctx.error(n, e),
+        };
+        let (fe, be) = match which {
+            "client" | "client-fin" => (true, false),
+            "connect" | "server" | "server-fin" | "queue" | "check" | "tunnel" => (false, true),
+            "http-request" | "http-keep-alive" | "tarpit" => {
+                ctx.warn(n, format!("'timeout {which}' has no effect: pglb does not proxy HTTP"));
+                return;
+            }
+            other => {
+                ctx.error(n, format!("unknown timeout '{other}': use connect, client, server, queue, check, tunnel, client-fin or server-fin"));
+                return;
+            }
+        };
+        if (kind == SectionKind::Frontend && !fe) || (kind == SectionKind::Backend && !be) {
+            ctx.warn(n, format!("'timeout {which}' has no effect in a {} section: set it in the {}", kind.name(), if fe { "frontend" } else { "backend" }));
+            return;
+        }
+        let slot = match which {
+            "client" => &mut self.timeout_client,
+            "client-fin" => &mut self.timeout_client_fin,
+            "connect" => &mut self.timeout_connect,
+            "server" => &mut self.timeout_server,
+            "server-fin" => &mut self.timeout_server_fin,
+            "queue" => &mut self.timeout_queue,
+            "check" => &mut self.timeout_check,
+            _ => &mut self.timeout_tunnel,
+        };
+        *slot = value;
+    }
+
+    fn parse_option(&mut self, ctx: &mut Ctx, kind: SectionKind, line: &Line, on: bool) {
+        let n = line.number;
+        let Some(name) = ctx.arg(line, 0, "an option name") else { return };
+        match name {
+            "redispatch" => {
+                let interval = match line.args().get(1) {
+                    Some(v) => match ctx.number::<i32>(n, "option redispatch", v) {
+                        Some(0) => {
+                            ctx.error(n, "option redispatch 0 would never redispatch: write 'no option redispatch'");
+                            return;
+                        }
+                        Some(v) => v,
+                        None => return,
+                    },
+                    None => -1,
+                };
+                self.redispatch = Some(on.then_some(interval));
+            }
+            "tcplog" => self.tcplog = on,
+            "dontlognull" => self.dontlognull = on,
+            "clitcpka" => self.clitcpka = on,
+            "srvtcpka" => self.srvtcpka = on,
+            "tcpka" => {
+                self.clitcpka = on;
+                self.srvtcpka = on;
+            }
+            "allbackups" => self.allbackups = on,
+            "log-health-checks" => self.log_health_checks = on,
+            "tcp-check" | "pgsql-check" | "httpchk" => {
+                if kind == SectionKind::Frontend {
+                    ctx.error(n, format!("'option {name}' belongs in a backend, listen or defaults section"));
+                    return;
+                }
+                self.check.parse_option(ctx, line, on);
+            }
+            _ => {
+                if let Some(why) = keywords::lookup(OPTION_NO_EFFECT, name) {
+                    ctx.warn(n, format!("'option {name}' has no effect in pglb: {why}"));
+                } else if let Some(why) = keywords::lookup(OPTION_REJECTED, name) {
+                    ctx.error(n, format!("'option {name}' is not supported: {why}"));
+                } else {
+                    ctx.error(n, format!("unknown option '{name}' (see docs/config.md for the options pglb understands)"));
+                }
+            }
+        }
+    }
+
+    fn parse_stats(&mut self, ctx: &mut Ctx, line: &Line) {
+        let n = line.number;
+        let Some(what) = ctx.arg(line, 0, "a setting (enable, uri, refresh, auth, realm, ...)") else { return };
+        self.stats_line.get_or_insert(n);
+        match what {
+            "enable" => self.stats.enabled = true,
+            "uri" => {
+                if let Some(u) = ctx.arg(line, 1, "a path such as /stats") {
+                    if !u.starts_with('/') {
+                        ctx.error(n, format!("stats uri must start with '/': write /{u}"));
+                    }
+                    self.stats.uri = u.to_string();
+                    self.stats.enabled = true;
+                }
+            }
+            "refresh" => {
+                if let Some(t) = ctx.arg(line, 1, "a time such as 5s") {
+                    match parse_time(t) {
+                        Ok(d) => self.stats.refresh = Some(d),
+                        Err(e) => ctx.error(n, e),
+                    }
+                    self.stats.enabled = true;
+                }
+            }
+            "auth" => {
+                if let Some(up) = ctx.arg(line, 1, "USER:PASSWORD") {
+                    match up.split_once(':') {
+                        Some((u, p)) if !u.is_empty() => self.stats.auth.push((u.to_string(), p.to_string())),
+                        _ => ctx.error(n, "stats auth needs USER:PASSWORD"),
+                    }
+                    self.stats.enabled = true;
+                }
+            }
+            "realm" => {
+                self.stats.realm = Some(line.args()[1..].join(" "));
+            }
+            "hide-version" => self.stats.hide_version = true,
+            "admin" => {
+                // `stats admin if TRUE` is the common form; pglb has no ACLs.
+                if line.args().get(1).map(String::as_str) == Some("if") && line.args().get(2).map(String::as_str) == Some("TRUE") {
+                    self.stats.admin = true;
+                } else {
+                    ctx.error(n, "pglb understands only 'stats admin if TRUE' (it has no ACLs)");
+                }
+            }
+            "show-legends" | "show-node" | "show-desc" | "show-modules" | "scope" | "http-request" | "bind-process" => {
+                ctx.warn(n, format!("'stats {what}' has no effect in pglb"));
+            }
+            "socket" | "timeout" | "maxconn" => ctx.error(n, format!("'stats {what}' belongs in the global section")),
+            other => ctx.error(n, format!("unknown stats setting '{other}' (pglb understands enable, uri, refresh, auth, realm, hide-version, admin)")),
+        }
+    }
+
+    /// Validates the section into model frontends/backends.
+    pub fn finish(mut self, ctx: &mut Ctx, kind: SectionKind, name: &str, line: usize, config: &mut Config) {
+        let mode = self.mode.map(|(m, _)| m).unwrap_or(Mode::Tcp);
+        if self.stats.enabled && self.stats.uri.is_empty() {
+            // HAProxy's default stats URI.
+            self.stats.uri = "/haproxy?stats".to_string();
+        }
+        if mode == Mode::Http {
+            if !self.stats.enabled || !kind.has_frontend() {
+                let at = self.mode.map(|(_, l)| l).unwrap_or(line);
+                ctx.error(
+                    at,
+                    format!("'{name}' uses mode http: pglb proxies PostgreSQL over TCP (write 'mode tcp') and uses mode http only for stats listeners with 'stats enable'"),
+                );
+                return;
+            }
+            if !self.servers.is_empty() {
+                ctx.error(self.servers[0].1, format!("stats listener '{name}' cannot have servers: move them to a 'mode tcp' backend"));
+            }
+        } else if self.stats.enabled {
+            ctx.error(self.stats_line.unwrap_or(line), format!("'{name}': stats need 'mode http' in this section"));
+        }
+        if kind.has_frontend() {
+            if self.binds.is_empty() {
+                ctx.error(line, format!("{} '{name}' has no bind line: add e.g. 'bind *:5432'", kind.name()));
+            }
+            let default_backend = match (kind, &self.default_backend) {
+                (SectionKind::Listen, Some((_, l))) => {
+                    ctx.error(*l, "a listen section is its own backend: remove default_backend or use a frontend section");
+                    None
+                }
+                (SectionKind::Listen, None) if mode == Mode::Tcp => Some(name.to_string()),
+                (_, Some((b, _))) => Some(b.clone()),
+                (_, None) => {
+                    if mode == Mode::Tcp {
+                        ctx.error(line, format!("frontend '{name}' has no default_backend: add 'default_backend NAME'"));
+                    }
+                    None
+                }
+            };
+            config.frontends.push(Frontend {
+                name: name.to_string(),
+                line,
+                mode,
+                binds: std::mem::take(&mut self.binds),
+                default_backend,
+                maxconn: self.maxconn,
+                timeout_client: self.timeout_client,
+                timeout_client_fin: self.timeout_client_fin,
+                log: LogOptions { tcplog: self.tcplog, dontlognull: self.dontlognull },
+                clitcpka: self.clitcpka,
+                stats: self.stats.enabled.then(|| self.stats.clone()),
+            });
+        }
+        if kind.has_backend() && mode == Mode::Tcp {
+            let check = self.check.finish(ctx, name, line);
+            let servers = self
+                .servers
+                .iter()
+                .filter_map(|(sname, sline, address, opts)| {
+                    let mut merged = self.default_server.clone();
+                    merged.merge(opts);
+                    merged.build(ctx, sname, *sline, address)
+                })
+                .collect::<Vec<_>>();
+            if kind == SectionKind::Backend && servers.is_empty() && self.servers.is_empty() {
+                ctx.warn(line, format!("backend '{name}' has no server: every client will get an error"));
+            }
+            config.backends.push(Backend {
+                name: name.to_string(),
+                line,
+                balance: self.balance.unwrap_or(Balance::RoundRobin),
+                retries: self.retries.unwrap_or(3),
+                redispatch: self.redispatch.unwrap_or(None),
+                timeout_connect: self.timeout_connect,
+                timeout_server: self.timeout_server,
+                timeout_server_fin: self.timeout_server_fin,
+                timeout_tunnel: self.timeout_tunnel,
+                timeout_queue: self.timeout_queue.or(self.timeout_connect),
+                timeout_check: self.timeout_check,
+                srvtcpka: self.srvtcpka,
+                check,
+                log_health_checks: self.log_health_checks,
+                allbackups: self.allbackups,
+                servers,
+            });
+        }
+    }
+}

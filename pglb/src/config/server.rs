@@ -1,0 +1,236 @@
+//! Options of `server` and `default-server` lines.
+
+use super::addr;
+use super::keywords::{self, SERVER_NO_EFFECT, SERVER_REJECTED};
+use super::lexer::Line;
+use super::model::{OnMarkedDown, OnMarkedUp, Server};
+use super::parse::Ctx;
+use super::units::{parse_time, parse_timeout};
+use std::time::Duration;
+
+/// Server options as written; `None` = not given (so default-server and
+/// server lines can be merged, the server winning).
+#[derive(Debug, Clone, Default)]
+pub(super) struct ServerOpts {
+    check: Option<bool>,
+    inter: Option<Duration>,
+    fastinter: Option<Duration>,
+    downinter: Option<Duration>,
+    rise: Option<u32>,
+    fall: Option<u32>,
+    weight: Option<u32>,
+    backup: Option<bool>,
+    maxconn: Option<u32>,
+    maxqueue: Option<u32>,
+    disabled: Option<bool>,
+    port: Option<u16>,
+    addr: Option<String>,
+    on_marked_down: Option<OnMarkedDown>,
+    on_marked_up: Option<OnMarkedUp>,
+    resolvers: Option<String>,
+    tcp_ut: Option<Duration>,
+}
+
+macro_rules! merge_fields {
+    ($self:ident, $other:ident, $($f:ident),*) => {
+        $( if $other.$f.is_some() { $self.$f = $other.$f.clone(); } )*
+    };
+}
+
+impl ServerOpts {
+    pub fn merge(&mut self, other: &ServerOpts) {
+        merge_fields!(
+            self,
+            other,
+            check,
+            inter,
+            fastinter,
+            downinter,
+            rise,
+            fall,
+            weight,
+            backup,
+            maxconn,
+            maxqueue,
+            disabled,
+            port,
+            addr,
+            on_marked_down,
+            on_marked_up,
+            resolvers,
+            tcp_ut
+        );
+    }
+
+    /// Parses options from `line.args()[start..]`.
+    pub fn parse(ctx: &mut Ctx, line: &Line, start: usize) -> ServerOpts {
+        let n = line.number;
+        let mut o = ServerOpts::default();
+        let args = &line.args()[start.min(line.args().len())..];
+        let mut i = 0;
+        while i < args.len() {
+            let opt = args[i].as_str();
+            let value = args.get(i + 1).map(String::as_str);
+            let mut takes_value = true;
+            let need = |ctx: &mut Ctx, what: &str| {
+                if value.is_none() {
+                    ctx.error(n, format!("server option '{opt}' needs {what}"));
+                }
+                value
+            };
+            match opt {
+                "check" => (o.check, takes_value) = (Some(true), false),
+                "no-check" => (o.check, takes_value) = (Some(false), false),
+                "backup" => (o.backup, takes_value) = (Some(true), false),
+                "no-backup" => (o.backup, takes_value) = (Some(false), false),
+                "disabled" => (o.disabled, takes_value) = (Some(true), false),
+                "enabled" => (o.disabled, takes_value) = (Some(false), false),
+                // pglb never re-encrypts, so `no-ssl` states what already happens.
+                "no-ssl" | "no-send-proxy" | "no-check-ssl" => takes_value = false,
+                "inter" | "fastinter" | "downinter" => {
+                    if let Some(v) = need(ctx, "a time such as 1s") {
+                        match parse_time(v) {
+                            Ok(d) if d.is_zero() => ctx.error(n, format!("'{opt} 0' would check in a busy loop: give a time such as 1s")),
+                            Ok(d) => *match opt {
+                                "inter" => &mut o.inter,
+                                "fastinter" => &mut o.fastinter,
+                                _ => &mut o.downinter,
+                            } = Some(d),
+                            Err(e) => ctx.error(n, e),
+                        }
+                    }
+                }
+                "rise" | "fall" => {
+                    if let Some(v) = need(ctx, "a count such as 2") {
+                        match ctx.number::<u32>(n, opt, v) {
+                            Some(0) => ctx.error(n, format!("'{opt} 0' is not allowed: the count must be at least 1")),
+                            Some(c) => *(if opt == "rise" { &mut o.rise } else { &mut o.fall }) = Some(c),
+                            None => {}
+                        }
+                    }
+                }
+                "weight" => {
+                    if let Some(v) = need(ctx, "a number from 0 to 256") {
+                        match ctx.number::<u32>(n, opt, v) {
+                            Some(w) if w <= 256 => o.weight = Some(w),
+                            Some(w) => ctx.error(n, format!("weight {w} is out of range: use 0 to 256")),
+                            None => {}
+                        }
+                    }
+                }
+                "maxconn" | "maxqueue" => {
+                    if let Some(v) = need(ctx, "a number")
+                        && let Some(c) = ctx.number::<u32>(n, opt, v)
+                    {
+                        // 0 means "no limit" in HAProxy for both.
+                        let c = (c > 0).then_some(c);
+                        *(if opt == "maxconn" { &mut o.maxconn } else { &mut o.maxqueue }) = c;
+                    }
+                }
+                "port" => {
+                    if let Some(v) = need(ctx, "a port number") {
+                        match ctx.number::<u16>(n, opt, v) {
+                            Some(0) => ctx.error(n, "check port 0 is not a usable port"),
+                            Some(p) => o.port = Some(p),
+                            None => {}
+                        }
+                    }
+                }
+                "addr" => o.addr = need(ctx, "an address").map(str::to_string),
+                "on-marked-down" => match need(ctx, "an action") {
+                    Some("shutdown-sessions") => o.on_marked_down = Some(OnMarkedDown::ShutdownSessions),
+                    Some(other) => ctx.error(n, format!("on-marked-down '{other}' is unknown: pglb supports shutdown-sessions")),
+                    None => {}
+                },
+                "on-marked-up" => match need(ctx, "an action") {
+                    Some("shutdown-backup-sessions") => o.on_marked_up = Some(OnMarkedUp::ShutdownBackupSessions),
+                    Some(other) => ctx.error(n, format!("on-marked-up '{other}' is unknown: pglb supports shutdown-backup-sessions")),
+                    None => {}
+                },
+                "init-addr" => {
+                    if let Some(v) = need(ctx, "methods such as last,libc,none") {
+                        for method in v.split(',') {
+                            if !matches!(method, "last" | "libc" | "none") && method.parse::<std::net::IpAddr>().is_err() {
+                                ctx.error(n, format!("init-addr method '{method}' is unknown: use last, libc, none or an IP address"));
+                            }
+                        }
+                        if !v.split(',').any(|m| m == "none") {
+                            // pglb always behaves like `none`: see docs/config.md.
+                            ctx.warn(
+                                n,
+                                "pglb starts even when a server name does not resolve (as with init-addr none): the server stays DOWN until it resolves",
+                            );
+                        }
+                    }
+                }
+                "resolvers" => o.resolvers = need(ctx, "a resolvers section name").map(str::to_string),
+                "resolve-prefer" => match need(ctx, "ipv4 or ipv6") {
+                    Some("ipv4" | "ipv6") => {}
+                    Some(other) => ctx.error(n, format!("resolve-prefer '{other}' is unknown: use ipv4 or ipv6")),
+                    None => {}
+                },
+                "tcp-ut" => {
+                    if let Some(v) = need(ctx, "a time such as 10s") {
+                        match parse_timeout(v) {
+                            Ok(d) => o.tcp_ut = d,
+                            Err(e) => ctx.error(n, e),
+                        }
+                    }
+                }
+                _ => {
+                    if let Some(why) = keywords::lookup(SERVER_NO_EFFECT, opt) {
+                        ctx.warn(n, format!("server option '{opt}' has no effect in pglb: {why}"));
+                        takes_value = !matches!(opt, "agent-check" | "check-ssl");
+                    } else if let Some(why) = keywords::lookup(SERVER_REJECTED, opt) {
+                        ctx.error(n, format!("server option '{opt}' is not supported: {why}"));
+                        takes_value = !matches!(opt, "ssl" | "send-proxy" | "send-proxy-v2" | "check-send-proxy");
+                    } else {
+                        ctx.error(n, format!("unknown server option '{opt}' (see docs/config.md for the server options pglb understands)"));
+                        return o;
+                    }
+                }
+            }
+            i += if takes_value { 2 } else { 1 };
+        }
+        o
+    }
+
+    /// Builds the server, filling in HAProxy's defaults.
+    pub fn build(&self, ctx: &mut Ctx, name: &str, line: usize, address: &str) -> Option<Server> {
+        let (host, port) = match addr::split_host_port(address) {
+            Ok(hp) => hp,
+            Err(e) => {
+                ctx.error(line, format!("server '{name}': {e}"));
+                return None;
+            }
+        };
+        if host.is_empty() || host == "*" {
+            ctx.error(line, format!("server '{name}' needs a host: write HOST:{port}"));
+            return None;
+        }
+        let inter = self.inter.unwrap_or(Duration::from_secs(2));
+        Some(Server {
+            name: name.to_string(),
+            line,
+            host,
+            port,
+            check: self.check.unwrap_or(false),
+            inter,
+            fastinter: self.fastinter.unwrap_or(inter),
+            downinter: self.downinter.unwrap_or(inter),
+            rise: self.rise.unwrap_or(2),
+            fall: self.fall.unwrap_or(3),
+            weight: self.weight.unwrap_or(1),
+            backup: self.backup.unwrap_or(false),
+            maxconn: self.maxconn,
+            maxqueue: self.maxqueue,
+            disabled: self.disabled.unwrap_or(false),
+            check_port: self.port,
+            check_addr: self.addr.clone(),
+            on_marked_down: self.on_marked_down.unwrap_or_default(),
+            on_marked_up: self.on_marked_up.unwrap_or_default(),
+            resolvers: self.resolvers.clone(),
+            tcp_ut: self.tcp_ut,
+        })
+    }
+}

@@ -1,0 +1,127 @@
+//! Health checking: one task per checked server runs its probe on HAProxy's
+//! schedule, feeds the rise/fall state machine, and publishes transitions to
+//! the routing snapshot. Another task per backend re-resolves server names.
+
+pub mod fsm;
+pub mod probe;
+mod resolve;
+
+use crate::config::{CheckSpec, OnMarkedDown, OnMarkedUp};
+use crate::state::{Admin, BackendState, CheckInfo, Health, Runtime, ServerState};
+use fsm::{Fsm, Transition};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::task::TaskTracker;
+
+/// Starts the check and resolver tasks; they end at hard stop.
+pub fn start(rt: &Arc<Runtime>, tasks: &TaskTracker) {
+    for be in &rt.backends {
+        for srv in &be.servers {
+            if srv.cfg.check {
+                let (rt, be, srv) = (rt.clone(), be.clone(), srv.clone());
+                tasks.spawn(async move {
+                    tokio::select! {
+                        _ = check_loop(&be, &srv) => {}
+                        _ = rt.hard_stop.cancelled() => {}
+                    }
+                });
+            }
+        }
+        if be.servers.iter().any(|s| s.cfg.host.parse::<std::net::IpAddr>().is_err()) {
+            let (rt, be) = (rt.clone(), be.clone());
+            let hold = rt.config.resolvers.first().map(|r| r.hold_valid).unwrap_or(resolve::DEFAULT_HOLD);
+            tasks.spawn(async move {
+                tokio::select! {
+                    _ = resolve::resolve_loop(&be, hold) => {}
+                    _ = rt.hard_stop.cancelled() => {}
+                }
+            });
+        }
+    }
+}
+
+async fn check_loop(be: &BackendState, srv: &ServerState) {
+    let cfg = &srv.cfg;
+    let mut fsm = Fsm::new(cfg.rise, cfg.fall);
+    // Spread the first checks over one interval so servers are not all
+    // checked at the same instant.
+    let first = cfg.inter.mul_f64(fastrand::f64());
+    tokio::time::sleep(first).await;
+    loop {
+        if srv.admin() != Admin::Maint {
+            run_once(be, srv, &mut fsm).await;
+        }
+        tokio::time::sleep(fsm.interval(cfg.inter, cfg.fastinter, cfg.downinter)).await;
+    }
+}
+
+async fn run_once(be: &BackendState, srv: &ServerState, fsm: &mut Fsm) {
+    let cfg = &srv.cfg;
+    let Some(addr) = srv.addr.load().as_deref().copied() else {
+        record(be, srv, fsm, false, "unresolvable", format!("{} does not resolve", cfg.host), Duration::ZERO);
+        return;
+    };
+    let ip = cfg.check_addr.as_deref().and_then(|a| a.parse().ok()).unwrap_or(addr.ip());
+    let target = probe::Target {
+        addr: std::net::SocketAddr::new(ip, cfg.check_port.unwrap_or(addr.port())),
+        connect_timeout: be.cfg.timeout_connect.map_or(cfg.inter, |c| c.min(cfg.inter.max(c))),
+        read_timeout: be.cfg.timeout_check.unwrap_or(cfg.inter),
+    };
+    let spec = if cfg.check_port.is_some() && be.cfg.check == CheckSpec::Connect { &CheckSpec::Connect } else { &be.cfg.check };
+    let r = probe::run(spec, target).await;
+    record(be, srv, fsm, r.ok, r.status, r.desc, r.duration);
+}
+
+/// Applies one result: state machine, check info, transition side effects.
+pub fn record(be: &BackendState, srv: &ServerState, fsm: &mut Fsm, ok: bool, status: &str, desc: String, duration: Duration) {
+    let changed_info = {
+        let mut info = srv.check.lock().unwrap_or_else(|e| e.into_inner());
+        let changed = info.status != status;
+        *info = CheckInfo { status: status.to_string(), desc: desc.clone(), duration_ms: duration.as_millis() as u64 };
+        changed
+    };
+    if !ok {
+        crate::state::counters::Counters::add(&srv.counters.check_failures, 1);
+    }
+    let transition = fsm.record(ok);
+    if transition.is_none() && changed_info && be.cfg.log_health_checks {
+        tracing::info!(target: "pglb::health", backend = %be.cfg.name, server = %srv.cfg.name, check_status = status, check_desc = %desc,
+            "Health check for server {}/{} {}, reason: {desc}", be.cfg.name, srv.cfg.name, if ok { "succeeded" } else { "failed" });
+    }
+    let Some(t) = transition else { return };
+    let health = if t == Transition::Up { Health::Up } else { Health::Down };
+    if !srv.set_health(health) {
+        return;
+    }
+    if t == Transition::Down {
+        crate::state::counters::Counters::add(&srv.counters.down_transitions, 1);
+    }
+    be.republish();
+    let usable = be.usable.load();
+    let (active, backup) = if usable.backup { (0, usable.servers.len()) } else { (usable.servers.len(), 0) };
+    let sessions = crate::state::counters::Counters::get(&srv.counters.cur);
+    let word = if t == Transition::Up { "UP" } else { "DOWN" };
+    let msg = format!(
+        "Server {}/{} is {word}, reason: {desc}, check duration: {}ms. {active} active and {backup} backup servers left. {sessions} sessions active.",
+        be.cfg.name,
+        srv.cfg.name,
+        duration.as_millis()
+    );
+    if t == Transition::Up {
+        tracing::info!(target: "pglb::health", backend = %be.cfg.name, server = %srv.cfg.name, state = word, check_status = status, reason = %desc, "{msg}");
+    } else {
+        tracing::warn!(target: "pglb::health", backend = %be.cfg.name, server = %srv.cfg.name, state = word, check_status = status, reason = %desc, "{msg}");
+    }
+    if active == 0 && backup == 0 {
+        tracing::error!(target: "pglb::health", backend = %be.cfg.name, "backend '{}' has no server available!", be.cfg.name);
+    }
+    match t {
+        Transition::Down if srv.cfg.on_marked_down == OnMarkedDown::ShutdownSessions => srv.kill_sessions(),
+        Transition::Up if srv.cfg.on_marked_up == OnMarkedUp::ShutdownBackupSessions && !srv.cfg.backup => {
+            for b in be.servers.iter().filter(|s| s.cfg.backup) {
+                b.kill_sessions();
+            }
+        }
+        _ => {}
+    }
+}

@@ -1,0 +1,287 @@
+//! One health check against one server: TCP connect, `tcp-check` rules,
+//! PostgreSQL's startup exchange (`option pgsql-check`), or HTTP
+//! (`option httpchk`, for Patroni-style health endpoints).
+//!
+//! Every probe closes its connection gracefully (FIN, never RST), and the
+//! PostgreSQL probe closes at a point where the server logs nothing.
+
+use crate::config::{CheckSpec, ExpectPattern, HttpCheck, HttpExpect, PgsqlCheck, TcpCheckKind, TcpCheckRule};
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+/// Largest response a check reads.
+const MAX_RESPONSE: usize = 16 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckResult {
+    pub ok: bool,
+    /// HAProxy's check status: L4OK, L4CON, L4TOUT, L6RSP, L7OK, L7RSP, L7STS, L7TOUT.
+    pub status: &'static str,
+    pub desc: String,
+    pub duration: Duration,
+}
+
+/// Where and how long to check.
+#[derive(Debug, Clone, Copy)]
+pub struct Target {
+    pub addr: SocketAddr,
+    pub connect_timeout: Duration,
+    /// For reading answers once connected (`timeout check`, else inter).
+    pub read_timeout: Duration,
+}
+
+pub async fn run(spec: &CheckSpec, target: Target) -> CheckResult {
+    let started = Instant::now();
+    let (ok, status, desc) = match spec {
+        CheckSpec::Connect => match connect(target.addr, target.connect_timeout).await {
+            Ok(s) => {
+                close(s).await;
+                (true, "L4OK", "Layer4 check passed".to_string())
+            }
+            Err(f) => f,
+        },
+        CheckSpec::TcpCheck(rules) => tcp_check(rules, target).await,
+        CheckSpec::Pgsql(p) => pgsql(p, target).await,
+        CheckSpec::Http(h) => http(h, target).await,
+    };
+    CheckResult { ok, status, desc, duration: started.elapsed() }
+}
+
+type Outcome = (bool, &'static str, String);
+
+async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, Outcome> {
+    match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        Ok(Ok(s)) => {
+            let _ = s.set_nodelay(true);
+            Ok(s)
+        }
+        Ok(Err(e)) => Err((false, "L4CON", format!("Layer4 connection problem: {e}"))),
+        Err(_) => Err((false, "L4TOUT", "Layer4 timeout".to_string())),
+    }
+}
+
+/// Closes with a FIN (shutdown) rather than a reset, so servers do not log
+/// "connection reset by peer" at every check.
+async fn close(mut s: TcpStream) {
+    let _ = s.shutdown().await;
+}
+
+/// Reads until `done(buffer)` says so, EOF, the size cap or the timeout.
+async fn read_until(s: &mut TcpStream, buf: &mut Vec<u8>, timeout: Duration, done: impl Fn(&[u8]) -> bool) -> Result<(), &'static str> {
+    let deadline = Instant::now() + timeout;
+    let mut chunk = [0u8; 4096];
+    while !done(buf) {
+        if buf.len() >= MAX_RESPONSE {
+            return Ok(());
+        }
+        match tokio::time::timeout_at(deadline, s.read(&mut chunk)).await {
+            Err(_) => return Err("timeout"),
+            Ok(Ok(0)) => return Err("eof"),
+            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+            Ok(Err(_)) => return Err("error"),
+        }
+    }
+    Ok(())
+}
+
+fn matches(pattern: &ExpectPattern, data: &[u8]) -> bool {
+    let contains = |needle: &[u8]| needle.is_empty() || data.windows(needle.len()).any(|w| w == needle);
+    match pattern {
+        ExpectPattern::String(s) | ExpectPattern::Binary(s) => contains(s),
+        ExpectPattern::Rstring(r) => regex::bytes::Regex::new(r).map(|re| re.is_match(data)).unwrap_or(false),
+        ExpectPattern::Rbinary(r) => {
+            let hex: String = data.iter().map(|b| format!("{b:02X}")).collect();
+            regex::RegexBuilder::new(r).case_insensitive(true).build().map(|re| re.is_match(&hex)).unwrap_or(false)
+        }
+    }
+}
+
+async fn tcp_check(rules: &[TcpCheckRule], target: Target) -> Outcome {
+    let mut stream: Option<TcpStream> = None;
+    let starts_with_connect = matches!(rules.first().map(|r| &r.kind), Some(TcpCheckKind::Connect { .. }));
+    if !starts_with_connect {
+        match connect(target.addr, target.connect_timeout).await {
+            Ok(s) => stream = Some(s),
+            Err(f) => return f,
+        }
+    }
+    let mut buf = Vec::new();
+    for (step, rule) in rules.iter().enumerate() {
+        let step = step + 1;
+        match &rule.kind {
+            TcpCheckKind::Comment(_) => {}
+            TcpCheckKind::Connect { port, addr } => {
+                if let Some(old) = stream.take() {
+                    close(old).await;
+                }
+                let ip = addr.as_deref().and_then(|a| a.parse().ok()).unwrap_or(target.addr.ip());
+                let to = SocketAddr::new(ip, port.unwrap_or(target.addr.port()));
+                match connect(to, target.connect_timeout).await {
+                    Ok(s) => stream = Some(s),
+                    Err((ok, status, desc)) => return (ok, status, format!("{desc} at step {step} of tcp-check (connect)")),
+                }
+                buf.clear();
+            }
+            TcpCheckKind::Send(data) => {
+                let Some(s) = stream.as_mut() else { return (false, "L7RSP", format!("step {step}: send without a connection")) };
+                if let Err(e) = s.write_all(data).await {
+                    return (false, "L4CON", format!("Layer4 connection problem at step {step} of tcp-check (send): {e}"));
+                }
+            }
+            TcpCheckKind::Expect { negate, pattern, min_recv } => {
+                let Some(s) = stream.as_mut() else { return (false, "L7RSP", format!("step {step}: expect without a connection")) };
+                let min = min_recv.unwrap_or(0);
+                let negate = *negate;
+                let r = read_until(s, &mut buf, target.read_timeout, |b| b.len() >= min && !b.is_empty() && (negate || matches(pattern, b))).await;
+                let found = matches(pattern, &buf);
+                let ok = found != negate;
+                if !ok {
+                    let why = match (r, negate) {
+                        (Err("timeout"), false) => return (false, "L7TOUT", format!("Layer7 timeout at step {step} of tcp-check (expect)")),
+                        (Err(_), false) => "the server closed before sending it".to_string(),
+                        (_, true) => "found what must not be there".to_string(),
+                        _ => "no match".to_string(),
+                    };
+                    if let Some(s) = stream.take() {
+                        close(s).await;
+                    }
+                    return (false, "L7RSP", format!("TCPCHK did not match content at step {step} ({why})"));
+                }
+            }
+        }
+    }
+    if let Some(s) = stream.take() {
+        close(s).await;
+    }
+    let l7 = rules.iter().any(|r| matches!(r.kind, TcpCheckKind::Expect { .. }));
+    if l7 { (true, "L7OK", "Layer7 check passed".to_string()) } else { (true, "L4OK", "Layer4 check passed".to_string()) }
+}
+
+/// HAProxy's `option pgsql-check user NAME`: send a StartupMessage; any
+/// authentication request ('R') means the server accepts connections;
+/// an ErrorResponse ('E') is DOWN with the server's own message.
+async fn pgsql(check: &PgsqlCheck, target: Target) -> Outcome {
+    let mut s = match connect(target.addr, target.connect_timeout).await {
+        Ok(s) => s,
+        Err(f) => return f,
+    };
+    let mut params = vec![("user", check.user.as_str())];
+    if let Some(db) = &check.database {
+        params.push(("database", db));
+    }
+    params.push(("application_name", "pglb-check"));
+    let startup = crate::pg::startup_message(&params);
+    if let Err(e) = s.write_all(&startup).await {
+        return (false, "L4CON", format!("Layer4 connection problem: {e}"));
+    }
+    let mut buf = Vec::new();
+    // Read one whole message.
+    let whole = |b: &[u8]| b.len() >= 5 && b.len() >= 1 + u32::from_be_bytes([b[1], b[2], b[3], b[4]]) as usize;
+    let r = read_until(&mut s, &mut buf, target.read_timeout, whole).await;
+    let outcome = match (buf.first(), r) {
+        (Some(b'R'), _) if buf.len() >= 9 => {
+            let auth = u32::from_be_bytes([buf[5], buf[6], buf[7], buf[8]]);
+            if auth == 0 {
+                // Trust: the session is established. Wait for ReadyForQuery
+                // and say goodbye properly so PostgreSQL logs nothing.
+                let ready = |b: &[u8]| contains_message(b, b'Z');
+                if read_until(&mut s, &mut buf, target.read_timeout, ready).await.is_ok() {
+                    let _ = s.write_all(&crate::pg::TERMINATE).await;
+                }
+            }
+            // Otherwise PostgreSQL is waiting for a password: closing now
+            // (EOF) is what it treats as "never mind", without logging.
+            (true, "L7OK", "PostgreSQL server is ok".to_string())
+        }
+        (Some(b'E'), _) => (false, "L7STS", format!("PostgreSQL error: {}", error_message(&buf))),
+        (_, Err("timeout")) => (false, "L7TOUT", "Layer7 timeout: no answer to the startup packet".to_string()),
+        (None, _) => (false, "L7RSP", "the server closed without answering the startup packet".to_string()),
+        (Some(other), _) => (false, "L7RSP", format!("not a PostgreSQL answer (first byte 0x{other:02x})")),
+    };
+    close(s).await;
+    outcome
+}
+
+/// True when `b` holds a complete message of type `ty` at a message boundary.
+fn contains_message(b: &[u8], ty: u8) -> bool {
+    let mut i = 0;
+    while i + 5 <= b.len() {
+        let len = u32::from_be_bytes([b[i + 1], b[i + 2], b[i + 3], b[i + 4]]) as usize;
+        if b[i] == ty && i + 1 + len <= b.len() {
+            return true;
+        }
+        i += 1 + len;
+    }
+    false
+}
+
+/// The 'M' field of an ErrorResponse.
+pub fn error_message(msg: &[u8]) -> String {
+    let body = msg.get(5..).unwrap_or_default();
+    let mut fields = body.split(|b| *b == 0);
+    let mut severity = String::new();
+    let mut text = String::new();
+    for f in fields.by_ref() {
+        match f.first() {
+            Some(b'S') => severity = String::from_utf8_lossy(&f[1..]).into_owned(),
+            Some(b'M') => text = String::from_utf8_lossy(&f[1..]).into_owned(),
+            None => break,
+            _ => {}
+        }
+    }
+    if severity.is_empty() { text } else { format!("{severity}: {text}") }
+}
+
+async fn http(check: &HttpCheck, target: Target) -> Outcome {
+    let mut s = match connect(target.addr, target.connect_timeout).await {
+        Ok(s) => s,
+        Err(f) => return f,
+    };
+    let version = if check.version.is_empty() { "HTTP/1.0" } else { &check.version };
+    let req = format!("{} {} {}\r\nHost: {}\r\nUser-Agent: pglb-check\r\nConnection: close\r\n\r\n", check.method, check.uri, version, target.addr);
+    if let Err(e) = s.write_all(req.as_bytes()).await {
+        return (false, "L4CON", format!("Layer4 connection problem: {e}"));
+    }
+    let mut buf = Vec::new();
+    // Read the whole response (the server closes), so `expect string`
+    // sees the body and the server never gets a reset.
+    let r = read_until(&mut s, &mut buf, target.read_timeout, |_| false).await;
+    close(s).await;
+    if r == Err("timeout") && buf.is_empty() {
+        return (false, "L7TOUT", "Layer7 timeout".to_string());
+    }
+    let text = String::from_utf8_lossy(&buf);
+    let code: Option<u16> = text.lines().next().and_then(|l| l.split_whitespace().nth(1)).and_then(|c| c.parse().ok());
+    let Some(code) = code else { return (false, "L7RSP", "not an HTTP response".to_string()) };
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    match &check.expect {
+        Some(HttpExpect::String(s)) if body.contains(s.as_str()) => (true, "L7OK", format!("HTTP status {code}, body matches")),
+        Some(HttpExpect::String(_)) => (false, "L7RSP", format!("HTTP status {code}, body does not contain the expected string")),
+        Some(HttpExpect::Status(codes)) if codes.contains(&code) => (true, "L7OK", format!("HTTP status {code}")),
+        Some(HttpExpect::Status(_)) => (false, "L7STS", format!("HTTP status {code}")),
+        None if (200..400).contains(&code) => (true, "L7OK", format!("HTTP status {code}")),
+        None => (false, "L7STS", format!("HTTP status {code}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_message_reads_the_fields() {
+        let m = crate::pg::fatal("28000", "no pg_hba.conf entry", None, None);
+        assert_eq!(error_message(&m), "FATAL: no pg_hba.conf entry");
+    }
+
+    #[test]
+    fn patterns() {
+        assert!(matches(&ExpectPattern::Binary(vec![0x52]), b"R\0\0"));
+        assert!(!matches(&ExpectPattern::String(b"OK".to_vec()), b"no"));
+        assert!(matches(&ExpectPattern::Rstring("^R".into()), b"R..."));
+        assert!(matches(&ExpectPattern::Rbinary("^52".into()), b"R..."));
+    }
+}

@@ -1,0 +1,12 @@
+//! pglb: a PostgreSQL-aware layer-4 load balancer that reads HAProxy's
+//! configuration language.
+
+pub mod balance;
+pub mod cli;
+pub mod config;
+pub mod pg;
+pub mod proxy;
+pub mod health;
+pub mod lab;
+pub mod run;
+pub mod state;

@@ -1,0 +1,105 @@
+//! CancelRequest routing. A CancelRequest arrives on a new connection and
+//! names a backend session by (pid, secret); it must reach the server that
+//! runs that session. pglb learns each session's key from the server's
+//! BackendKeyData during the (unencrypted) startup; when the key is unknown
+//! (TLS sessions, or a session opened through another pglb instance) the
+//! cancel goes to every usable server of the backend: PostgreSQL ignores a
+//! cancel whose pid/secret does not match, so that is harmless.
+
+use crate::pg::startup::CancelKey;
+use crate::state::BackendState;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+/// Longest pglb spends delivering one cancel to one server.
+const CANCEL_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Default)]
+pub struct CancelRegistry {
+    sessions: Mutex<HashMap<CancelKey, SocketAddr>>,
+    /// Cancels delivered to the one server that holds the session.
+    pub routed: AtomicU64,
+    /// Cancels sent to every usable server because the key was unknown.
+    pub broadcast: AtomicU64,
+}
+
+/// How a cancel was delivered, for the connection log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    Routed,
+    Broadcast,
+}
+
+impl Delivery {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Delivery::Routed => "routed",
+            Delivery::Broadcast => "broadcast",
+        }
+    }
+}
+
+impl CancelRegistry {
+    pub fn register(&self, key: CancelKey, server: SocketAddr) {
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner()).insert(key, server);
+    }
+
+    pub fn unregister(&self, key: &CancelKey) {
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
+    }
+
+    pub fn lookup(&self, key: &CancelKey) -> Option<SocketAddr> {
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner()).get(key).copied()
+    }
+
+    pub fn len(&self) -> usize {
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Delivers `packet` (the client's 16-byte CancelRequest) to the server
+    /// that holds `key`, or to every usable server of `backend`.
+    pub async fn deliver(&self, key: CancelKey, packet: &[u8], backend: Option<&BackendState>) -> Delivery {
+        if let Some(addr) = self.lookup(&key) {
+            self.routed.fetch_add(1, Relaxed);
+            send(addr, packet.to_vec()).await;
+            return Delivery::Routed;
+        }
+        self.broadcast.fetch_add(1, Relaxed);
+        if let Some(be) = backend {
+            // Every server with an address, not only the routable tier: the
+            // session may be on a backup or on a server now draining.
+            let targets: Vec<SocketAddr> = be.servers.iter().filter_map(|s| s.addr.load().as_deref().copied()).collect();
+            let handles: Vec<_> = targets.into_iter().map(|addr| tokio::spawn(send(addr, packet.to_vec()))).collect();
+            for handle in handles {
+                let _ = handle.await;
+            }
+        }
+        Delivery::Broadcast
+    }
+}
+
+async fn send(addr: SocketAddr, packet: Vec<u8>) {
+    let attempt = async move {
+        let mut s = TcpStream::connect(addr).await?;
+        s.write_all(&packet).await?;
+        s.shutdown().await?;
+        // Wait for the server to close: it does once it has read the request.
+        let mut buf = [0u8; 1];
+        let _ = tokio::io::AsyncReadExt::read(&mut s, &mut buf).await;
+        Ok::<_, std::io::Error>(())
+    };
+    match tokio::time::timeout(CANCEL_TIMEOUT, attempt).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::debug!(%addr, error = %e, "cancel request not delivered"),
+        Err(_) => tracing::debug!(%addr, "cancel request timed out"),
+    }
+}

@@ -1,0 +1,75 @@
+//! Listening sockets and the accept loop of each `bind`.
+
+use super::session;
+use crate::config::Bind;
+use crate::state::{FrontendState, Runtime};
+use socket2::{Domain, Protocol, Socket, Type};
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::task::TaskTracker;
+
+/// Binds a listening socket for `bind` (SO_REUSEADDR, the bind's backlog
+/// and IPv6-only setting).
+pub fn bind(b: &Bind) -> io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(b.addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    if b.addr.is_ipv6() {
+        socket.set_only_v6(b.v6only)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&b.addr.into())?;
+    socket.listen(b.backlog.min(i32::MAX as u32) as i32)?;
+    TcpListener::from_std(socket.into())
+}
+
+/// Accepts until pglb stops for good. `maxconn` (global and frontend) is
+/// enforced before `accept`, so excess clients wait in the kernel's backlog
+/// (back-pressure) instead of being accepted and dropped.
+pub async fn accept_loop(rt: Arc<Runtime>, fe: Arc<FrontendState>, listener: TcpListener, sessions: TaskTracker) {
+    loop {
+        let global = match &rt.limit {
+            Some(s) => match s.clone().acquire_owned().await {
+                Ok(p) => Some(p),
+                Err(_) => return,
+            },
+            None => None,
+        };
+        let local = match &fe.limit {
+            Some(s) => match s.clone().acquire_owned().await {
+                Ok(p) => Some(p),
+                Err(_) => return,
+            },
+            None => None,
+        };
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = rt.hard_stop.cancelled() => return,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                if let Err(e) = session::prepare_client(&stream, fe.cfg.clitcpka) {
+                    tracing::debug!(%peer, error = %e, "client socket setup failed");
+                    continue;
+                }
+                let (rt, fe) = (rt.clone(), fe.clone());
+                sessions.spawn(async move {
+                    let _permits = (global, local);
+                    session::handle(rt, fe, stream, peer).await;
+                });
+            }
+            Err(e) if is_resource_exhaustion(&e) => {
+                // Out of file descriptors: back off instead of spinning; the
+                // client stays in the backlog and is accepted once fds free.
+                tracing::warn!(frontend = %fe.cfg.name, error = %e, "accept failed: out of file descriptors, retrying in 100ms");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => tracing::debug!(frontend = %fe.cfg.name, error = %e, "accept failed"),
+        }
+    }
+}
+
+fn is_resource_exhaustion(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM))
+}

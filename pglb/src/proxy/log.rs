@@ -1,0 +1,70 @@
+//! The per-connection log line, emitted once when a connection closes, with
+//! the fields of HAProxy's tcplog plus what PostgreSQL's startup packet
+//! told (user, database, application_name). Target `pglb::conn`, so
+//! `RUST_LOG=pglb::conn=off` silences it; JSON with `--log-format json`.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+#[derive(Debug, Default)]
+pub struct ConnLog {
+    pub client: Option<SocketAddr>,
+    pub frontend: String,
+    pub backend: String,
+    pub server: String,
+    /// Time waiting in the queue (HAProxy's Tw).
+    pub queue_ms: Option<u128>,
+    /// Time to connect to the server (Tc).
+    pub connect_ms: Option<u128>,
+    /// Total session time (Tt).
+    pub total_ms: u128,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub retries: u32,
+    pub redispatched: bool,
+    /// HAProxy-style two-letter termination state ("--" = normal).
+    pub termination: &'static str,
+    pub user: Option<String>,
+    pub database: Option<String>,
+    pub application_name: Option<String>,
+    /// "plain", "tls", "gssenc", or "cancel" for CancelRequests.
+    pub transport: &'static str,
+    /// Why pglb refused or ended the session, when it did.
+    pub reason: Option<String>,
+}
+
+impl ConnLog {
+    pub fn emit(&self) {
+        let fmt_ms = |v: Option<u128>| v.map(|v| v as i128).unwrap_or(-1);
+        let client_ip = self.client.map(|c| c.ip().to_string()).unwrap_or_default();
+        let client_port = self.client.map(|c| c.port()).unwrap_or(0);
+        let fields = (
+            client_ip.as_str(),
+            client_port,
+            self.frontend.as_str(),
+            self.backend.as_str(),
+            self.server.as_str(),
+            fmt_ms(self.queue_ms),
+            fmt_ms(self.connect_ms),
+            self.total_ms,
+        );
+        let (ip, port, fe, be, srv, tw, tc, tt) = fields;
+        let user = self.user.as_deref().unwrap_or("");
+        let db = self.database.as_deref().unwrap_or("");
+        let app = self.application_name.as_deref().unwrap_or("");
+        let reason = self.reason.as_deref().unwrap_or("");
+        if self.termination == "--" || self.termination == "CD" || self.termination == "cD" {
+            tracing::info!(target: "pglb::conn", client_ip = ip, client_port = port, frontend = fe, backend = be, server = srv,
+                tw, tc, tt, bytes_in = self.bytes_in, bytes_out = self.bytes_out, retries = self.retries, redispatched = self.redispatched,
+                termination_state = self.termination, transport = self.transport, user, database = db, application_name = app, reason, "connection closed");
+        } else {
+            tracing::warn!(target: "pglb::conn", client_ip = ip, client_port = port, frontend = fe, backend = be, server = srv,
+                tw, tc, tt, bytes_in = self.bytes_in, bytes_out = self.bytes_out, retries = self.retries, redispatched = self.redispatched,
+                termination_state = self.termination, transport = self.transport, user, database = db, application_name = app, reason, "connection closed");
+        }
+    }
+}
+
+pub fn ms(d: Duration) -> u128 {
+    d.as_millis()
+}

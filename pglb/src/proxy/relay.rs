@@ -1,0 +1,241 @@
+//! The byte relay between client and server, in one task per session.
+//!
+//! Each direction waits for readiness, then moves data with non-blocking
+//! reads and writes through a per-thread buffer, so an idle session holds no
+//! buffer at all: only bytes the destination could not take yet are kept
+//! (`pending`), and only until they are written. Half-closes are forwarded.
+
+use super::sniff::{Event, Sniffer};
+use crate::state::counters::Counters;
+use std::cell::RefCell;
+use std::io;
+use std::net::Shutdown;
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+const BUF_SIZE: usize = 64 * 1024;
+/// Reads per wake-up before yielding to other directions and sessions.
+const MAX_READS_PER_WAKE: usize = 16;
+
+thread_local! {
+    static BUF: RefCell<Box<[u8]>> = RefCell::new(vec![0u8; BUF_SIZE].into_boxed_slice());
+}
+
+/// Idle timeouts of an established session; `None` = no timeout.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Timeouts {
+    pub client: Option<Duration>,
+    pub server: Option<Duration>,
+    pub client_fin: Option<Duration>,
+    pub server_fin: Option<Duration>,
+}
+
+/// Why the relay ended, in HAProxy's termination-state terms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// Both sides closed normally.
+    Normal,
+    ClientError,
+    ServerError,
+    ClientTimeout,
+    ServerTimeout,
+    /// Closed by pglb: runtime API, server marked down, or hard stop.
+    Killed,
+}
+
+impl End {
+    /// First letter of HAProxy's termination state (the second is 'D').
+    pub fn code(self) -> &'static str {
+        match self {
+            End::Normal => "--",
+            End::ClientError => "CD",
+            End::ServerError => "SD",
+            End::ClientTimeout => "cD",
+            End::ServerTimeout => "sD",
+            End::Killed => "KD",
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Direction {
+    pending: Vec<u8>,
+    offset: usize,
+    eof: bool,
+    done: bool,
+    moved: u64,
+}
+
+impl Direction {
+    fn wants_read(&self) -> bool {
+        !self.done && !self.eof && self.pending.is_empty()
+    }
+    fn wants_write(&self) -> bool {
+        !self.done && !self.pending.is_empty()
+    }
+}
+
+enum Step {
+    Progress,
+    Idle,
+}
+
+/// Which side an I/O error came from.
+enum Side {
+    Src(io::Error),
+    Dst(io::Error),
+}
+
+/// Moves what `src` has to `dst` without blocking.
+fn pump(src: &TcpStream, dst: &TcpStream, dir: &mut Direction, sniffer: &mut Option<Sniffer>, on_event: &mut impl FnMut(Event), counters: &[&Counters], inbound: bool) -> Result<Step, Side> {
+    let mut progressed = false;
+    if !dir.pending.is_empty() {
+        match dst.try_write(&dir.pending[dir.offset..]) {
+            Ok(n) => {
+                dir.offset += n;
+                progressed = n > 0;
+                if dir.offset == dir.pending.len() {
+                    // Free the memory: an idle session should hold no buffer.
+                    dir.pending = Vec::new();
+                    dir.offset = 0;
+                } else {
+                    return Ok(Step::Progress);
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Step::Idle),
+            Err(e) => return Err(Side::Dst(e)),
+        }
+    }
+    if dir.eof {
+        if dir.pending.is_empty() {
+            let _ = socket2::SockRef::from(dst).shutdown(Shutdown::Write);
+            dir.done = true;
+        }
+        return Ok(if progressed { Step::Progress } else { Step::Idle });
+    }
+    BUF.with(|buf| {
+        let mut buf = buf.borrow_mut();
+        for _ in 0..MAX_READS_PER_WAKE {
+            let n = match src.try_read(&mut buf) {
+                Ok(0) => {
+                    dir.eof = true;
+                    let _ = socket2::SockRef::from(dst).shutdown(Shutdown::Write);
+                    dir.done = true;
+                    return Ok(Step::Progress);
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(Side::Src(e)),
+            };
+            progressed = true;
+            let data = &buf[..n];
+            if let Some(s) = sniffer.as_mut() {
+                s.feed(data, &mut *on_event);
+                if s.done {
+                    *sniffer = None;
+                }
+            }
+            dir.moved += n as u64;
+            for c in counters {
+                Counters::add(if inbound { &c.bytes_in } else { &c.bytes_out }, n as u64);
+            }
+            let written = match dst.try_write(data) {
+                Ok(w) => w,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+                Err(e) => return Err(Side::Dst(e)),
+            };
+            if written < n {
+                dir.pending = data[written..].to_vec();
+                dir.offset = 0;
+                break;
+            }
+        }
+        Ok(if progressed { Step::Progress } else { Step::Idle })
+    })
+}
+
+/// What the relay reports when it ends.
+#[derive(Debug, Clone, Copy)]
+pub struct Outcome {
+    pub end: End,
+    /// Client to server.
+    pub bytes_in: u64,
+    /// Server to client.
+    pub bytes_out: u64,
+}
+
+pub struct Relay<'a> {
+    pub client: &'a TcpStream,
+    pub server: &'a TcpStream,
+    pub timeouts: Timeouts,
+    /// Watches the server's startup answer, if it is unencrypted.
+    pub sniffer: Option<Sniffer>,
+    /// Counters to add bytes to (frontend, backend, server).
+    pub counters: [&'a Counters; 3],
+    pub kill: watch::Receiver<u64>,
+    pub hard_stop: CancellationToken,
+}
+
+impl Relay<'_> {
+    pub async fn run(mut self, mut on_event: impl FnMut(Event)) -> Outcome {
+        let mut up = Direction::default();
+        let mut down = Direction::default();
+        let mut last = Instant::now();
+        let end = loop {
+            if up.done && down.done {
+                break End::Normal;
+            }
+            let (deadline, which) = self.deadline(&up, &down, last);
+            let step = tokio::select! {
+                r = self.client.readable(), if up.wants_read() => r.map_err(Side::Src).and_then(|_| pump(self.client, self.server, &mut up, &mut None, &mut on_event, &self.counters, true)),
+                r = self.server.writable(), if up.wants_write() => r.map_err(Side::Dst).and_then(|_| pump(self.client, self.server, &mut up, &mut None, &mut on_event, &self.counters, true)),
+                r = self.server.readable(), if down.wants_read() => r.map_err(Side::Src).and_then(|_| pump(self.server, self.client, &mut down, &mut self.sniffer, &mut on_event, &self.counters, false)).map_err(swap),
+                r = self.client.writable(), if down.wants_write() => r.map_err(Side::Dst).and_then(|_| pump(self.server, self.client, &mut down, &mut self.sniffer, &mut on_event, &self.counters, false)).map_err(swap),
+                _ = sleep_until(deadline) => break which,
+                _ = self.kill.changed() => break End::Killed,
+                _ = self.hard_stop.cancelled() => break End::Killed,
+            };
+            match step {
+                Ok(Step::Progress) => last = Instant::now(),
+                Ok(Step::Idle) => {}
+                Err(Side::Src(_)) => break End::ClientError,
+                Err(Side::Dst(_)) => break End::ServerError,
+            }
+        };
+        Outcome { end, bytes_in: up.moved, bytes_out: down.moved }
+    }
+
+    /// The idle deadline: HAProxy's client/server timeouts apply while
+    /// waiting on that side; once a side has closed, its `-fin` timeout
+    /// (if set) applies to the other.
+    fn deadline(&self, up: &Direction, down: &Direction, last: Instant) -> (Option<Instant>, End) {
+        let t = &self.timeouts;
+        let client = if down.done { t.client_fin.or(t.client) } else { t.client };
+        let server = if up.done { t.server_fin.or(t.server) } else { t.server };
+        match (client, server) {
+            (Some(c), Some(s)) if s < c => (Some(last + s), End::ServerTimeout),
+            (Some(c), _) => (Some(last + c), End::ClientTimeout),
+            (None, Some(s)) => (Some(last + s), End::ServerTimeout),
+            (None, None) => (None, End::Normal),
+        }
+    }
+}
+
+/// In the server-to-client direction the source is the server.
+fn swap(side: Side) -> Side {
+    match side {
+        Side::Src(e) => Side::Dst(e),
+        Side::Dst(e) => Side::Src(e),
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}

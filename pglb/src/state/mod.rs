@@ -1,0 +1,265 @@
+//! Runtime state built from a configuration: one entry per frontend,
+//! backend and server, with counters and the routing snapshot.
+//!
+//! Data flows one way: health checks and the runtime API change a server's
+//! health/admin state and call [`BackendState::republish`]; sessions only
+//! load the published [`Usable`] snapshot and bump counters.
+
+pub mod counters;
+
+use crate::balance::{self, Usable};
+use crate::config::{Backend, Config, Frontend, Server};
+use crate::proxy::cancel::CancelRegistry;
+use arc_swap::{ArcSwap, ArcSwapOption};
+use counters::Counters;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+use tokio::sync::{Notify, Semaphore, watch};
+use tokio_util::sync::CancellationToken;
+
+/// What the health checks say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Health {
+    Up = 0,
+    Down = 1,
+}
+
+/// What the operator says (runtime API), independent of health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Admin {
+    Ready = 0,
+    /// No new sessions; existing ones continue; checks continue.
+    Drain = 1,
+    /// No new sessions and no checks.
+    Maint = 2,
+}
+
+/// Last health-check outcome, for logs and the stats surfaces.
+#[derive(Debug, Clone, Default)]
+pub struct CheckInfo {
+    /// HAProxy-style short status: L4OK, L4TOUT, L4CON, L7OK, L7STS, L7RSP, ...
+    pub status: String,
+    /// Human description, e.g. "role replica, lag 0.0s".
+    pub desc: String,
+    pub duration_ms: u64,
+}
+
+#[derive(Debug)]
+pub struct ServerState {
+    pub cfg: Server,
+    /// Position in the backend's server list (HAProxy's server id - 1).
+    pub index: usize,
+    /// Resolved address; `None` while the name does not resolve.
+    pub addr: ArcSwapOption<SocketAddr>,
+    health: AtomicU8,
+    admin: AtomicU8,
+    pub weight: AtomicU32,
+    pub counters: Counters,
+    /// Unix time of the last UP/DOWN or admin change.
+    pub last_change: AtomicU64,
+    pub check: Mutex<CheckInfo>,
+    /// Bumped to close every session on this server (`shutdown sessions`,
+    /// `on-marked-down shutdown-sessions`); sessions watch it.
+    pub kill: watch::Sender<u64>,
+}
+
+pub fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+impl ServerState {
+    pub fn new(cfg: Server, index: usize) -> Self {
+        let addr = cfg.host.parse::<std::net::IpAddr>().ok().map(|ip| Arc::new(SocketAddr::new(ip, cfg.port)));
+        let admin = if cfg.disabled { Admin::Maint } else { Admin::Ready };
+        // HAProxy starts a checked server UP ("going down" on its first
+        // failure); an unresolved name is unusable through `addr` anyway.
+        let health = Health::Up;
+        ServerState {
+            weight: AtomicU32::new(cfg.weight),
+            cfg,
+            index,
+            addr: ArcSwapOption::new(addr),
+            health: AtomicU8::new(health as u8),
+            admin: AtomicU8::new(admin as u8),
+            counters: Counters::default(),
+            last_change: AtomicU64::new(unix_now()),
+            check: Mutex::new(CheckInfo::default()),
+            kill: watch::channel(0).0,
+        }
+    }
+
+    pub fn health(&self) -> Health {
+        if self.health.load(Relaxed) == 0 { Health::Up } else { Health::Down }
+    }
+
+    pub fn admin(&self) -> Admin {
+        match self.admin.load(Relaxed) {
+            0 => Admin::Ready,
+            1 => Admin::Drain,
+            _ => Admin::Maint,
+        }
+    }
+
+    /// Sets health; returns true when it changed.
+    pub fn set_health(&self, h: Health) -> bool {
+        let changed = self.health.swap(h as u8, Relaxed) != h as u8;
+        if changed {
+            self.last_change.store(unix_now(), Relaxed);
+        }
+        changed
+    }
+
+    pub fn set_admin(&self, a: Admin) -> bool {
+        let changed = self.admin.swap(a as u8, Relaxed) != a as u8;
+        if changed {
+            self.last_change.store(unix_now(), Relaxed);
+        }
+        changed
+    }
+
+    /// May receive new sessions from load balancing.
+    pub fn usable(&self) -> bool {
+        self.health() == Health::Up && self.admin() == Admin::Ready && self.addr.load().is_some() && self.weight.load(Relaxed) > 0
+    }
+
+    /// Takes a connection slot if the server is under its maxconn.
+    pub fn try_acquire(&self) -> bool {
+        let max = self.cfg.maxconn.map(u64::from).unwrap_or(u64::MAX);
+        let ok = self.counters.cur.fetch_update(Relaxed, Relaxed, |c| (c < max).then_some(c + 1)).is_ok();
+        if ok {
+            let now = self.counters.cur.load(Relaxed);
+            self.counters.total.fetch_add(1, Relaxed);
+            self.counters.max.fetch_max(now, Relaxed);
+        }
+        ok
+    }
+
+    pub fn has_room(&self) -> bool {
+        self.cfg.maxconn.is_none_or(|m| self.counters.cur.load(Relaxed) < u64::from(m))
+    }
+
+    /// Closes every session on this server.
+    pub fn kill_sessions(&self) {
+        self.kill.send_modify(|g| *g += 1);
+    }
+}
+
+#[derive(Debug)]
+pub struct BackendState {
+    pub cfg: Backend,
+    pub servers: Vec<Arc<ServerState>>,
+    /// The servers load balancing may pick now; rebuilt by `republish`.
+    pub usable: ArcSwap<Usable>,
+    /// Round-robin cursor; survives snapshot changes.
+    pub rr: AtomicUsize,
+    pub counters: Counters,
+    /// Wakes queued sessions when a slot frees or servers change.
+    pub slot_freed: Notify,
+    /// Cleared when every server is DOWN, for `last_change` and downtime.
+    pub last_change: AtomicU64,
+}
+
+impl BackendState {
+    pub fn new(cfg: Backend) -> Self {
+        let servers: Vec<Arc<ServerState>> = cfg.servers.iter().cloned().enumerate().map(|(i, s)| Arc::new(ServerState::new(s, i))).collect();
+        let usable = balance::Usable::build(&servers, cfg.allbackups);
+        BackendState {
+            cfg,
+            servers,
+            usable: ArcSwap::from_pointee(usable),
+            rr: AtomicUsize::new(0),
+            counters: Counters::default(),
+            slot_freed: Notify::new(),
+            last_change: AtomicU64::new(unix_now()),
+        }
+    }
+
+    /// Rebuilds the routing snapshot after a health, admin, weight or
+    /// address change, and wakes queued sessions to try again.
+    pub fn republish(&self) {
+        let before = !self.usable.load().servers.is_empty();
+        let usable = Usable::build(&self.servers, self.cfg.allbackups);
+        if before != !usable.servers.is_empty() {
+            self.last_change.store(unix_now(), Relaxed);
+        }
+        self.usable.store(Arc::new(usable));
+        self.slot_freed.notify_waiters();
+    }
+
+    pub fn server(&self, name: &str) -> Option<&Arc<ServerState>> {
+        self.servers.iter().find(|s| s.cfg.name == name)
+    }
+
+    /// Most sessions that may wait for a slot; `None` = unbounded. Bounded
+    /// only when every server sets `maxqueue` (HAProxy's per-server queues
+    /// add up to the backend's).
+    pub fn queue_limit(&self) -> Option<u64> {
+        self.servers.iter().map(|s| s.cfg.maxqueue.map(u64::from)).sum()
+    }
+}
+
+#[derive(Debug)]
+pub struct FrontendState {
+    pub cfg: Frontend,
+    pub backend: Option<Arc<BackendState>>,
+    pub counters: Counters,
+    /// `maxconn` of this frontend: a permit per open session.
+    pub limit: Option<Arc<Semaphore>>,
+}
+
+/// Everything sessions and the control surfaces share.
+#[derive(Debug)]
+pub struct Runtime {
+    pub config: Arc<Config>,
+    pub frontends: Vec<Arc<FrontendState>>,
+    pub backends: Vec<Arc<BackendState>>,
+    /// Global `maxconn`: a permit per open session.
+    pub limit: Option<Arc<Semaphore>>,
+    pub cancel: CancelRegistry,
+    /// Cancelled when pglb starts stopping.
+    pub stopping: CancellationToken,
+    /// Cancelled when sessions must be closed now (hard-stop-after elapsed).
+    pub hard_stop: CancellationToken,
+    pub started: SystemTime,
+    /// Sessions open across all frontends.
+    pub sessions: Counters,
+}
+
+impl Runtime {
+    pub fn new(config: Arc<Config>) -> Arc<Runtime> {
+        let backends: Vec<Arc<BackendState>> = config.backends.iter().cloned().map(|b| Arc::new(BackendState::new(b))).collect();
+        let frontends = config
+            .frontends
+            .iter()
+            .cloned()
+            .map(|f| {
+                let backend = f.default_backend.as_ref().and_then(|name| backends.iter().find(|b| &b.cfg.name == name).cloned());
+                Arc::new(FrontendState {
+                    limit: f.maxconn.map(|m| Arc::new(Semaphore::new(m as usize))),
+                    cfg: f,
+                    backend,
+                    counters: Counters::default(),
+                })
+            })
+            .collect();
+        Arc::new(Runtime {
+            limit: config.global.maxconn.map(|m| Arc::new(Semaphore::new(m as usize))),
+            config,
+            frontends,
+            backends,
+            cancel: CancelRegistry::default(),
+            stopping: CancellationToken::new(),
+            hard_stop: CancellationToken::new(),
+            started: SystemTime::now(),
+            sessions: Counters::default(),
+        })
+    }
+
+    pub fn backend(&self, name: &str) -> Option<&Arc<BackendState>> {
+        self.backends.iter().find(|b| b.cfg.name == name)
+    }
+}
