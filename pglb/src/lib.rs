@@ -4,9 +4,9 @@
 pub mod balance;
 pub mod cli;
 pub mod config;
-pub mod pg;
-pub mod proxy;
 pub mod health;
 pub mod lab;
+pub mod pg;
+pub mod proxy;
 pub mod run;
 pub mod state;

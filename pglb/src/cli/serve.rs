@@ -85,7 +85,8 @@ async fn serve(config: Config) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup())) else {
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup()))
+    else {
         eprintln!("pglb: cannot install signal handlers");
         return ExitCode::from(1);
     };

@@ -6,6 +6,15 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 /// a bare IPv6 literal whose last colon starts the port (`:::5432`), `*` and
 /// an empty host (wildcard). Returns the host as written (may be a name).
 pub fn split_host_port(text: &str) -> Result<(String, u16), String> {
+    let (host, port) = split_any_port(text)?;
+    if port == 0 {
+        return Err(format!("'{text}': port 0 is not a usable server port"));
+    }
+    Ok((host, port))
+}
+
+/// Like `split_host_port`, but port 0 is allowed (a bind on an ephemeral port).
+fn split_any_port(text: &str) -> Result<(String, u16), String> {
     let text = strip_family_prefix(text)?;
     if text.starts_with('/') || text.starts_with("unix@") || text.starts_with("abns@") {
         return Err(format!("'{text}' is a UNIX socket: pglb speaks TCP here, write HOST:PORT"));
@@ -25,9 +34,6 @@ pub fn split_host_port(text: &str) -> Result<(String, u16), String> {
         return Err(format!("'{text}': port offsets and ranges are not supported, write one port number"));
     }
     let port: u16 = port.parse().map_err(|_| format!("'{text}': '{port}' is not a port number (1-65535)"))?;
-    if port == 0 {
-        return Err(format!("'{text}': port 0 is not a usable port"));
-    }
     Ok((host, port))
 }
 
@@ -48,14 +54,15 @@ fn strip_family_prefix(text: &str) -> Result<&str, String> {
 
 /// Parses a bind address. `*`, `0.0.0.0` or empty binds every IPv4 address,
 /// `::` every IPv6 (and IPv4, unless `v6only`).
+/// Port 0 asks the kernel for a free port (tests, `pglb demo`).
 pub fn parse_bind(text: &str) -> Result<SocketAddr, String> {
-    let (host, port) = split_host_port(text)?;
+    let (host, port) = split_any_port(text)?;
     let ip: IpAddr = match host.as_str() {
         "" | "*" => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         "::" => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
-        other => other
-            .parse()
-            .map_err(|_| format!("'{text}': bind needs an IP address, not '{other}' (write *:{port} to listen on every address)"))?,
+        other => {
+            other.parse().map_err(|_| format!("'{text}': bind needs an IP address, not '{other}' (write *:{port} to listen on every address)"))?
+        }
     };
     Ok(SocketAddr::new(ip, port))
 }

@@ -240,7 +240,7 @@ fn parse_expect(ctx: &mut Ctx, n: usize, args: &[String]) -> Option<TcpCheckKind
 }
 
 pub fn decode_hex(text: &str) -> Result<Vec<u8>, String> {
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return Err(format!("'{text}' has an odd number of hex digits: each byte needs two"));
     }
     (0..text.len())

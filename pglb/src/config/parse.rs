@@ -89,7 +89,8 @@ impl Report {
 
 pub(super) fn parse_lines(file: &Path, lines: Vec<Line>) -> Report {
     let mut ctx = Ctx::new(file);
-    let mut config = Config { file: file.to_path_buf(), global: Global::default(), frontends: Vec::new(), backends: Vec::new(), resolvers: Vec::new() };
+    let mut config =
+        Config { file: file.to_path_buf(), global: Global::default(), frontends: Vec::new(), backends: Vec::new(), resolvers: Vec::new() };
     config.global.stats_timeout = std::time::Duration::from_secs(10);
 
     let mut sections = split_sections(&mut ctx, lines);

@@ -67,6 +67,8 @@ pub(super) struct ProxyDraft {
     pub disabled: bool,
     // Per-section only (not inherited from defaults):
     binds: Vec<Bind>,
+    /// A bind line had an error (so "no bind line" would only repeat it).
+    bind_error: bool,
     default_backend: Option<(String, usize)>,
     servers: Vec<(String, usize, String, ServerOpts)>,
 }
@@ -75,6 +77,7 @@ impl ProxyDraft {
     /// Clears what a section never inherits from defaults.
     pub fn begin_section(&mut self) {
         self.binds.clear();
+        self.bind_error = false;
         self.default_backend = None;
         self.servers.clear();
         self.disabled = false;
@@ -172,11 +175,10 @@ impl ProxyDraft {
             }
             "log" => {
                 // `log global` or a target: pglb logs to stderr/stdout (global log).
-                if let Some(target) = ctx.arg(line, 0, "'global' or a target") {
-                    if target != "global" && target != "stdout" && target != "stderr" {
+                if let Some(target) = ctx.arg(line, 0, "'global' or a target")
+                    && target != "global" && target != "stdout" && target != "stderr" {
                         ctx.warn(n, format!("log target '{target}' is not used: pglb writes logs to stderr (or stdout with 'log stdout' in global)"));
                     }
-                }
             }
             "default-server" => {
                 if wrong_section(ctx, false, true, true) {
@@ -227,6 +229,12 @@ impl ProxyDraft {
     }
 
     fn parse_bind(&mut self, ctx: &mut Ctx, line: &Line) {
+        let errors_before = ctx.errors.len();
+        self.parse_bind_inner(ctx, line);
+        self.bind_error |= ctx.errors.len() > errors_before;
+    }
+
+    fn parse_bind_inner(&mut self, ctx: &mut Ctx, line: &Line) {
         let n = line.number;
         let Some(addrs) = ctx.arg(line, 0, "an address such as *:5432") else { return };
         let mut name = None;
@@ -244,15 +252,18 @@ impl ProxyDraft {
                 "v6only" => v6only = true,
                 "v4v6" => v6only = false,
                 "ssl" | "crt" => {
-                    ctx.error(n, "pglb does not terminate TLS: remove 'ssl'/'crt' from bind; PostgreSQL clients negotiate TLS with the server through pglb");
+                    ctx.error(
+                        n,
+                        "pglb does not terminate TLS: remove 'ssl'/'crt' from bind; PostgreSQL clients negotiate TLS with the server through pglb",
+                    );
                     return;
                 }
                 "accept-proxy" => {
                     ctx.error(n, "pglb does not accept the PROXY protocol: remove accept-proxy");
                     return;
                 }
-                "tfo" | "defer-accept" | "transparent" | "interface" | "mss" | "nice" | "process" | "thread" | "level" | "mode" | "user" | "group" | "uid"
-                | "gid" | "maxconn" | "id" => {
+                "tfo" | "defer-accept" | "transparent" | "interface" | "mss" | "nice" | "process" | "thread" | "level" | "mode" | "user"
+                | "group" | "uid" | "gid" | "maxconn" | "id" => {
                     ctx.warn(n, format!("bind option '{opt}' has no effect in pglb"));
                     if !matches!(opt.as_str(), "tfo" | "defer-accept" | "transparent" | "v4v6") {
                         args.next();
@@ -325,7 +336,10 @@ impl ProxyDraft {
             }
         };
         if (kind == SectionKind::Frontend && !fe) || (kind == SectionKind::Backend && !be) {
-            ctx.warn(n, format!("'timeout {which}' has no effect in a {} section: set it in the {}", kind.name(), if fe { "frontend" } else { "backend" }));
+            ctx.warn(
+                n,
+                format!("'timeout {which}' has no effect in a {} section: set it in the {}", kind.name(), if fe { "frontend" } else { "backend" }),
+            );
             return;
         }
         let slot = match which {
@@ -437,7 +451,9 @@ impl ProxyDraft {
                 ctx.warn(n, format!("'stats {what}' has no effect in pglb"));
             }
             "socket" | "timeout" | "maxconn" => ctx.error(n, format!("'stats {what}' belongs in the global section")),
-            other => ctx.error(n, format!("unknown stats setting '{other}' (pglb understands enable, uri, refresh, auth, realm, hide-version, admin)")),
+            other => {
+                ctx.error(n, format!("unknown stats setting '{other}' (pglb understands enable, uri, refresh, auth, realm, hide-version, admin)"))
+            }
         }
     }
 
@@ -464,7 +480,7 @@ impl ProxyDraft {
             ctx.error(self.stats_line.unwrap_or(line), format!("'{name}': stats need 'mode http' in this section"));
         }
         if kind.has_frontend() {
-            if self.binds.is_empty() {
+            if self.binds.is_empty() && !self.bind_error {
                 ctx.error(line, format!("{} '{name}' has no bind line: add e.g. 'bind *:5432'", kind.name()));
             }
             let default_backend = match (kind, &self.default_backend) {

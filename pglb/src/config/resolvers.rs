@@ -50,10 +50,13 @@ fn apply(ctx: &mut Ctx, line: &Line, r: &mut Resolvers) {
         "parse-resolv-conf" => r.parse_resolv_conf = true,
         "hold" => {
             let (Some(status), v) = (ctx.arg(line, 0, "a status such as valid"), line.args().get(1).map(String::as_str)) else { return };
-            if let Some(d) = time(ctx, v) {
-                if status == "valid" {
-                    r.hold_valid = d;
+            let Some(d) = time(ctx, v) else { return };
+            match status {
+                "valid" => r.hold_valid = d,
+                "nx" | "timeout" | "refused" | "other" | "obsolete" => {
+                    ctx.warn(n, format!("'hold {status}' has no effect: pglb keeps the last good address while lookups fail"))
                 }
+                other => ctx.error(n, format!("unknown hold status '{other}': use valid, nx, timeout, refused, other or obsolete")),
             }
         }
         "timeout" => {
@@ -72,6 +75,7 @@ fn apply(ctx: &mut Ctx, line: &Line, r: &mut Resolvers) {
             }
         }
         "accepted_payload_size" => ctx.warn(n, "accepted_payload_size has no effect: pglb sizes DNS answers itself"),
-        other => ctx.error(n, format!("unknown keyword '{other}' in resolvers section (use nameserver, parse-resolv-conf, hold, timeout, resolve_retries)")),
+        other => ctx
+            .error(n, format!("unknown keyword '{other}' in resolvers section (use nameserver, parse-resolv-conf, hold, timeout, resolve_retries)")),
     }
 }

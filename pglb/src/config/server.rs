@@ -91,11 +91,13 @@ impl ServerOpts {
                     if let Some(v) = need(ctx, "a time such as 1s") {
                         match parse_time(v) {
                             Ok(d) if d.is_zero() => ctx.error(n, format!("'{opt} 0' would check in a busy loop: give a time such as 1s")),
-                            Ok(d) => *match opt {
-                                "inter" => &mut o.inter,
-                                "fastinter" => &mut o.fastinter,
-                                _ => &mut o.downinter,
-                            } = Some(d),
+                            Ok(d) => {
+                                *match opt {
+                                    "inter" => &mut o.inter,
+                                    "fastinter" => &mut o.fastinter,
+                                    _ => &mut o.downinter,
+                                } = Some(d)
+                            }
                             Err(e) => ctx.error(n, e),
                         }
                     }

@@ -53,7 +53,7 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 /// Formats a duration the way an operator would write it in a config.
 pub fn fmt_duration(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms != 0 && ms % 1000 == 0 {
+    if ms != 0 && ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else if ms != 0 {
         format!("{ms}ms")

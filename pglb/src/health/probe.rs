@@ -179,7 +179,7 @@ async fn pgsql(check: &PgsqlCheck, target: Target) -> Outcome {
     }
     let mut buf = Vec::new();
     // Read one whole message.
-    let whole = |b: &[u8]| b.len() >= 5 && b.len() >= 1 + u32::from_be_bytes([b[1], b[2], b[3], b[4]]) as usize;
+    let whole = |b: &[u8]| b.len() >= 5 && b.len() > u32::from_be_bytes([b[1], b[2], b[3], b[4]]) as usize;
     let r = read_until(&mut s, &mut buf, target.read_timeout, whole).await;
     let outcome = match (buf.first(), r) {
         (Some(b'R'), _) if buf.len() >= 9 => {

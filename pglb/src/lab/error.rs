@@ -54,9 +54,7 @@ pub enum LabError {
     UnknownNode { name: String, known: String },
 
     /// A fault name that `Fault::from_str` does not know.
-    #[error(
-        "unknown fault `{0}`; use one of kill, stop, start, freeze, thaw, pause-replay, resume-replay, promote"
-    )]
+    #[error("unknown fault `{0}`; use one of kill, stop, start, freeze, thaw, pause-replay, resume-replay, promote")]
     UnknownFault(String),
 
     /// The node is not in the state the operation needs (e.g. `stop` on a stopped node).
@@ -77,20 +75,11 @@ pub enum LabError {
 
     /// PostgreSQL did not start; the tail of its log usually says why.
     #[error("PostgreSQL node {node} did not start ({detail}); last lines of {}:\n{log_tail}", .log.display())]
-    NodeStart {
-        node: String,
-        detail: String,
-        log: PathBuf,
-        log_tail: String,
-    },
+    NodeStart { node: String, detail: String, log: PathBuf, log_tail: String },
 
     /// A SQL statement or connection to a node failed.
     #[error("node {node}: {what} failed: {detail}")]
-    Sql {
-        node: String,
-        what: String,
-        detail: String,
-    },
+    Sql { node: String, what: String, detail: String },
 
     /// Something did not happen in time.
     #[error("timed out after {:.0?} waiting for {what}; look at the node logs in the lab directory", .after)]
@@ -100,20 +89,13 @@ pub enum LabError {
 impl LabError {
     /// Wraps an `io::Error` with a description of what was being done.
     pub(crate) fn io(what: impl Into<String>, source: std::io::Error) -> Self {
-        LabError::Io {
-            what: what.into(),
-            source,
-        }
+        LabError::Io { what: what.into(), source }
     }
 
     /// Wraps a tokio-postgres error; its `Display` alone says only "db error",
     /// so the server's message is extracted.
     pub(crate) fn sql(node: &str, what: impl Into<String>, err: &tokio_postgres::Error) -> Self {
-        LabError::Sql {
-            node: node.to_string(),
-            what: what.into(),
-            detail: pg_error_detail(err),
-        }
+        LabError::Sql { node: node.to_string(), what: what.into(), detail: pg_error_detail(err) }
     }
 }
 

@@ -31,16 +31,8 @@ pub enum Fault {
 
 impl Fault {
     /// Every fault, in the order of the CLI's help.
-    pub const ALL: [Fault; 8] = [
-        Fault::Kill,
-        Fault::Stop,
-        Fault::Start,
-        Fault::Freeze,
-        Fault::Thaw,
-        Fault::PauseReplay,
-        Fault::ResumeReplay,
-        Fault::Promote,
-    ];
+    pub const ALL: [Fault; 8] =
+        [Fault::Kill, Fault::Stop, Fault::Start, Fault::Freeze, Fault::Thaw, Fault::PauseReplay, Fault::ResumeReplay, Fault::Promote];
 
     /// The CLI name of the fault.
     pub fn name(self) -> &'static str {
@@ -67,33 +59,20 @@ impl FromStr for Fault {
     type Err = LabError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Fault::ALL
-            .into_iter()
-            .find(|f| f.name() == s)
-            .ok_or_else(|| LabError::UnknownFault(s.to_string()))
+        Fault::ALL.into_iter().find(|f| f.name() == s).ok_or_else(|| LabError::UnknownFault(s.to_string()))
     }
 }
 
 impl super::Lab {
     /// Runs a replay-control function on a replica.
-    pub(crate) async fn replay_control(
-        &self,
-        node: &super::Node,
-        function: &str,
-    ) -> Result<(), LabError> {
+    pub(crate) async fn replay_control(&self, node: &super::Node, function: &str) -> Result<(), LabError> {
         let what = format!("SELECT {function}()");
-        let client =
-            super::status::connect(&self.creds(), node.port, "postgres", Duration::from_secs(5))
-                .await
-                .map_err(|detail| LabError::Sql {
-                    node: node.name.clone(),
-                    what: format!("connecting for {what}"),
-                    detail,
-                })?;
-        client
-            .simple_query(&what)
-            .await
-            .map_err(|e| LabError::sql(&node.name, what, &e))?;
+        let client = super::status::connect(&self.creds(), node.port, "postgres", Duration::from_secs(5)).await.map_err(|detail| LabError::Sql {
+            node: node.name.clone(),
+            what: format!("connecting for {what}"),
+            detail,
+        })?;
+        client.simple_query(&what).await.map_err(|e| LabError::sql(&node.name, what, &e))?;
         Ok(())
     }
 }

@@ -10,38 +10,22 @@ use super::{MAX_SOCKET_PATH, Node};
 
 /// The node `name` of the lab in `dir`.
 pub(crate) fn node_at(dir: &Path, name: String, port: u16) -> Node {
-    Node {
-        data_dir: dir.join(&name),
-        log_file: dir.join(format!("{name}.log")),
-        name,
-        port,
-    }
+    Node { data_dir: dir.join(&name), log_file: dir.join(format!("{name}.log")), name, port }
 }
 
 /// A node from the state file.
 pub(crate) fn node_at_entry(dir: &Path, e: NodeEntry) -> Node {
-    Node {
-        log_file: dir.join(format!("{}.log", e.name)),
-        name: e.name,
-        port: e.port,
-        data_dir: e.data_dir,
-    }
+    Node { log_file: dir.join(format!("{}.log", e.name)), name: e.name, port: e.port, data_dir: e.data_dir }
 }
 
 /// Refuses directories where the nodes' files already exist, whose socket
 /// paths would be too long, or that the postgres account cannot reach.
 pub(crate) fn check_dir(pg: &Pg, dir: &Path, names: &[String]) -> Result<(), LabError> {
-    let bad = |reason: String| LabError::BadDir {
-        dir: dir.to_path_buf(),
-        reason,
-    };
+    let bad = |reason: String| LabError::BadDir { dir: dir.to_path_buf(), reason };
     for name in names {
         for path in [dir.join(name), dir.join(format!("{name}.log"))] {
             if path.exists() {
-                return Err(bad(format!(
-                    "{} already exists; choose an empty directory",
-                    path.display()
-                )));
+                return Err(bad(format!("{} already exists; choose an empty directory", path.display())));
             }
         }
         let socket = dir.join(name).join(".s.PGSQL.65535");
@@ -66,11 +50,7 @@ pub(crate) fn pick_ports(base: Option<u16>, count: usize) -> Result<Vec<u16>, La
                     .ok()
                     .and_then(|i| base.checked_add(i))
                     .filter(|p| *p != 0)
-                    .ok_or_else(|| {
-                        LabError::BadOptions(format!(
-                            "port base {base} leaves no room for {count} nodes"
-                        ))
-                    })
+                    .ok_or_else(|| LabError::BadOptions(format!("port base {base} leaves no room for {count} nodes")))
             })
             .collect();
     }
@@ -78,27 +58,14 @@ pub(crate) fn pick_ports(base: Option<u16>, count: usize) -> Result<Vec<u16>, La
         .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| LabError::io("picking free ports on 127.0.0.1", e))?;
-    listeners
-        .iter()
-        .map(|l| {
-            l.local_addr()
-                .map(|a| a.port())
-                .map_err(|e| LabError::io("picking free ports on 127.0.0.1", e))
-        })
-        .collect()
+    listeners.iter().map(|l| l.local_addr().map(|a| a.port()).map_err(|e| LabError::io("picking free ports on 127.0.0.1", e))).collect()
 }
 
 /// Removes a file or directory tree, ignoring one that does not exist.
 pub(crate) fn remove_if_exists(path: &Path, tree: bool) -> Result<(), LabError> {
-    let result = if tree {
-        std::fs::remove_dir_all(path)
-    } else {
-        std::fs::remove_file(path)
-    };
+    let result = if tree { std::fs::remove_dir_all(path) } else { std::fs::remove_file(path) };
     match result {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            Err(LabError::io(format!("removing {}", path.display()), e))
-        }
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(LabError::io(format!("removing {}", path.display()), e)),
         _ => Ok(()),
     }
 }

@@ -126,42 +126,18 @@ impl Lab {
     /// streams. On failure everything created is removed again.
     pub async fn up(opts: LabOptions) -> Result<Lab, LabError> {
         let pg = Pg::discover().await?;
-        std::fs::create_dir_all(&opts.dir)
-            .map_err(|e| LabError::io(format!("creating {}", opts.dir.display()), e))?;
-        let dir = opts
-            .dir
-            .canonicalize()
-            .map_err(|e| LabError::io(format!("resolving {}", opts.dir.display()), e))?;
+        std::fs::create_dir_all(&opts.dir).map_err(|e| LabError::io(format!("creating {}", opts.dir.display()), e))?;
+        let dir = opts.dir.canonicalize().map_err(|e| LabError::io(format!("resolving {}", opts.dir.display()), e))?;
         if let Some(state) = State::read(&dir)? {
-            let running = state
-                .nodes
-                .iter()
-                .any(|n| postmaster::running_pid(&n.data_dir).is_some());
-            return Err(if running {
-                LabError::AlreadyRunning(dir)
-            } else {
-                LabError::StoppedLab(dir)
-            });
+            let running = state.nodes.iter().any(|n| postmaster::running_pid(&n.data_dir).is_some());
+            return Err(if running { LabError::AlreadyRunning(dir) } else { LabError::StoppedLab(dir) });
         }
-        let names: Vec<String> = std::iter::once("primary".to_string())
-            .chain((1..=opts.replicas).map(|i| format!("replica{i}")))
-            .collect();
+        let names: Vec<String> = std::iter::once("primary".to_string()).chain((1..=opts.replicas).map(|i| format!("replica{i}"))).collect();
         check_dir(&pg, &dir, &names)?;
         let ports = pick_ports(opts.port_base, names.len())?;
-        let nodes = names
-            .into_iter()
-            .zip(ports)
-            .map(|(name, port)| node_at(&dir, name, port))
-            .collect();
+        let nodes = names.into_iter().zip(ports).map(|(name, port)| node_at(&dir, name, port)).collect();
         pg.chown(&dir)?;
-        let lab = Lab {
-            dir,
-            nodes,
-            superuser: SUPERUSER.into(),
-            password: PASSWORD.into(),
-            ssl: opts.ssl,
-            pg,
-        };
+        let lab = Lab { dir, nodes, superuser: SUPERUSER.into(), password: PASSWORD.into(), ssl: opts.ssl, pg };
         // Written first so that `down` can clean up an interrupted `up`.
         lab.state().write(&lab.dir)?;
         match lab.build().await {
@@ -176,26 +152,12 @@ impl Lab {
 
     /// The lab described by `DIR/lab.state`, whether its nodes run or not.
     pub async fn open(dir: &Path) -> Result<Lab, LabError> {
-        let no_lab = || LabError::NoLab {
-            dir: dir.to_path_buf(),
-            state: dir.join(state::STATE_FILE),
-        };
+        let no_lab = || LabError::NoLab { dir: dir.to_path_buf(), state: dir.join(state::STATE_FILE) };
         let dir = dir.canonicalize().map_err(|_| no_lab())?;
         let state = State::read(&dir)?.ok_or_else(no_lab)?;
         let pg = Pg::discover().await?;
-        let nodes = state
-            .nodes
-            .into_iter()
-            .map(|e| node_at_entry(&dir, e))
-            .collect();
-        Ok(Lab {
-            dir,
-            nodes,
-            superuser: state.superuser,
-            password: state.password,
-            ssl: state.ssl,
-            pg,
-        })
+        let nodes = state.nodes.into_iter().map(|e| node_at_entry(&dir, e)).collect();
+        Ok(Lab { dir, nodes, superuser: state.superuser, password: state.password, ssl: state.ssl, pg })
     }
 
     /// Stops every node (fast, falling back to immediate and SIGKILL) and
@@ -267,12 +229,7 @@ impl Lab {
     pub async fn fault(&self, node: &str, fault: Fault) -> Result<(), LabError> {
         let n = self.node(node).ok_or_else(|| LabError::UnknownNode {
             name: node.to_string(),
-            known: self
-                .nodes
-                .iter()
-                .map(|n| n.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
+            known: self.nodes.iter().map(|n| n.name.as_str()).collect::<Vec<_>>().join(", "),
         })?;
         tracing::debug!(node, %fault, "injecting fault");
         match fault {
@@ -305,10 +262,7 @@ impl Lab {
                 return Ok(());
             }
             if Instant::now() >= deadline {
-                return Err(LabError::Timeout {
-                    what: format!("{} to stream from the primary", lagging.join(", ")),
-                    after: timeout,
-                });
+                return Err(LabError::Timeout { what: format!("{} to stream from the primary", lagging.join(", ")), after: timeout });
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -321,10 +275,7 @@ impl Lab {
 
     /// Credentials for our own connections.
     fn creds(&self) -> Creds {
-        Creds {
-            user: self.superuser.clone(),
-            password: self.password.clone(),
-        }
+        Creds { user: self.superuser.clone(), password: self.password.clone() }
     }
 
     /// What the state file records.
@@ -333,15 +284,7 @@ impl Lab {
             superuser: self.superuser.clone(),
             password: self.password.clone(),
             ssl: self.ssl,
-            nodes: self
-                .nodes
-                .iter()
-                .map(|n| NodeEntry {
-                    name: n.name.clone(),
-                    port: n.port,
-                    data_dir: n.data_dir.clone(),
-                })
-                .collect(),
+            nodes: self.nodes.iter().map(|n| NodeEntry { name: n.name.clone(), port: n.port, data_dir: n.data_dir.clone() }).collect(),
         }
     }
 
@@ -350,29 +293,16 @@ impl Lab {
         let creds = self.creds();
         let ready = Duration::from_secs(30);
         let primary = self.primary();
-        node::init_primary(
-            &self.pg,
-            &self.dir,
-            primary,
-            &self.superuser,
-            &self.password,
-            self.ssl,
-        )
-        .await?;
+        node::init_primary(&self.pg, &self.dir, primary, &self.superuser, &self.password, self.ssl).await?;
         node::start(&self.pg, primary).await?;
         status::wait_ready(&creds, primary, ready).await?;
-        let client = status::connect(&creds, primary.port, "postgres", ready)
-            .await
-            .map_err(|detail| LabError::Sql {
-                node: primary.name.clone(),
-                what: "connecting".into(),
-                detail,
-            })?;
+        let client = status::connect(&creds, primary.port, "postgres", ready).await.map_err(|detail| LabError::Sql {
+            node: primary.name.clone(),
+            what: "connecting".into(),
+            detail,
+        })?;
         let create = format!("CREATE DATABASE {APP_DB}");
-        client
-            .simple_query(&create)
-            .await
-            .map_err(|e| LabError::sql(&primary.name, create, &e))?;
+        client.simple_query(&create).await.map_err(|e| LabError::sql(&primary.name, create, &e))?;
         for replica in self.replicas() {
             node::base_backup(&self.pg, primary, replica, &self.superuser, &self.password).await?;
             node::start(&self.pg, replica).await?;

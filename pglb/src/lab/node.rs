@@ -62,33 +62,19 @@ fn node_settings(node: &Node) -> String {
 fn append(path: &Path, text: &str) -> Result<(), LabError> {
     use std::io::Write;
     let what = || format!("writing {}", path.display());
-    let mut f = std::fs::OpenOptions::new()
-        .append(true)
-        .open(path)
-        .map_err(|e| LabError::io(what(), e))?;
-    f.write_all(text.as_bytes())
-        .map_err(|e| LabError::io(what(), e))
+    let mut f = std::fs::OpenOptions::new().append(true).open(path).map_err(|e| LabError::io(what(), e))?;
+    f.write_all(text.as_bytes()).map_err(|e| LabError::io(what(), e))
 }
 
 /// Creates an empty data directory with the mode initdb/pg_basebackup want.
 fn make_data_dir(pg: &Pg, dir: &Path) -> Result<(), LabError> {
-    std::fs::DirBuilder::new()
-        .mode(0o700)
-        .create(dir)
-        .map_err(|e| LabError::io(format!("creating {}", dir.display()), e))?;
+    std::fs::DirBuilder::new().mode(0o700).create(dir).map_err(|e| LabError::io(format!("creating {}", dir.display()), e))?;
     pg.chown(dir)
 }
 
 /// initdb + configuration of the primary; creates a self-signed certificate
 /// first when `ssl` so that base backups carry it to the replicas.
-pub(crate) async fn init_primary(
-    pg: &Pg,
-    lab_dir: &Path,
-    node: &Node,
-    superuser: &str,
-    password: &str,
-    ssl: bool,
-) -> Result<(), LabError> {
+pub(crate) async fn init_primary(pg: &Pg, lab_dir: &Path, node: &Node, superuser: &str, password: &str, ssl: bool) -> Result<(), LabError> {
     make_data_dir(pg, &node.data_dir)?;
     let pwfile = lab_dir.join(PWFILE);
     std::fs::OpenOptions::new()
@@ -102,12 +88,7 @@ pub(crate) async fn init_primary(
     let mut cmd = pg.pg_command("initdb");
     cmd.arg("-D")
         .arg(&node.data_dir)
-        .args([
-            "-U",
-            superuser,
-            "--auth-local=trust",
-            "--auth-host=scram-sha-256",
-        ])
+        .args(["-U", superuser, "--auth-local=trust", "--auth-host=scram-sha-256"])
         .args(["-E", "UTF8", "--locale=C", "--no-sync", "--no-instructions"])
         .arg(format!("--pwfile={}", pwfile.display()));
     let result = pg.run(cmd, "initdb of the primary").await;
@@ -131,55 +112,27 @@ pub(crate) async fn init_primary(
 async fn make_certificate(pg: &Pg, data_dir: &Path) -> Result<(), LabError> {
     let key = data_dir.join("server.key");
     let mut cmd = pg.command("openssl");
-    cmd.args([
-        "req",
-        "-new",
-        "-x509",
-        "-days",
-        "2",
-        "-nodes",
-        "-subj",
-        "/CN=localhost",
-    ])
-    .arg("-keyout")
-    .arg(&key)
-    .arg("-out")
-    .arg(data_dir.join("server.crt"));
-    pg.run(
-        cmd,
-        "openssl (install it with `apt-get install -y openssl`)",
-    )
-    .await?;
-    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))
-        .map_err(|e| LabError::io(format!("chmod {}", key.display()), e))
+    cmd.args(["req", "-new", "-x509", "-days", "2", "-nodes", "-subj", "/CN=localhost"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(data_dir.join("server.crt"));
+    pg.run(cmd, "openssl (install it with `apt-get install -y openssl`)").await?;
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).map_err(|e| LabError::io(format!("chmod {}", key.display()), e))
 }
 
 /// Clones the primary into a new replica with `pg_basebackup -R` (which
 /// writes `standby.signal` and `primary_conninfo`, password included).
-pub(crate) async fn base_backup(
-    pg: &Pg,
-    primary: &Node,
-    replica: &Node,
-    superuser: &str,
-    password: &str,
-) -> Result<(), LabError> {
+pub(crate) async fn base_backup(pg: &Pg, primary: &Node, replica: &Node, superuser: &str, password: &str) -> Result<(), LabError> {
     make_data_dir(pg, &replica.data_dir)?;
     let mut cmd = pg.pg_command("pg_basebackup");
-    cmd.args([
-        "-h",
-        "127.0.0.1",
-        "-p",
-        &primary.port.to_string(),
-        "-U",
-        superuser,
-    ])
-    .arg("-D")
-    .arg(&replica.data_dir)
-    // -c fast: without it the backup waits for a spread checkpoint (~90 s).
-    .args(["-R", "-X", "stream", "-c", "fast", "--no-sync"])
-    .env("PGPASSWORD", password);
-    pg.run(cmd, &format!("pg_basebackup of {}", replica.name))
-        .await?;
+    cmd.args(["-h", "127.0.0.1", "-p", &primary.port.to_string(), "-U", superuser])
+        .arg("-D")
+        .arg(&replica.data_dir)
+        // -c fast: without it the backup waits for a spread checkpoint (~90 s).
+        .args(["-R", "-X", "stream", "-c", "fast", "--no-sync"])
+        .env("PGPASSWORD", password);
+    pg.run(cmd, &format!("pg_basebackup of {}", replica.name)).await?;
     // The primary's socket lock files come along with the copy; they are
     // meaningless in the replica's directory.
     if let Ok(entries) = std::fs::read_dir(&replica.data_dir) {
@@ -189,10 +142,7 @@ pub(crate) async fn base_backup(
             }
         }
     }
-    append(
-        &replica.data_dir.join("postgresql.conf"),
-        &node_settings(replica),
-    )
+    append(&replica.data_dir.join("postgresql.conf"), &node_settings(replica))
 }
 
 /// Last `lines` lines of a node's log, for error messages.
@@ -209,28 +159,18 @@ pub(crate) fn log_tail(node: &Node, lines: usize) -> String {
 /// `pg_ctl start -w`, after clearing what a killed server left behind.
 pub(crate) async fn start(pg: &Pg, node: &Node) -> Result<(), LabError> {
     if postmaster::running_pid(&node.data_dir).is_some() {
-        return Err(LabError::NodeState {
-            node: node.name.clone(),
-            problem: "is already running; stop it first".into(),
-        });
+        return Err(LabError::NodeState { node: node.name.clone(), problem: "is already running; stop it first".into() });
     }
     // A killed server's children may still be exiting.
     wait_gone(node, Duration::from_secs(10)).await?;
-    postmaster::remove_stale(&node.data_dir)
-        .map_err(|e| LabError::io(format!("removing stale postmaster.pid of {}", node.name), e))?;
+    postmaster::remove_stale(&node.data_dir).map_err(|e| LabError::io(format!("removing stale postmaster.pid of {}", node.name), e))?;
     let mut cmd = pg.pg_command("pg_ctl");
-    cmd.args(["start", "-w", "-t", "60", "-D"])
-        .arg(&node.data_dir)
-        .arg("-l")
-        .arg(&node.log_file);
+    cmd.args(["start", "-w", "-t", "60", "-D"]).arg(&node.data_dir).arg("-l").arg(&node.log_file);
     match pg.run(cmd, "pg_ctl start").await {
         Ok(_) => Ok(()),
-        Err(e) => Err(LabError::NodeStart {
-            node: node.name.clone(),
-            detail: e.to_string(),
-            log: node.log_file.clone(),
-            log_tail: log_tail(node, 20),
-        }),
+        Err(e) => {
+            Err(LabError::NodeStart { node: node.name.clone(), detail: e.to_string(), log: node.log_file.clone(), log_tail: log_tail(node, 20) })
+        }
     }
 }
 
@@ -238,17 +178,12 @@ pub(crate) async fn start(pg: &Pg, node: &Node) -> Result<(), LabError> {
 /// would never see the request.
 pub(crate) async fn stop(pg: &Pg, node: &Node, mode: &str) -> Result<(), LabError> {
     let Some(pid) = postmaster::running_pid(&node.data_dir) else {
-        return Err(LabError::NodeState {
-            node: node.name.clone(),
-            problem: "is not running".into(),
-        });
+        return Err(LabError::NodeState { node: node.name.clone(), problem: "is not running".into() });
     };
     let _ = postmaster::signal(pid, libc::SIGCONT);
     let mut cmd = pg.pg_command("pg_ctl");
-    cmd.args(["stop", "-w", "-t", "30", "-m", mode, "-D"])
-        .arg(&node.data_dir);
-    pg.run(cmd, &format!("pg_ctl stop -m {mode} of {}", node.name))
-        .await?;
+    cmd.args(["stop", "-w", "-t", "30", "-m", mode, "-D"]).arg(&node.data_dir);
+    pg.run(cmd, &format!("pg_ctl stop -m {mode} of {}", node.name)).await?;
     Ok(())
 }
 
@@ -271,12 +206,9 @@ pub(crate) async fn stop_any_way(pg: &Pg, node: &Node) -> Result<(), LabError> {
 /// SIGKILL to the postmaster, then wait until it and its children are gone
 /// so that a following `start` works and `status` sees it down.
 pub(crate) async fn kill(node: &Node) -> Result<(), LabError> {
-    let pid = postmaster::running_pid(&node.data_dir).ok_or_else(|| LabError::NodeState {
-        node: node.name.clone(),
-        problem: "is not running".into(),
-    })?;
-    postmaster::signal(pid, libc::SIGKILL)
-        .map_err(|e| LabError::io(format!("SIGKILL to {} (pid {pid})", node.name), e))?;
+    let pid =
+        postmaster::running_pid(&node.data_dir).ok_or_else(|| LabError::NodeState { node: node.name.clone(), problem: "is not running".into() })?;
+    postmaster::signal(pid, libc::SIGKILL).map_err(|e| LabError::io(format!("SIGKILL to {} (pid {pid})", node.name), e))?;
     wait_gone(node, Duration::from_secs(15)).await
 }
 
@@ -285,10 +217,7 @@ async fn wait_gone(node: &Node, limit: Duration) -> Result<(), LabError> {
     let deadline = Instant::now() + limit;
     while !postmaster::is_gone(&node.data_dir) {
         if Instant::now() >= deadline {
-            return Err(LabError::Timeout {
-                what: format!("the processes of {} to exit", node.name),
-                after: limit,
-            });
+            return Err(LabError::Timeout { what: format!("the processes of {} to exit", node.name), after: limit });
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -298,19 +227,13 @@ async fn wait_gone(node: &Node, limit: Duration) -> Result<(), LabError> {
 /// `pg_ctl promote -w`: the replica leaves recovery and accepts writes.
 pub(crate) async fn promote(pg: &Pg, node: &Node) -> Result<(), LabError> {
     let mut cmd = pg.pg_command("pg_ctl");
-    cmd.args(["promote", "-w", "-t", "30", "-D"])
-        .arg(&node.data_dir);
-    pg.run(cmd, &format!("pg_ctl promote of {}", node.name))
-        .await
-        .map(|_| ())
+    cmd.args(["promote", "-w", "-t", "30", "-D"]).arg(&node.data_dir);
+    pg.run(cmd, &format!("pg_ctl promote of {}", node.name)).await.map(|_| ())
 }
 
 /// Sends SIGSTOP/SIGCONT to the postmaster (freeze/thaw).
 pub(crate) fn signal_postmaster(node: &Node, sig: libc::c_int) -> Result<(), LabError> {
-    let pid = postmaster::running_pid(&node.data_dir).ok_or_else(|| LabError::NodeState {
-        node: node.name.clone(),
-        problem: "is not running".into(),
-    })?;
-    postmaster::signal(pid, sig)
-        .map_err(|e| LabError::io(format!("signal {sig} to {} (pid {pid})", node.name), e))
+    let pid =
+        postmaster::running_pid(&node.data_dir).ok_or_else(|| LabError::NodeState { node: node.name.clone(), problem: "is not running".into() })?;
+    postmaster::signal(pid, sig).map_err(|e| LabError::io(format!("signal {sig} to {} (pid {pid})", node.name), e))
 }

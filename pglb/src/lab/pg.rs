@@ -32,11 +32,7 @@ impl Pg {
     pub(crate) async fn discover() -> Result<Pg, LabError> {
         let bindir = find_bindir().await.ok_or(LabError::PostgresNotFound)?;
         // SAFETY: geteuid has no preconditions and cannot fail.
-        let account = if unsafe { libc::geteuid() } == 0 {
-            Some(lookup_account("postgres").ok_or(LabError::NoPostgresAccount)?)
-        } else {
-            None
-        };
+        let account = if unsafe { libc::geteuid() } == 0 { Some(lookup_account("postgres").ok_or(LabError::NoPostgresAccount)?) } else { None };
         tracing::debug!(bindir = %bindir.display(), ?account, "found PostgreSQL");
         Ok(Pg { bindir, account })
     }
@@ -62,10 +58,7 @@ impl Pg {
         if let Some(account) = self.account {
             cmd.uid(account.uid).gid(account.gid);
         }
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(false);
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(false);
         cmd
     }
 
@@ -74,10 +67,8 @@ impl Pg {
         // Not `?cmd`: its Debug output would include PGPASSWORD.
         let std_cmd = cmd.as_std();
         tracing::debug!(program = ?std_cmd.get_program(), args = ?std_cmd.get_args().collect::<Vec<_>>(), "running");
-        let out = cmd.output().await.map_err(|e| LabError::Command {
-            what: what.to_string(),
-            detail: format!("could not start the program: {e}"),
-        })?;
+        let out =
+            cmd.output().await.map_err(|e| LabError::Command { what: what.to_string(), detail: format!("could not start the program: {e}") })?;
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         if out.status.success() {
             return Ok(stdout);
@@ -85,17 +76,14 @@ impl Pg {
         let stderr = String::from_utf8_lossy(&out.stderr);
         Err(LabError::Command {
             what: what.to_string(),
-            detail: format!("{}\n{}{}", out.status, stdout.trim_end(), stderr.trim_end())
-                .trim_end()
-                .to_string(),
+            detail: format!("{}\n{}{}", out.status, stdout.trim_end(), stderr.trim_end()).trim_end().to_string(),
         })
     }
 
     /// Gives a file or directory to the PostgreSQL account (no-op when not root).
     pub(crate) fn chown(&self, path: &Path) -> Result<(), LabError> {
         if let Some(account) = self.account {
-            std::os::unix::fs::chown(path, Some(account.uid), Some(account.gid))
-                .map_err(|e| LabError::io(format!("chown {}", path.display()), e))?;
+            std::os::unix::fs::chown(path, Some(account.uid), Some(account.gid)).map_err(|e| LabError::io(format!("chown {}", path.display()), e))?;
         }
         Ok(())
     }
@@ -112,16 +100,11 @@ impl Pg {
                 continue;
             };
             let mode = meta.mode();
-            let ok = mode & 0o001 != 0
-                || (meta.uid() == account.uid && mode & 0o100 != 0)
-                || (meta.gid() == account.gid && mode & 0o010 != 0);
+            let ok = mode & 0o001 != 0 || (meta.uid() == account.uid && mode & 0o100 != 0) || (meta.gid() == account.gid && mode & 0o010 != 0);
             if !ok {
                 return Err(LabError::BadDir {
                     dir: dir.to_path_buf(),
-                    reason: format!(
-                        "the postgres account cannot enter {}; use a directory under /tmp",
-                        ancestor.display()
-                    ),
+                    reason: format!("the postgres account cannot enter {}; use a directory under /tmp", ancestor.display()),
                 });
             }
         }
@@ -148,11 +131,7 @@ async fn find_bindir() -> Option<PathBuf> {
     let mut best: Option<(Vec<u32>, PathBuf)> = None;
     for entry in std::fs::read_dir("/usr/lib/postgresql").ok()?.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(version) = name
-            .split('.')
-            .map(|part| part.parse::<u32>().ok())
-            .collect::<Option<Vec<u32>>>()
-        else {
+        let Some(version) = name.split('.').map(|part| part.parse::<u32>().ok()).collect::<Option<Vec<u32>>>() else {
             continue;
         };
         let bin = entry.path().join("bin");
@@ -173,20 +152,9 @@ fn lookup_account(name: &str) -> Option<Account> {
     let mut result: *mut libc::passwd = std::ptr::null_mut();
     // SAFETY: every pointer is valid for the duration of the call and `buf`'s
     // length is passed along with it.
-    let rc = unsafe {
-        libc::getpwnam_r(
-            cname.as_ptr(),
-            &mut pwd,
-            buf.as_mut_ptr(),
-            buf.len(),
-            &mut result,
-        )
-    };
+    let rc = unsafe { libc::getpwnam_r(cname.as_ptr(), &mut pwd, buf.as_mut_ptr(), buf.len(), &mut result) };
     if rc != 0 || result.is_null() {
         return None;
     }
-    Some(Account {
-        uid: pwd.pw_uid,
-        gid: pwd.pw_gid,
-    })
+    Some(Account { uid: pwd.pw_uid, gid: pwd.pw_gid })
 }

@@ -24,16 +24,8 @@ pub(crate) struct PidFile {
 pub(crate) fn read_pid_file(data_dir: &Path) -> Option<PidFile> {
     let text = std::fs::read_to_string(data_dir.join("postmaster.pid")).ok()?;
     let mut lines = text.lines();
-    let pid = lines
-        .next()?
-        .trim()
-        .parse::<i32>()
-        .ok()
-        .filter(|p| *p > 0)?;
-    let shm_id = lines
-        .nth(5)
-        .and_then(|line| line.split_whitespace().nth(1))
-        .and_then(|id| id.parse::<i32>().ok());
+    let pid = lines.next()?.trim().parse::<i32>().ok().filter(|p| *p > 0)?;
+    let shm_id = lines.nth(5).and_then(|line| line.split_whitespace().nth(1)).and_then(|id| id.parse::<i32>().ok());
     Some(PidFile { pid, shm_id })
 }
 
@@ -54,9 +46,7 @@ pub(crate) fn is_alive(pid: i32) -> bool {
 
 /// The pid of the node's postmaster when it is running (or frozen).
 pub(crate) fn running_pid(data_dir: &Path) -> Option<i32> {
-    read_pid_file(data_dir)
-        .map(|f| f.pid)
-        .filter(|pid| is_alive(*pid))
+    read_pid_file(data_dir).map(|f| f.pid).filter(|pid| is_alive(*pid))
 }
 
 /// Number of processes attached to a System V shared memory segment;
@@ -112,11 +102,7 @@ pub(crate) fn remove_stale(data_dir: &Path) -> std::io::Result<()> {
 /// Sends a signal to a process.
 pub(crate) fn signal(pid: i32, sig: libc::c_int) -> std::io::Result<()> {
     // SAFETY: kill has no memory-safety preconditions.
-    if unsafe { libc::kill(pid, sig) } == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
+    if unsafe { libc::kill(pid, sig) } == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
 }
 
 /// Stops a node at once without the tokio runtime: SIGCONT (it may be

@@ -44,10 +44,7 @@ impl State {
     /// Serializes the state.
     fn render(&self) -> String {
         let mut out = String::from("# pglb lab state, written by `pglb lab up`\nversion=1\n");
-        out += &format!(
-            "superuser={}\npassword={}\nssl={}\n",
-            self.superuser, self.password, self.ssl
-        );
+        out += &format!("superuser={}\npassword={}\nssl={}\n", self.superuser, self.password, self.ssl);
         for n in &self.nodes {
             out += &format!("node={} {} {}\n", n.name, n.port, n.data_dir.display());
         }
@@ -63,29 +60,21 @@ impl State {
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
-            let (key, value) = line
-                .split_once('=')
-                .ok_or_else(|| format!("line {} has no `=`", no + 1))?;
+            let (key, value) = line.split_once('=').ok_or_else(|| format!("line {} has no `=`", no + 1))?;
             match key {
                 "version" if value == "1" => {}
                 "version" => return Err(format!("unsupported version {value}")),
                 "superuser" => superuser = Some(value.to_string()),
                 "password" => password = Some(value.to_string()),
                 "ssl" => ssl = value == "true",
-                "node" => nodes
-                    .push(parse_node(value).ok_or_else(|| format!("bad node line {}", no + 1))?),
+                "node" => nodes.push(parse_node(value).ok_or_else(|| format!("bad node line {}", no + 1))?),
                 _ => {} // Unknown keys from newer versions are ignored.
             }
         }
         if nodes.is_empty() {
             return Err("no nodes".into());
         }
-        Ok(State {
-            superuser: superuser.ok_or("no superuser")?,
-            password: password.ok_or("no password")?,
-            ssl,
-            nodes,
-        })
+        Ok(State { superuser: superuser.ok_or("no superuser")?, password: password.ok_or("no password")?, ssl, nodes })
     }
 
     /// Writes the state file (mode 0600: it holds the superuser password).
@@ -93,15 +82,9 @@ impl State {
         let path = dir.join(STATE_FILE);
         let tmp = dir.join(format!("{STATE_FILE}.tmp"));
         let what = || format!("writing lab state {}", path.display());
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(|e| LabError::io(what(), e))?;
-        file.write_all(self.render().as_bytes())
-            .map_err(|e| LabError::io(what(), e))?;
+        let mut file =
+            std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).map_err(|e| LabError::io(what(), e))?;
+        file.write_all(self.render().as_bytes()).map_err(|e| LabError::io(what(), e))?;
         drop(file);
         // Rename so that a reader never sees a half-written file.
         std::fs::rename(&tmp, &path).map_err(|e| LabError::io(what(), e))
@@ -115,9 +98,7 @@ impl State {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(LabError::io(format!("reading {}", path.display()), e)),
         };
-        State::parse(&text)
-            .map(Some)
-            .map_err(|reason| LabError::BadState { path, reason })
+        State::parse(&text).map(Some).map_err(|reason| LabError::BadState { path, reason })
     }
 }
 
@@ -127,11 +108,7 @@ fn parse_node(value: &str) -> Option<NodeEntry> {
     let name = parts.next()?.to_string();
     let port = parts.next()?.parse().ok()?;
     let data_dir = PathBuf::from(parts.next()?);
-    Some(NodeEntry {
-        name,
-        port,
-        data_dir,
-    })
+    Some(NodeEntry { name, port, data_dir })
 }
 
 #[cfg(test)]
@@ -145,16 +122,8 @@ mod tests {
             password: "pw".into(),
             ssl: true,
             nodes: vec![
-                NodeEntry {
-                    name: "primary".into(),
-                    port: 5432,
-                    data_dir: "/tmp/a b/primary".into(),
-                },
-                NodeEntry {
-                    name: "replica1".into(),
-                    port: 5433,
-                    data_dir: "/tmp/a b/replica1".into(),
-                },
+                NodeEntry { name: "primary".into(), port: 5432, data_dir: "/tmp/a b/primary".into() },
+                NodeEntry { name: "replica1".into(), port: 5433, data_dir: "/tmp/a b/replica1".into() },
             ],
         };
         assert_eq!(State::parse(&state.render()), Ok(state));

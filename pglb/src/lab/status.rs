@@ -22,21 +22,9 @@ pub(crate) struct Creds {
 
 /// Connects to `db` on a node over 127.0.0.1 within `limit`; the connection
 /// task is spawned and ends with the client.
-pub(crate) async fn connect(
-    creds: &Creds,
-    port: u16,
-    db: &str,
-    limit: Duration,
-) -> Result<Client, String> {
+pub(crate) async fn connect(creds: &Creds, port: u16, db: &str, limit: Duration) -> Result<Client, String> {
     let mut config = tokio_postgres::Config::new();
-    config
-        .host("127.0.0.1")
-        .port(port)
-        .user(&creds.user)
-        .password(&creds.password)
-        .dbname(db)
-        .application_name("pglb-lab")
-        .connect_timeout(limit);
+    config.host("127.0.0.1").port(port).user(&creds.user).password(&creds.password).dbname(db).application_name("pglb-lab").connect_timeout(limit);
     let (client, connection) = tokio::time::timeout(limit, config.connect(NoTls))
         .await
         .map_err(|_| format!("no answer within {limit:?}"))?
@@ -48,11 +36,7 @@ pub(crate) async fn connect(
 }
 
 /// Polls until the node accepts connections, or fails with the log tail.
-pub(crate) async fn wait_ready(
-    creds: &Creds,
-    node: &Node,
-    limit: Duration,
-) -> Result<(), LabError> {
+pub(crate) async fn wait_ready(creds: &Creds, node: &Node, limit: Duration) -> Result<(), LabError> {
     let deadline = Instant::now() + limit;
     loop {
         let last_error = match connect(creds, node.port, "postgres", Duration::from_secs(1)).await {
@@ -98,25 +82,16 @@ SELECT pg_is_in_recovery(),
 /// Runs the probe query; `None` when the node does not answer in time.
 async fn probe(creds: Creds, port: u16) -> Option<Probe> {
     let work = async {
-        let client = connect(&creds, port, "postgres", PROBE_TIMEOUT)
-            .await
-            .ok()?;
+        let client = connect(&creds, port, "postgres", PROBE_TIMEOUT).await.ok()?;
         let row = client.query_one(PROBE_SQL, &[]).await.ok()?;
         Some(Probe {
             in_recovery: row.try_get(0).ok()?,
             replay_lag_seconds: row.try_get(1).ok()?,
-            lsn: row
-                .try_get::<_, Option<String>>(2)
-                .ok()?
-                .as_deref()
-                .and_then(parse_lsn),
+            lsn: row.try_get::<_, Option<String>>(2).ok()?.as_deref().and_then(parse_lsn),
             streaming: row.try_get(3).ok()?,
         })
     };
-    tokio::time::timeout(PROBE_TIMEOUT, work)
-        .await
-        .ok()
-        .flatten()
+    tokio::time::timeout(PROBE_TIMEOUT, work).await.ok().flatten()
 }
 
 /// Parses an LSN such as `16/B374D848` into a byte position.
@@ -129,19 +104,12 @@ pub(crate) fn parse_lsn(text: &str) -> Option<u64> {
 /// primary when it is still a primary, else against the first node that is
 /// (e.g. after a promotion with the old primary down).
 pub(crate) async fn collect(creds: &Creds, nodes: &[Node]) -> Vec<NodeStatus> {
-    let handles: Vec<_> = nodes
-        .iter()
-        .map(|n| tokio::spawn(probe(creds.clone(), n.port)))
-        .collect();
+    let handles: Vec<_> = nodes.iter().map(|n| tokio::spawn(probe(creds.clone(), n.port))).collect();
     let mut probes = Vec::with_capacity(handles.len());
     for handle in handles {
         probes.push(handle.await.ok().flatten());
     }
-    let reference = probes
-        .iter()
-        .flatten()
-        .find(|p| !p.in_recovery)
-        .and_then(|p| p.lsn);
+    let reference = probes.iter().flatten().find(|p| !p.in_recovery).and_then(|p| p.lsn);
     nodes
         .iter()
         .zip(probes)
@@ -172,23 +140,11 @@ pub(crate) async fn collect(creds: &Creds, nodes: &[Node]) -> Vec<NodeStatus> {
 
 /// The human table printed by `pglb lab up/status`.
 pub(crate) fn render(nodes: &[Node], status: &[NodeStatus]) -> String {
-    let header = [
-        "NODE",
-        "PORT",
-        "ROLE",
-        "REPLAY LAG",
-        "LAG BYTES",
-        "STREAMING",
-        "DATA DIR",
-    ];
+    let header = ["NODE", "PORT", "ROLE", "REPLAY LAG", "LAG BYTES", "STREAMING", "DATA DIR"];
     let mut rows: Vec<[String; 7]> = vec![header.map(String::from)];
     for s in status {
         let dash = || "-".to_string();
-        let data_dir = nodes
-            .iter()
-            .find(|n| n.name == s.name)
-            .map(|n| n.data_dir.display().to_string())
-            .unwrap_or_else(dash);
+        let data_dir = nodes.iter().find(|n| n.name == s.name).map(|n| n.data_dir.display().to_string()).unwrap_or_else(dash);
         rows.push([
             s.name.clone(),
             s.port.to_string(),
@@ -197,11 +153,9 @@ pub(crate) fn render(nodes: &[Node], status: &[NodeStatus]) -> String {
                 (true, Some(role)) => role.to_string(),
                 (true, None) => "?".into(),
             },
-            s.replay_lag_seconds
-                .map_or_else(dash, |l| format!("{l:.1}s")),
+            s.replay_lag_seconds.map_or_else(dash, |l| format!("{l:.1}s")),
             s.lag_bytes.map_or_else(dash, |b| b.to_string()),
-            s.streaming
-                .map_or_else(dash, |b| if b { "yes" } else { "no" }.into()),
+            s.streaming.map_or_else(dash, |b| if b { "yes" } else { "no" }.into()),
             data_dir,
         ]);
     }

@@ -110,7 +110,11 @@ pub fn diagnose(bytes: &[u8]) -> Option<StartupDiagnosis> {
         problems.push(format!(
             "its length field says {declared} bytes but {} are sent, so PostgreSQL {}",
             bytes.len(),
-            if declared > bytes.len() { "waits for the rest, the check times out and the server is marked DOWN" } else { "reads the next bytes as a new message" }
+            if declared > bytes.len() {
+                "waits for the rest, the check times out and the server is marked DOWN"
+            } else {
+                "reads the next bytes as a new message"
+            }
         ));
     }
     if proto != PROTOCOL_3_0 {
@@ -127,7 +131,7 @@ pub fn diagnose(bytes: &[u8]) -> Option<StartupDiagnosis> {
     if !well_formed {
         problems.push("its parameters are not NAME\\0VALUE\\0 pairs ending in one extra \\0 with a user".to_string());
     }
-    let corrected = (strings.len() % 2 == 0 && strings.chunks(2).any(|p| p[0] == b"user"))
+    let corrected = (strings.len().is_multiple_of(2) && strings.chunks(2).any(|p| p[0] == b"user"))
         .then(|| {
             let pairs: Vec<(String, String)> =
                 strings.chunks(2).map(|p| (String::from_utf8_lossy(p[0]).into_owned(), String::from_utf8_lossy(p[1]).into_owned())).collect();

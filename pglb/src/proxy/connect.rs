@@ -82,7 +82,7 @@ pub struct Attempts {
 fn redispatch_on(interval: Option<i32>, k: u32, retries: u32) -> bool {
     match interval {
         None => false,
-        Some(p) if p > 0 => k % (p as u32) == 0,
+        Some(p) if p > 0 => k.is_multiple_of(p as u32),
         Some(n) => i64::from(k) == i64::from(retries) + 1 + i64::from(n),
     }
 }
@@ -122,7 +122,15 @@ pub async fn connect(backend: &Arc<BackendState>, client: IpAddr, attempts: &mut
             Ok(stream) => {
                 let connect_time = started.elapsed();
                 crate::state::counters::Counters::add(&server.counters.connect_time_us, connect_time.as_micros() as u64);
-                return Ok(Connected { stream, addr, slot, retries: attempts.retries, redispatched: attempts.redispatched, queue_wait: attempts.queue_wait, connect_time });
+                return Ok(Connected {
+                    stream,
+                    addr,
+                    slot,
+                    retries: attempts.retries,
+                    redispatched: attempts.redispatched,
+                    queue_wait: attempts.queue_wait,
+                    connect_time,
+                });
             }
             Err(e) => {
                 drop(slot);

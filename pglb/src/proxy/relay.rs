@@ -90,7 +90,15 @@ enum Side {
 }
 
 /// Moves what `src` has to `dst` without blocking.
-fn pump(src: &TcpStream, dst: &TcpStream, dir: &mut Direction, sniffer: &mut Option<Sniffer>, on_event: &mut impl FnMut(Event), counters: &[&Counters], inbound: bool) -> Result<Step, Side> {
+fn pump(
+    src: &TcpStream,
+    dst: &TcpStream,
+    dir: &mut Direction,
+    sniffer: &mut Option<Sniffer>,
+    on_event: &mut impl FnMut(Event),
+    counters: &[&Counters],
+    inbound: bool,
+) -> Result<Step, Side> {
     let mut progressed = false;
     if !dir.pending.is_empty() {
         match dst.try_write(&dir.pending[dir.offset..]) {

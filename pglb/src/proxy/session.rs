@@ -220,12 +220,15 @@ async fn serve(
 
     // Replay the negotiation: SSLRequest / GSSENCRequest answers decide
     // whether the startup answer will be readable.
-    let negotiated = negotiate(&mut client, &mut server, first, parsed, startup_limit, be.cfg.timeout_server, &mut bytes_in, &mut bytes_out, log).await;
+    let negotiated =
+        negotiate(&mut client, &mut server, first, parsed, startup_limit, be.cfg.timeout_server, &mut bytes_in, &mut bytes_out, log).await;
     let result = match negotiated {
         Err(termination) => Served { termination, bytes_in, bytes_out, key: None },
         Ok(plain) => {
             let timeouts = match be.cfg.timeout_tunnel {
-                Some(t) => relay::Timeouts { client: Some(t), server: Some(t), client_fin: fe.cfg.timeout_client_fin, server_fin: be.cfg.timeout_server_fin },
+                Some(t) => {
+                    relay::Timeouts { client: Some(t), server: Some(t), client_fin: fe.cfg.timeout_client_fin, server_fin: be.cfg.timeout_server_fin }
+                }
                 None => relay::Timeouts {
                     client: fe.cfg.timeout_client,
                     server: be.cfg.timeout_server,

@@ -75,7 +75,10 @@ impl Sniffer {
                 self.key_body.extend_from_slice(&data[..want]);
                 if self.key_body.len() == 8 {
                     let b = &self.key_body;
-                    on(Event::Key(CancelKey { pid: u32::from_be_bytes([b[0], b[1], b[2], b[3]]), secret: u32::from_be_bytes([b[4], b[5], b[6], b[7]]) }));
+                    on(Event::Key(CancelKey {
+                        pid: u32::from_be_bytes([b[0], b[1], b[2], b[3]]),
+                        secret: u32::from_be_bytes([b[4], b[5], b[6], b[7]]),
+                    }));
                 }
             }
             self.remaining -= take as u32;

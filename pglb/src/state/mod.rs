@@ -183,7 +183,7 @@ impl BackendState {
     pub fn republish(&self) {
         let before = !self.usable.load().servers.is_empty();
         let usable = Usable::build(&self.servers, self.cfg.allbackups);
-        if before != !usable.servers.is_empty() {
+        if before == usable.servers.is_empty() {
             self.last_change.store(unix_now(), Relaxed);
         }
         self.usable.store(Arc::new(usable));

@@ -1,0 +1,114 @@
+//! Shared fixtures: one TLS-enabled lab per test binary (tests that break
+//! servers start their own), pglb started in-process from config text, and
+//! client helpers.
+
+#![allow(dead_code)]
+
+use pglb::lab::{Lab, LabOptions, cleanup_at_exit};
+use pglb::run::Running;
+use std::future::Future;
+use std::path::PathBuf;
+use std::process::Output;
+use std::time::{Duration, Instant};
+use tokio::sync::OnceCell;
+use tokio_postgres::NoTls;
+
+static SHARED: OnceCell<Lab> = OnceCell::const_new();
+
+/// A lab directory under /tmp (socket paths must stay short), removed with
+/// its servers when the test process exits.
+pub fn lab_dir() -> PathBuf {
+    let dir = tempfile::Builder::new().prefix("pglb-it-").tempdir_in("/tmp").expect("tempdir").keep();
+    cleanup_at_exit(dir.clone());
+    dir
+}
+
+/// The shared lab: primary + 2 replicas, TLS on. Do not stop its servers.
+pub async fn shared_lab() -> &'static Lab {
+    SHARED.get_or_init(|| async { Lab::up(LabOptions { dir: lab_dir(), replicas: 2, port_base: None, ssl: true }).await.expect("lab up") }).await
+}
+
+/// A lab of its own, for tests that stop, kill or promote servers.
+pub async fn own_lab(replicas: usize) -> Lab {
+    Lab::up(LabOptions { dir: lab_dir(), replicas, port_base: None, ssl: false }).await.expect("lab up")
+}
+
+pub fn init_logs() {
+    let _ = tracing_subscriber::fmt().with_env_filter("info").with_test_writer().try_init();
+}
+
+/// Starts pglb in this process from configuration text.
+pub async fn start(config: &str) -> Running {
+    init_logs();
+    let loaded = pglb::config::parse_str(std::path::Path::new("test.cfg"), config).unwrap_or_else(|e| panic!("config: {e}\n{config}"));
+    pglb::run::start(loaded.config).await.expect("start pglb")
+}
+
+/// `server` lines for every node of a lab, named after the nodes.
+pub fn server_lines(lab: &Lab, options: &str) -> String {
+    lab.nodes().iter().map(|n| format!("    server {} 127.0.0.1:{} {options}\n", n.name, n.port)).collect()
+}
+
+/// A free TCP port with nothing listening on it (a "stopped server").
+pub fn dead_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+pub fn dsn(port: u16, db: &str) -> String {
+    format!("host=127.0.0.1 port={port} user=postgres password=postgres dbname={db} sslmode=disable connect_timeout=10")
+}
+
+pub async fn connect(port: u16, db: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let (client, conn) = tokio_postgres::connect(&dsn(port, db), NoTls).await?;
+    tokio::spawn(conn);
+    Ok(client)
+}
+
+/// Which server port answered one fresh connection through pglb.
+pub async fn server_port(port: u16) -> i32 {
+    let c = connect(port, "appdb").await.expect("connect through pglb");
+    c.query_one("select inet_server_port()", &[]).await.expect("query").get(0)
+}
+
+/// Runs psql through pglb (plain TCP, password from the environment).
+pub fn psql(port: u16, sslmode: &str, sql: &str) -> Output {
+    psql_cmd(port, sslmode, sql).output().expect("run psql")
+}
+
+pub fn psql_cmd(port: u16, sslmode: &str, sql: &str) -> std::process::Command {
+    let mut c = std::process::Command::new("psql");
+    c.args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres", "-d", "appdb", "-c", sql])
+        .env("PGPASSWORD", "postgres")
+        .env("PGSSLMODE", sslmode)
+        .env("PGCONNECT_TIMEOUT", "10");
+    c
+}
+
+/// Polls `f` every 20 ms until it returns `Some`, failing after `limit`.
+pub async fn poll<T, F, Fut>(what: &str, limit: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The pglb binary built for these tests.
+pub fn pglb_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_pglb")
+}
+
+pub fn write_config(text: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("pglb.cfg");
+    std::fs::write(&path, text).expect("write config");
+    (dir, path)
+}

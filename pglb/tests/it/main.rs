@@ -1,0 +1,8 @@
+//! pglb's integration tests: one binary, against real PostgreSQL servers
+//! that the lab starts (a primary and streaming replicas on loopback).
+
+mod common;
+mod config_cli;
+mod lab;
+mod proxy;
+mod shutdown;

@@ -1,0 +1,256 @@
+//! The proxy core against real PostgreSQL: the seed-000 configuration,
+//! retries and redispatch, cancel routing (plain and TLS), polite refusals,
+//! TLS passthrough, pgbench.
+
+use crate::common::*;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+const SEED_000: &str = include_str!("../../../examples/seed-000.cfg");
+
+/// The seed's configuration with only its addresses pointed at the lab.
+fn seed_for_lab(lab: &pglb::lab::Lab, socket: &std::path::Path) -> String {
+    let mut cfg = SEED_000.to_string();
+    for (name, node) in [("primary", "primary"), ("secondary", "replica1"), ("tertiary", "replica2")] {
+        let port = lab.node(node).unwrap().port;
+        cfg = cfg.replace(&format!("postgres-{name}.argo.svc.cluster.local:5432"), &format!("127.0.0.1:{port}"));
+    }
+    cfg.replace("bind *:5432", "bind 127.0.0.1:0")
+        .replace("bind *:8404", "bind 127.0.0.1:0")
+        .replace("/var/run/haproxy.sock", socket.to_str().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_000_is_checked_then_balances_10_10_10() {
+    let lab = shared_lab().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = seed_for_lab(lab, &dir.path().join("haproxy.sock"));
+    let (_cfgdir, path) = write_config(&cfg);
+
+    // `pglb check` says what is really wrong with the seed's check packet.
+    let out = std::process::Command::new(pglb_bin()).args(["check", "-f"]).arg(&path).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("pglb.cfg:31: tcp-check send-binary is a PostgreSQL StartupMessage"), "{stderr}");
+    assert!(stderr.contains("length field says 32 bytes but 27 are sent"), "{stderr}");
+    assert!(stderr.contains("protocol version is 0.3"), "{stderr}");
+    assert!(stderr.contains("timeout tunnel"), "idle-timeout warning missing: {stderr}");
+    let fix = stderr.split("write: tcp-check send-binary ").nth(1).unwrap().split_whitespace().next().unwrap().to_string();
+    assert_eq!(fix, "00000017000300007573657200706f7374677265730000");
+
+    // With the corrected packet the configuration is valid and balances.
+    let corrected = cfg.replace("00000020000000030000757365720000706f737467726573000000", &fix);
+    let (_cfgdir2, path2) = write_config(&corrected);
+    let out = std::process::Command::new(pglb_bin()).args(["check", "-f"]).arg(&path2).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let pglb = start(&corrected).await;
+    let port = pglb.addr("postgres_frontend").unwrap().port();
+    let be = pglb.runtime.backend("postgres_backend").unwrap().clone();
+    // The 1 s PostgreSQL-protocol checks really run and pass.
+    poll("every server checked L7OK", Duration::from_secs(10), || async {
+        be.servers.iter().all(|s| s.check.lock().unwrap().status == "L7OK").then_some(())
+    })
+    .await;
+    let mut seen: BTreeMap<i32, usize> = BTreeMap::new();
+    for _ in 0..30 {
+        *seen.entry(server_port(port).await).or_default() += 1;
+    }
+    let expected: BTreeMap<i32, usize> = lab.nodes().iter().map(|n| (i32::from(n.port), 10)).collect();
+    assert_eq!(seen, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_and_redispatch_survive_a_stopped_server() {
+    let lab = own_lab(2).await;
+    lab.fault("replica2", pglb::lab::Fault::Stop).await.unwrap();
+    let cfg = format!(
+        "defaults\n    mode tcp\n    timeout connect 2s\n    retries 3\n    option redispatch 1\n\
+         listen pg\n    bind 127.0.0.1:0\n    balance roundrobin\n{}",
+        server_lines(&lab, "")
+    );
+    let pglb = start(&cfg).await;
+    let port = pglb.addr("pg").unwrap().port();
+    let dead = i32::from(lab.node("replica2").unwrap().port);
+    let mut served = BTreeMap::new();
+    for i in 0..200 {
+        let p = connect(port, "appdb").await.unwrap_or_else(|e| panic!("connection {i} failed: {e}"));
+        let port: i32 = p.query_one("select inet_server_port()", &[]).await.unwrap().get(0);
+        *served.entry(port).or_insert(0) += 1;
+    }
+    assert!(!served.contains_key(&dead));
+    assert_eq!(served.values().sum::<i32>(), 200);
+    let be = pglb.runtime.backend("pg").unwrap();
+    let redispatched = be.counters.redispatches.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(redispatched >= 60, "a third of the connections should have been redispatched, got {redispatched}");
+    lab.down().await.unwrap();
+}
+
+/// Starts `psql -c 'select pg_sleep(30)'`, waits until the query runs on
+/// some server, presses Ctrl-C (SIGINT) and returns psql's output.
+async fn psql_ctrl_c(port: u16, sslmode: &str, lab: &pglb::lab::Lab, tag: &str) -> (std::process::Output, i32) {
+    let sql = format!("select pg_sleep(30) /* {tag} */");
+    let child = psql_cmd(port, sslmode, &sql).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let needle = format!("%{tag}%");
+    let on = poll("the query to run", Duration::from_secs(10), || {
+        let needle = needle.clone();
+        async move {
+            for n in lab.nodes() {
+                let Ok(c) = connect(n.port, "postgres").await else { continue };
+                let q = "select count(*) from pg_stat_activity where state = 'active' and query like $1 and pid <> pg_backend_pid()";
+                let count: i64 = c.query_one(q, &[&needle]).await.ok()?.get(0);
+                if count > 0 {
+                    return Some(i32::from(n.port));
+                }
+            }
+            None
+        }
+    })
+    .await;
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()).await.unwrap();
+    (out, on)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_ctrl_c_cancels_through_round_robin_plain_and_tls() {
+    let lab = shared_lab().await;
+    let cfg = format!(
+        "defaults\n    mode tcp\n    timeout connect 2s\n    timeout tunnel 1h\nlisten pg\n    bind 127.0.0.1:0\n    balance roundrobin\n{}",
+        server_lines(lab, "")
+    );
+    let pglb = start(&cfg).await;
+    let port = pglb.addr("pg").unwrap().port();
+    let mut servers = std::collections::BTreeSet::new();
+    for i in 0..6 {
+        let (out, on) = psql_ctrl_c(port, "disable", lab, &format!("plain{i}")).await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("canceling statement due to user request"), "attempt {i}: {stderr}");
+        servers.insert(on);
+    }
+    assert_eq!(servers.len(), 3, "the six queries ran on all three servers");
+    assert!(pglb.runtime.cancel.routed.load(std::sync::atomic::Ordering::Relaxed) >= 6);
+
+    // TLS: pglb cannot read BackendKeyData, so the cancel goes to every server.
+    let (out, _) = psql_ctrl_c(port, "require", lab, "tls0").await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("canceling statement due to user request"), "tls: {stderr}");
+    assert!(pglb.runtime.cancel.broadcast.load(std::sync::atomic::Ordering::Relaxed) >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_passes_through() {
+    let lab = shared_lab().await;
+    let cfg = format!("listen pg\n    bind 127.0.0.1:0\n    timeout connect 2s\n{}", server_lines(lab, ""));
+    let pglb = start(&cfg).await;
+    let port = pglb.addr("pg").unwrap().port();
+    let out = psql(port, "require", "select ssl from pg_stat_ssl where pid = pg_backend_pid()");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "t", "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_prints_pglb_fatal_when_no_server_is_usable() {
+    init_logs();
+    let dead = dead_port();
+    let cfg = format!(
+        "listen pg\n    bind 127.0.0.1:0\n    timeout connect 1s\n    option pgsql-check user postgres\n    server a 127.0.0.1:{dead} check inter 100ms fall 1\n\
+         listen refused\n    bind 127.0.0.1:0\n    timeout connect 1s\n    retries 1\n    server b 127.0.0.1:{dead}\n"
+    );
+    let pglb = start(&cfg).await;
+    let be = pglb.runtime.backend("pg").unwrap().clone();
+    poll("server a DOWN", Duration::from_secs(5), || async { be.usable.load().servers.is_empty().then_some(()) }).await;
+    // psql's default sslmode=prefer sends an SSLRequest first: pglb declines it,
+    // reads the StartupMessage and answers with its FATAL.
+    for sslmode in ["prefer", "disable"] {
+        let out = psql(pglb.addr("pg").unwrap().port(), sslmode, "select 1");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("FATAL:  pglb: no server is available in backend \"pg\" (1 server(s), 1 DOWN)"), "{sslmode}: {stderr}");
+        assert!(!stderr.contains("server closed the connection unexpectedly"), "{stderr}");
+    }
+    // Retries exhausted on a refused connection.
+    let out = psql(pglb.addr("refused").unwrap().port(), "prefer", "select 1");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("FATAL:  pglb: could not connect to server refused/b"), "{stderr}");
+    assert!(stderr.contains("after 2 attempt(s)"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_clients_are_closed_without_harming_others() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let lab = shared_lab().await;
+    let cfg =
+        format!("listen pg\n    bind 127.0.0.1:0\n    timeout connect 2s\n    timeout client 2s\n    timeout tunnel 1h\n{}", server_lines(lab, ""));
+    let pglb = start(&cfg).await;
+    let port = pglb.addr("pg").unwrap().port();
+    let held = connect(port, "appdb").await.unwrap();
+    for garbage in [&b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..], &[0, 0, 0, 9, 0, 9, 9, 9, 0], &[0xff; 64], &[0, 0, 0x27, 0x11, 0, 3, 0, 0]] {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        s.write_all(garbage).await.unwrap();
+        let mut buf = Vec::new();
+        // pglb closes (possibly after a protocol-violation error) within the client timeout.
+        tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await.expect("closed").ok();
+    }
+    // Silent client: closed by timeout client, not held for ever.
+    let mut silent = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let mut buf = [0u8; 1];
+    let n = tokio::time::timeout(Duration::from_secs(5), silent.read(&mut buf)).await.expect("silent client closed").unwrap_or(0);
+    assert_eq!(n, 0);
+    let v: i32 = held.query_one("select 42", &[]).await.unwrap().get(0);
+    assert_eq!(v, 42);
+    assert!(connect(port, "appdb").await.is_ok());
+}
+
+/// Runs pgbench and returns (processed, failed) transactions.
+fn pgbench(port: u16, clients: u32) -> (u64, u64) {
+    let out = std::process::Command::new("pgbench")
+        .args(["-n", "-S", "-T", "3", "-c", &clients.to_string(), "-j", "2", "-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres", "bench"])
+        .env("PGPASSWORD", "postgres")
+        .env("PGSSLMODE", "disable")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "pgbench -c {clients}: {text}");
+    let num = |key: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no '{key}' in {text}"))
+    };
+    (num("number of transactions actually processed: "), num("number of failed transactions: "))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgbench_select_only_has_no_failures_at_1_and_64_clients() {
+    let lab = shared_lab().await;
+    let primary = connect(lab.primary().port, "postgres").await.unwrap();
+    primary.batch_execute("drop database if exists bench").await.unwrap();
+    primary.batch_execute("create database bench").await.unwrap();
+    let init = std::process::Command::new("pgbench")
+        .args(["-i", "-s", "1", "-q", "-h", "127.0.0.1", "-p", &lab.primary().port.to_string(), "-U", "postgres", "bench"])
+        .env("PGPASSWORD", "postgres")
+        .output()
+        .unwrap();
+    assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
+    lab.wait_streaming(Duration::from_secs(10)).await.unwrap();
+    // The replicas have replayed the tables once their replay LSN passes the primary's.
+    let lsn: String = primary.query_one("select pg_current_wal_lsn()::text", &[]).await.unwrap().get(0);
+    for r in lab.replicas() {
+        let c = connect(r.port, "postgres").await.unwrap();
+        poll("replica caught up", Duration::from_secs(10), || async {
+            let ok: bool = c.query_one("select pg_last_wal_replay_lsn() >= $1::text::pg_lsn", &[&lsn]).await.ok()?.get(0);
+            ok.then_some(())
+        })
+        .await;
+    }
+    let cfg =
+        format!("listen pg\n    bind 127.0.0.1:0\n    timeout connect 2s\n    timeout tunnel 1h\n    balance leastconn\n{}", server_lines(lab, ""));
+    let pglb = start(&cfg).await;
+    let port = pglb.addr("pg").unwrap().port();
+    for clients in [1, 64] {
+        let (done, failed) = tokio::task::spawn_blocking(move || pgbench(port, clients)).await.unwrap();
+        assert!(done > 0, "no transaction at {clients} clients");
+        assert_eq!(failed, 0, "failed transactions at {clients} clients");
+    }
+}
