@@ -42,17 +42,20 @@ pub(super) fn parse(ctx: &mut Ctx, lines: &[Line], global: &mut Global) {
             }
             "log" => {
                 if let Some(target) = ctx.arg(line, 0, "a target such as stdout")
-                    && target != "stdout" && target != "stderr" {
-                        ctx.warn(n, format!("log target '{target}' is not used: pglb writes its logs to stderr (write 'log stdout' for stdout)"));
-                    }
+                    && target != "stdout"
+                    && target != "stderr"
+                {
+                    ctx.warn(n, format!("log target '{target}' is not used: pglb writes its logs to stderr (write 'log stdout' for stdout)"));
+                }
             }
             "stats" => parse_stats(ctx, line, global),
             "presetenv" | "setenv" => {
                 if let (Some(name), Some(value)) = (ctx.arg(line, 0, "a variable name"), ctx.arg(line, 1, "a value"))
-                    && (kw == "setenv" || std::env::var_os(name).is_none()) {
-                        // SAFETY: configuration is parsed before the runtime starts its threads.
-                        unsafe { std::env::set_var(name, value) };
-                    }
+                    && (kw == "setenv" || std::env::var_os(name).is_none())
+                {
+                    // SAFETY: configuration is parsed before the runtime starts its threads.
+                    unsafe { std::env::set_var(name, value) };
+                }
             }
             "unsetenv" => {
                 for name in line.args() {

@@ -176,9 +176,12 @@ impl ProxyDraft {
             "log" => {
                 // `log global` or a target: pglb logs to stderr/stdout (global log).
                 if let Some(target) = ctx.arg(line, 0, "'global' or a target")
-                    && target != "global" && target != "stdout" && target != "stderr" {
-                        ctx.warn(n, format!("log target '{target}' is not used: pglb writes logs to stderr (or stdout with 'log stdout' in global)"));
-                    }
+                    && target != "global"
+                    && target != "stdout"
+                    && target != "stderr"
+                {
+                    ctx.warn(n, format!("log target '{target}' is not used: pglb writes logs to stderr (or stdout with 'log stdout' in global)"));
+                }
             }
             "default-server" => {
                 if wrong_section(ctx, false, true, true) {

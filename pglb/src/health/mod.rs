@@ -5,6 +5,7 @@
 pub mod fsm;
 pub mod probe;
 mod resolve;
+pub mod sql;
 
 use crate::config::{CheckSpec, OnMarkedDown, OnMarkedUp};
 use crate::state::{Admin, BackendState, CheckInfo, Health, Runtime, ServerState};
@@ -43,19 +44,23 @@ pub fn start(rt: &Arc<Runtime>, tasks: &TaskTracker) {
 async fn check_loop(be: &BackendState, srv: &ServerState) {
     let cfg = &srv.cfg;
     let mut fsm = Fsm::new(cfg.rise, cfg.fall);
+    let mut sql = match &be.cfg.check {
+        CheckSpec::Pgsql(p) if p.is_sql() => Some(sql::SqlProbe::new(p.clone())),
+        _ => None,
+    };
     // Spread the first checks over one interval so servers are not all
     // checked at the same instant.
     let first = cfg.inter.mul_f64(fastrand::f64());
     tokio::time::sleep(first).await;
     loop {
         if srv.admin() != Admin::Maint {
-            run_once(be, srv, &mut fsm).await;
+            run_once(be, srv, &mut fsm, sql.as_mut()).await;
         }
         tokio::time::sleep(fsm.interval(cfg.inter, cfg.fastinter, cfg.downinter)).await;
     }
 }
 
-async fn run_once(be: &BackendState, srv: &ServerState, fsm: &mut Fsm) {
+async fn run_once(be: &BackendState, srv: &ServerState, fsm: &mut Fsm, sql: Option<&mut sql::SqlProbe>) {
     let cfg = &srv.cfg;
     let Some(addr) = srv.addr.load().as_deref().copied() else {
         record(be, srv, fsm, false, "unresolvable", format!("{} does not resolve", cfg.host), Duration::ZERO);
@@ -67,9 +72,51 @@ async fn run_once(be: &BackendState, srv: &ServerState, fsm: &mut Fsm) {
         connect_timeout: be.cfg.timeout_connect.map_or(cfg.inter, |c| c.min(cfg.inter.max(c))),
         read_timeout: be.cfg.timeout_check.unwrap_or(cfg.inter),
     };
+    if let (Some(probe), CheckSpec::Pgsql(check)) = (sql, &be.cfg.check) {
+        let started = tokio::time::Instant::now();
+        let answer = probe.probe(target.addr, target.read_timeout.max(target.connect_timeout)).await;
+        let duration = started.elapsed();
+        let (ok, status, desc) = match answer {
+            Ok(mut info) => {
+                if !info.primary
+                    && let Some(primary_lsn) = primary_lsn(be, srv)
+                {
+                    info.lag_bytes = primary_lsn.saturating_sub(info.lsn);
+                }
+                *srv.pg.lock().unwrap_or_else(|e| e.into_inner()) = Some(info);
+                match sql::judge(check, &info) {
+                    Ok(desc) => (true, "L7OK", desc),
+                    Err(desc) => (false, "L7STS", desc),
+                }
+            }
+            Err(e) => {
+                *srv.pg.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                let status = if matches!(e, sql::SqlError::Timeout) { "L7TOUT" } else { "L7STS" };
+                (false, status, e.to_string())
+            }
+        };
+        let was_primary_claim = srv.pg.lock().unwrap_or_else(|e| e.into_inner()).is_some_and(|p| p.primary);
+        record(be, srv, fsm, ok, status, desc, duration);
+        if be.requires_primary() && (was_primary_claim || be.split_brain.load(std::sync::atomic::Ordering::Relaxed)) {
+            // A second primary must be noticed at once, not at the next transition.
+            be.republish();
+        }
+        return;
+    }
     let spec = if cfg.check_port.is_some() && be.cfg.check == CheckSpec::Connect { &CheckSpec::Connect } else { &be.cfg.check };
     let r = probe::run(spec, target).await;
     record(be, srv, fsm, r.ok, r.status, r.desc, r.duration);
+}
+
+/// The WAL position of a server of the same backend that reports primary.
+fn primary_lsn(be: &BackendState, except: &ServerState) -> Option<u64> {
+    be.servers
+        .iter()
+        .filter(|s| s.index != except.index)
+        .filter_map(|s| *s.pg.lock().unwrap_or_else(|e| e.into_inner()))
+        .filter(|p| p.primary)
+        .map(|p| p.lsn)
+        .max()
 }
 
 /// Applies one result: state machine, check info, transition side effects.

@@ -206,6 +206,12 @@ fn no_server(backend: &BackendState) -> ConnectError {
     let down = backend.servers.iter().filter(|s| s.health() == crate::state::Health::Down).count();
     let maint = backend.servers.iter().filter(|s| s.admin() != crate::state::Admin::Ready).count();
     let unresolved = backend.servers.iter().filter(|s| s.addr.load().is_none()).count();
+    if backend.split_brain.load(std::sync::atomic::Ordering::Relaxed) {
+        return ConnectError::NoServer {
+            backend: backend.cfg.name.clone(),
+            detail: "split brain: more than one server reports being primary".into(),
+        };
+    }
     let mut parts = vec![format!("{total} server(s)")];
     if down > 0 {
         parts.push(format!("{down} DOWN"));

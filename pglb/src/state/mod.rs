@@ -13,7 +13,7 @@ use crate::proxy::cancel::CancelRegistry;
 use arc_swap::{ArcSwap, ArcSwapOption};
 use counters::Counters;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::{Notify, Semaphore, watch};
@@ -62,6 +62,8 @@ pub struct ServerState {
     /// Unix time of the last UP/DOWN or admin change.
     pub last_change: AtomicU64,
     pub check: Mutex<CheckInfo>,
+    /// What the SQL-level check last learned (role, lag); `None` otherwise.
+    pub pg: Mutex<Option<crate::health::sql::PgInfo>>,
     /// Bumped to close every session on this server (`shutdown sessions`,
     /// `on-marked-down shutdown-sessions`); sessions watch it.
     pub kill: watch::Sender<u64>,
@@ -88,6 +90,7 @@ impl ServerState {
             counters: Counters::default(),
             last_change: AtomicU64::new(unix_now()),
             check: Mutex::new(CheckInfo::default()),
+            pg: Mutex::new(None),
             kill: watch::channel(0).0,
         }
     }
@@ -159,8 +162,11 @@ pub struct BackendState {
     pub counters: Counters,
     /// Wakes queued sessions when a slot frees or servers change.
     pub slot_freed: Notify,
-    /// Cleared when every server is DOWN, for `last_change` and downtime.
+    /// Unix time the backend last went from some usable server to none or back.
     pub last_change: AtomicU64,
+    /// Two servers of a `role primary` backend both claim to be primary:
+    /// pglb routes to neither until one stops claiming it.
+    pub split_brain: AtomicBool,
 }
 
 impl BackendState {
@@ -175,14 +181,40 @@ impl BackendState {
             counters: Counters::default(),
             slot_freed: Notify::new(),
             last_change: AtomicU64::new(unix_now()),
+            split_brain: AtomicBool::new(false),
         }
+    }
+
+    /// True when this backend must only ever route to one primary.
+    pub fn requires_primary(&self) -> bool {
+        matches!(&self.cfg.check, crate::config::CheckSpec::Pgsql(p) if p.role == Some(crate::config::RoleRequirement::Primary))
     }
 
     /// Rebuilds the routing snapshot after a health, admin, weight or
     /// address change, and wakes queued sessions to try again.
     pub fn republish(&self) {
         let before = !self.usable.load().servers.is_empty();
-        let usable = Usable::build(&self.servers, self.cfg.allbackups);
+        let mut usable = Usable::build(&self.servers, self.cfg.allbackups);
+        if self.requires_primary() {
+            let claimants: Vec<&str> = self
+                .servers
+                .iter()
+                .filter(|s| s.usable() && s.pg.lock().unwrap_or_else(|e| e.into_inner()).is_some_and(|p| p.primary))
+                .map(|s| s.cfg.name.as_str())
+                .collect();
+            let split = claimants.len() > 1;
+            if split != self.split_brain.swap(split, Relaxed) {
+                if split {
+                    tracing::error!(target: "pglb::health", backend = %self.cfg.name, servers = ?claimants,
+                        "split brain in backend '{}': {} all report being primary; routing to none of them until only one does", self.cfg.name, claimants.join(", "));
+                } else {
+                    tracing::warn!(target: "pglb::health", backend = %self.cfg.name, "split brain in backend '{}' is over", self.cfg.name);
+                }
+            }
+            if split {
+                usable = Usable::default();
+            }
+        }
         if before == usable.servers.is_empty() {
             self.last_change.store(unix_now(), Relaxed);
         }

@@ -112,3 +112,17 @@ pub fn write_config(text: &str) -> (tempfile::TempDir, PathBuf) {
     std::fs::write(&path, text).expect("write config");
     (dir, path)
 }
+
+/// Waits until every replica of `lab` has replayed the primary's current WAL position.
+pub async fn replicas_caught_up(lab: &pglb::lab::Lab) {
+    let primary = connect(lab.primary().port, "postgres").await.unwrap();
+    let lsn: String = primary.query_one("select pg_current_wal_lsn()::text", &[]).await.unwrap().get(0);
+    for r in lab.replicas() {
+        let c = connect(r.port, "postgres").await.unwrap();
+        poll("replica caught up", Duration::from_secs(10), || async {
+            let ok: bool = c.query_one("select pg_last_wal_replay_lsn() >= $1::text::pg_lsn", &[&lsn]).await.ok()?.get(0);
+            ok.then_some(())
+        })
+        .await;
+    }
+}

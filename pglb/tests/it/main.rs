@@ -3,6 +3,7 @@
 
 mod common;
 mod config_cli;
+mod health;
 mod lab;
 mod proxy;
 mod shutdown;

@@ -233,17 +233,7 @@ async fn pgbench_select_only_has_no_failures_at_1_and_64_clients() {
         .output()
         .unwrap();
     assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
-    lab.wait_streaming(Duration::from_secs(10)).await.unwrap();
-    // The replicas have replayed the tables once their replay LSN passes the primary's.
-    let lsn: String = primary.query_one("select pg_current_wal_lsn()::text", &[]).await.unwrap().get(0);
-    for r in lab.replicas() {
-        let c = connect(r.port, "postgres").await.unwrap();
-        poll("replica caught up", Duration::from_secs(10), || async {
-            let ok: bool = c.query_one("select pg_last_wal_replay_lsn() >= $1::text::pg_lsn", &[&lsn]).await.ok()?.get(0);
-            ok.then_some(())
-        })
-        .await;
-    }
+    replicas_caught_up(lab).await;
     let cfg =
         format!("listen pg\n    bind 127.0.0.1:0\n    timeout connect 2s\n    timeout tunnel 1h\n    balance leastconn\n{}", server_lines(lab, ""));
     let pglb = start(&cfg).await;

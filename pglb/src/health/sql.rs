@@ -1,0 +1,235 @@
+//! The SQL-level check (pglb's extension of `option pgsql-check`): log in
+//! like an application and ask the server what it is. One query yields the
+//! role, the replay lag in seconds and bytes, and the WAL receiver's state.
+//!
+//! The connection is kept between checks (a check costs one round trip, not
+//! a backend fork) and re-established when lost; every `FRESH_LOGIN_EVERY`
+//! a new login replaces it, proving that new connections still work.
+
+use crate::config::{PasswordSource, PgsqlCheck, RoleRequirement, SslMode};
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::time::Instant;
+use tokio_postgres::Client;
+
+/// How often the kept connection is replaced by a fresh login.
+const FRESH_LOGIN_EVERY: Duration = Duration::from_secs(30);
+
+/// One answer from a server.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PgInfo {
+    pub primary: bool,
+    /// Replay lag in seconds (0 when everything received is replayed).
+    pub lag_seconds: f64,
+    /// Bytes behind the primary (or received-but-not-replayed bytes when no
+    /// primary is known to pglb).
+    pub lag_bytes: u64,
+    /// A WAL receiver is streaming (replicas only).
+    pub streaming: bool,
+    /// The server's current (primary) or replayed (replica) WAL position.
+    pub lsn: u64,
+}
+
+/// role, lag seconds, current/replay LSN, receive LSN, WAL receiver status.
+/// A replica that has replayed no transaction since it started lags at least
+/// since its start.
+const QUERY: &str = "select pg_is_in_recovery(), \
+    case when not pg_is_in_recovery() then 0::float8 \
+         when pg_last_wal_receive_lsn() is not null and pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() then 0::float8 \
+         else extract(epoch from now() - coalesce(pg_last_xact_replay_timestamp(), pg_postmaster_start_time()))::float8 end, \
+    (case when pg_is_in_recovery() then pg_last_wal_replay_lsn() else pg_current_wal_lsn() end)::text, \
+    pg_last_wal_receive_lsn()::text, \
+    (select status from pg_stat_wal_receiver limit 1)";
+
+pub fn parse_lsn(text: &str) -> Option<u64> {
+    let (hi, lo) = text.split_once('/')?;
+    Some((u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?)
+}
+
+pub struct SqlProbe {
+    check: PgsqlCheck,
+    client: Option<(Client, Instant)>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SqlError {
+    #[error("{0}")]
+    Login(String),
+    #[error("Layer7 timeout")]
+    Timeout,
+    #[error("query failed: {0}")]
+    Query(String),
+    #[error("{0}")]
+    Password(String),
+}
+
+impl SqlProbe {
+    pub fn new(check: PgsqlCheck) -> Self {
+        SqlProbe { check, client: None }
+    }
+
+    fn password(&self) -> Result<Option<String>, SqlError> {
+        match &self.check.password {
+            None => Ok(None),
+            Some(PasswordSource::Env(var)) => {
+                std::env::var(var).map(Some).map_err(|_| SqlError::Password(format!("environment variable {var} (password-env) is not set")))
+            }
+            Some(PasswordSource::File(path)) => std::fs::read_to_string(path)
+                .map(|p| Some(p.trim_end_matches(['\n', '\r']).to_string()))
+                .map_err(|e| SqlError::Password(format!("cannot read password-file {}: {}", path.display(), e.kind()))),
+        }
+    }
+
+    async fn login(&self, addr: SocketAddr, timeout: Duration) -> Result<Client, SqlError> {
+        let mut cfg = tokio_postgres::Config::new();
+        cfg.host(addr.ip().to_string())
+            .port(addr.port())
+            .user(&self.check.user)
+            .dbname(self.check.database.as_deref().unwrap_or("postgres"))
+            .application_name("pglb-check")
+            .connect_timeout(timeout);
+        if let Some(p) = self.password()? {
+            cfg.password(p);
+        }
+        let err = |e: tokio_postgres::Error| SqlError::Login(login_error(&e));
+        match self.check.sslmode.unwrap_or(SslMode::Disable) {
+            SslMode::Disable => {
+                cfg.ssl_mode(tokio_postgres::config::SslMode::Disable);
+                let (client, conn) = cfg.connect(tokio_postgres::NoTls).await.map_err(err)?;
+                tokio::spawn(conn);
+                Ok(client)
+            }
+            mode => {
+                cfg.ssl_mode(if mode == SslMode::Require {
+                    tokio_postgres::config::SslMode::Require
+                } else {
+                    tokio_postgres::config::SslMode::Prefer
+                });
+                let (client, conn) = cfg.connect(tls_no_verify()?).await.map_err(err)?;
+                tokio::spawn(conn);
+                Ok(client)
+            }
+        }
+    }
+
+    /// Runs one check: reuses the kept connection, or logs in.
+    pub async fn probe(&mut self, addr: SocketAddr, timeout: Duration) -> Result<PgInfo, SqlError> {
+        let stale = self.client.as_ref().is_none_or(|(c, since)| c.is_closed() || since.elapsed() >= FRESH_LOGIN_EVERY);
+        if stale {
+            let fresh = tokio::time::timeout(timeout, self.login(addr, timeout)).await.map_err(|_| SqlError::Timeout)??;
+            self.client = Some((fresh, Instant::now()));
+        }
+        let (client, _) = self.client.as_ref().expect("just set");
+        let row = match tokio::time::timeout(timeout, client.query_one(QUERY, &[])).await {
+            Err(_) => {
+                self.client = None;
+                return Err(SqlError::Timeout);
+            }
+            Ok(Err(e)) => {
+                self.client = None;
+                return Err(SqlError::Query(login_error(&e)));
+            }
+            Ok(Ok(row)) => row,
+        };
+        let in_recovery: bool = row.get(0);
+        let lag_seconds: f64 = row.get(1);
+        let lsn = row.get::<_, Option<String>>(2).as_deref().and_then(parse_lsn).unwrap_or(0);
+        let received = row.get::<_, Option<String>>(3).as_deref().and_then(parse_lsn);
+        let receiver: Option<String> = row.get(4);
+        Ok(PgInfo {
+            primary: !in_recovery,
+            lag_seconds: lag_seconds.max(0.0),
+            lag_bytes: received.map(|r| r.saturating_sub(lsn)).unwrap_or(0),
+            streaming: receiver.as_deref() == Some("streaming"),
+            lsn,
+        })
+    }
+}
+
+/// A TLS connector for `sslmode prefer|require`: like libpq's `require`,
+/// it encrypts without verifying the certificate.
+fn tls_no_verify() -> Result<postgres_openssl::MakeTlsConnector, SqlError> {
+    let mut b = openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls()).map_err(|e| SqlError::Login(format!("TLS setup: {e}")))?;
+    b.set_verify(openssl::ssl::SslVerifyMode::NONE);
+    Ok(postgres_openssl::MakeTlsConnector::new(b.build()))
+}
+
+/// The server's own words for a failed login or query (never the password).
+fn login_error(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("PostgreSQL error: {}: {}", db.severity(), db.message()),
+        None => format!("{e}"),
+    }
+}
+
+/// Judges an answer against the check's requirements; `Ok` carries the
+/// description shown in logs and stats ("role replica, lag 0.0s, streaming").
+pub fn judge(check: &PgsqlCheck, info: &PgInfo) -> Result<String, String> {
+    let role = if info.primary { "primary" } else { "replica" };
+    let mut desc = format!("role {role}");
+    if !info.primary {
+        desc.push_str(&format!(
+            ", lag {:.1}s, {} bytes, {}",
+            info.lag_seconds,
+            info.lag_bytes,
+            if info.streaming { "streaming" } else { "not streaming" }
+        ));
+    }
+    match check.role.unwrap_or(RoleRequirement::Any) {
+        RoleRequirement::Primary if !info.primary => return Err(format!("{desc}, primary required")),
+        RoleRequirement::Replica if info.primary => return Err(format!("{desc}, replica required")),
+        _ => {}
+    }
+    if !info.primary {
+        if let Some(max) = check.max_lag
+            && info.lag_seconds > max.as_secs_f64()
+        {
+            return Err(format!("role replica, lag {:.1}s > {}", info.lag_seconds, crate::config::units::fmt_duration(max)));
+        }
+        if let Some(max) = check.max_lag_bytes
+            && info.lag_bytes > max
+        {
+            return Err(format!("role replica, lag {} bytes > {max} bytes", info.lag_bytes));
+        }
+        if check.require_streaming && !info.streaming {
+            return Err(format!("{desc}, streaming required"));
+        }
+    }
+    Ok(desc)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(primary: bool, lag: f64, bytes: u64, streaming: bool) -> PgInfo {
+        PgInfo { primary, lag_seconds: lag, lag_bytes: bytes, streaming, lsn: 0 }
+    }
+
+    #[test]
+    fn lsn_parsing() {
+        assert_eq!(parse_lsn("0/3000148"), Some(0x3000148));
+        assert_eq!(parse_lsn("1/0"), Some(1 << 32));
+        assert_eq!(parse_lsn("x"), None);
+    }
+
+    #[test]
+    fn judging() {
+        let replica = PgsqlCheck {
+            user: "u".into(),
+            role: Some(RoleRequirement::Replica),
+            max_lag: Some(Duration::from_secs(10)),
+            require_streaming: true,
+            ..Default::default()
+        };
+        assert_eq!(judge(&replica, &info(false, 0.0, 0, true)).unwrap(), "role replica, lag 0.0s, 0 bytes, streaming");
+        assert_eq!(judge(&replica, &info(false, 12.4, 0, true)).unwrap_err(), "role replica, lag 12.4s > 10s");
+        assert!(judge(&replica, &info(false, 0.0, 0, false)).unwrap_err().contains("streaming required"));
+        assert!(judge(&replica, &info(true, 0.0, 0, false)).unwrap_err().contains("replica required"));
+        let primary = PgsqlCheck { user: "u".into(), role: Some(RoleRequirement::Primary), ..Default::default() };
+        assert_eq!(judge(&primary, &info(true, 0.0, 0, false)).unwrap(), "role primary");
+        assert!(judge(&primary, &info(false, 0.0, 0, true)).unwrap_err().contains("primary required"));
+        let bytes = PgsqlCheck { user: "u".into(), max_lag_bytes: Some(1024), ..Default::default() };
+        assert!(judge(&bytes, &info(false, 0.0, 4096, true)).unwrap_err().contains("4096 bytes > 1024 bytes"));
+    }
+}

@@ -1,0 +1,200 @@
+//! Health checks against real servers: kill/restart, replay lag, failover,
+//! split brain, the startup check's log hygiene, the SQL-level check.
+
+use crate::common::*;
+use pglb::lab::Fault;
+use pglb::state::BackendState;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn usable_names(be: &BackendState) -> Vec<String> {
+    be.usable.load().servers.iter().map(|&i| be.servers[i].cfg.name.clone()).collect()
+}
+
+fn check_desc(be: &BackendState, server: &str) -> String {
+    let s = be.server(server).unwrap();
+    let c = s.check.lock().unwrap();
+    format!("{} {}", c.status, c.desc)
+}
+
+/// Waits until `cond` holds for the backend; returns how long it took.
+async fn until(be: &Arc<BackendState>, what: &str, limit: Duration, cond: impl Fn(&BackendState) -> bool) -> Duration {
+    let started = Instant::now();
+    poll(what, limit, || async { cond(be).then_some(()) }).await;
+    started.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_replica_goes_down_and_comes_back_up() {
+    let lab = own_lab(2).await;
+    // inter 500ms, fall 2, rise 2: DOWN within fall*inter + inter = 1.5s, UP within rise*inter + inter = 1.5s.
+    let cfg = format!(
+        "backend ro\n    timeout connect 1s\n    timeout check 1s\n    option pgsql-check user postgres\n{}listen dummy\n    bind 127.0.0.1:0\n    server x 127.0.0.1:1\nfrontend f\n    bind 127.0.0.1:0\n    default_backend ro\n",
+        server_lines(&lab, "check inter 500ms rise 2 fall 2")
+    );
+    let pglb = start(&cfg).await;
+    let be = pglb.runtime.backend("ro").unwrap().clone();
+    until(&be, "all UP and checked", Duration::from_secs(5), |b| b.servers.iter().all(|s| s.check.lock().unwrap().status == "L7OK")).await;
+    lab.fault("replica1", Fault::Kill).await.unwrap();
+    let down = until(&be, "replica1 DOWN", Duration::from_secs(10), |b| !usable_names(b).contains(&"replica1".to_string())).await;
+    assert!(down <= Duration::from_millis(1500 + 1000), "DOWN after {down:?}, bound 1.5s (+1s margin)");
+    assert!(check_desc(&be, "replica1").starts_with("L4CON"), "{}", check_desc(&be, "replica1"));
+    lab.fault("replica1", Fault::Start).await.unwrap();
+    let up = until(&be, "replica1 UP", Duration::from_secs(10), |b| usable_names(b).contains(&"replica1".to_string())).await;
+    assert!(up <= Duration::from_millis(1500 + 1000), "UP after {up:?}, bound 1.5s (+1s margin)");
+    lab.down().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lagging_replica_goes_down_by_lag_and_back_up() {
+    let lab = own_lab(1).await;
+    // SAFETY: test-local variable name.
+    unsafe { std::env::set_var("PGLB_TEST_LAG_PW", "postgres") };
+    let replica = lab.node("replica1").unwrap();
+    let cfg = format!(
+        "listen ro\n    bind 127.0.0.1:0\n    timeout connect 1s\n    option pgsql-check user postgres password-env PGLB_TEST_LAG_PW role replica max-lag 1s require-streaming\n    server replica1 127.0.0.1:{} check inter 300ms rise 2 fall 2\n",
+        replica.port
+    );
+    let pglb = start(&cfg).await;
+    let be = pglb.runtime.backend("ro").unwrap().clone();
+    until(&be, "replica checked", Duration::from_secs(5), |b| check_desc(b, "replica1").starts_with("L7OK role replica")).await;
+    lab.fault("replica1", Fault::PauseReplay).await.unwrap();
+    let primary = connect(lab.primary().port, "appdb").await.unwrap();
+    primary.batch_execute("create table if not exists lag_t(x int)").await.unwrap();
+    let writer = tokio::spawn(async move {
+        for i in 0..200 {
+            let _ = primary.execute("insert into lag_t values ($1)", &[&i]).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    // max-lag 1s + fall*inter 0.6s, plus a margin for the noisy machine.
+    let down = until(&be, "DOWN by lag", Duration::from_secs(10), |b| usable_names(b).is_empty()).await;
+    let desc = check_desc(&be, "replica1");
+    assert!(desc.contains("lag") && desc.contains("> 1s"), "{desc}");
+    assert!(down <= Duration::from_millis(1600 + 1500), "DOWN after {down:?}");
+    lab.fault("replica1", Fault::ResumeReplay).await.unwrap();
+    until(&be, "UP again", Duration::from_secs(10), |b| !usable_names(b).is_empty()).await;
+    writer.abort();
+    lab.down().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn role_primary_follows_failover_and_refuses_split_brain() {
+    let lab = own_lab(2).await;
+    // SAFETY: test-local variable name.
+    unsafe { std::env::set_var("PGLB_TEST_FO_PW", "postgres") };
+    let cfg = format!(
+        "listen rw\n    bind 127.0.0.1:0\n    timeout connect 1s\n    option pgsql-check user postgres password-env PGLB_TEST_FO_PW role primary\n{}",
+        server_lines(&lab, "check inter 300ms rise 2 fall 2")
+    );
+    let pglb = start(&cfg).await;
+    let port = pglb.addr("rw").unwrap().port();
+    let be = pglb.runtime.backend("rw").unwrap().clone();
+    until(&be, "only the primary UP", Duration::from_secs(5), |b| usable_names(b) == ["primary"]).await;
+    let c = connect(port, "appdb").await.unwrap();
+    c.batch_execute("create table fo(x int); insert into fo values (1)").await.unwrap();
+    drop(c);
+    replicas_caught_up(&lab).await;
+
+    // Split brain: replica1 promoted while the old primary still runs.
+    lab.fault("replica1", Fault::Promote).await.unwrap();
+    until(&be, "split brain detected", Duration::from_secs(5), |b| b.split_brain.load(std::sync::atomic::Ordering::Relaxed)).await;
+    let err = connect(port, "appdb").await.err().expect("no write may go through during a split brain");
+    let msg = err.as_db_error().map(|e| e.message().to_string()).unwrap_or_default();
+    assert!(msg.contains("split brain"), "{err}");
+
+    // The old primary stops: the promoted node alone takes the writes.
+    lab.fault("primary", Fault::Stop).await.unwrap();
+    let took = until(&be, "replica1 alone UP", Duration::from_secs(10), |b| usable_names(b) == ["replica1"]).await;
+    assert!(took <= Duration::from_millis(600 + 600 + 1500), "failover took {took:?}, bound fall*inter + rise*inter");
+    let c = connect(port, "appdb").await.unwrap();
+    c.batch_execute("insert into fo values (2)").await.unwrap();
+    let port_served: i32 = c.query_one("select inet_server_port()", &[]).await.unwrap().get(0);
+    assert_eq!(port_served, i32::from(lab.node("replica1").unwrap().port));
+    let n: i64 = c.query_one("select count(*) from fo", &[]).await.unwrap().get(0);
+    assert_eq!(n, 2, "the write before the failover replicated, the one after landed on the new primary");
+    lab.down().await.unwrap();
+}
+
+/// Lines of a node's log that mention `needle`.
+fn log_lines(path: &std::path::Path, needle: &str) -> usize {
+    std::fs::read_to_string(path).unwrap_or_default().lines().filter(|l| l.contains(needle)).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn startup_check_is_up_for_scram_down_for_rejected_and_leaves_no_log_lines() {
+    let lab = shared_lab().await;
+    let primary = lab.primary();
+    let admin = connect(primary.port, "postgres").await.unwrap();
+    admin
+        .batch_execute(
+            "do $$ begin if not exists (select from pg_roles where rolname = 'checker') then create role checker login password 'checker-secret'; end if; end $$",
+        )
+        .await
+        .unwrap();
+    // pg_hba rejects role 'refused' (prepended, so it wins).
+    let hba = primary.data_dir.join("pg_hba.conf");
+    let text = std::fs::read_to_string(&hba).unwrap();
+    if !text.contains("refused") {
+        std::fs::write(&hba, format!("host all refused 127.0.0.1/32 reject\n{text}")).unwrap();
+        admin.batch_execute("select pg_reload_conf()").await.unwrap();
+    }
+    let cfg = format!(
+        "backend ok\n    timeout connect 1s\n    option pgsql-check user checker\n    server primary 127.0.0.1:{p} check inter 100ms\n\
+         backend rejected\n    timeout connect 1s\n    option pgsql-check user refused\n    server primary 127.0.0.1:{p} check inter 100ms\n\
+         frontend f\n    bind 127.0.0.1:0\n    default_backend ok\n",
+        p = primary.port
+    );
+    let before = log_lines(&primary.log_file, "checker@");
+    let pglb = start(&cfg).await;
+    let ok = pglb.runtime.backend("ok").unwrap().clone();
+    let rejected = pglb.runtime.backend("rejected").unwrap().clone();
+    until(&rejected, "rejected DOWN", Duration::from_secs(5), |b| usable_names(b).is_empty()).await;
+    let desc = check_desc(&rejected, "primary");
+    assert!(desc.contains("pg_hba.conf rejects connection"), "the server's FATAL text is the reason: {desc}");
+    // About 20 checks of the SCRAM role: all UP, and not one log line about them.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(usable_names(&ok), ["primary"]);
+    assert!(check_desc(&ok, "primary").starts_with("L7OK"));
+    assert_eq!(log_lines(&primary.log_file, "checker@"), before, "PostgreSQL logged something about the checks");
+    assert_eq!(log_lines(&primary.log_file, "could not receive data from client"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_check_logs_in_with_scram_from_env_and_never_shows_the_password() {
+    let lab = shared_lab().await;
+    let admin = connect(lab.primary().port, "postgres").await.unwrap();
+    admin
+        .batch_execute(
+            "do $$ begin if not exists (select from pg_roles where rolname = 'monitor') then create role monitor login password 'S3cret-pw-42' in role pg_monitor; end if; end $$",
+        )
+        .await
+        .unwrap();
+    replicas_caught_up(lab).await;
+    let port = dead_port();
+    let cfg = format!(
+        "listen pg\n    bind 127.0.0.1:{port}\n    timeout connect 1s\n    option pgsql-check user monitor password-env MON_PW role any\n{}\
+         listen ghost\n    bind 127.0.0.1:0\n    timeout connect 1s\n    option pgsql-check user ghost password-env MON_PW\n    server primary 127.0.0.1:{} check inter 200ms\n",
+        server_lines(lab, "check inter 200ms"),
+        lab.primary().port
+    );
+    let (_d, path) = write_config(&cfg);
+    let child = std::process::Command::new(pglb_bin())
+        .args(["run", "-f"])
+        .arg(&path)
+        .env("MON_PW", "S3cret-pw-42")
+        .env("RUST_LOG", "debug")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    poll("pglb up", Duration::from_secs(10), || async { connect(port, "appdb").await.ok() }).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()).await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("Server ghost/primary is DOWN"), "{stderr}");
+    assert!(stderr.contains("role \"ghost\" does not exist") || stderr.contains("password authentication failed for user \"ghost\""), "{stderr}");
+    assert!(!stderr.contains("Server pg/"), "a monitor server went down: {stderr}");
+    assert!(!stderr.contains("S3cret-pw-42"), "the password leaked into the logs");
+}
