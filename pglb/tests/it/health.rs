@@ -99,7 +99,7 @@ async fn role_primary_follows_failover_and_refuses_split_brain() {
     // Split brain: replica1 promoted while the old primary still runs.
     lab.fault("replica1", Fault::Promote).await.unwrap();
     until(&be, "split brain detected", Duration::from_secs(5), |b| b.split_brain.load(std::sync::atomic::Ordering::Relaxed)).await;
-    let err = connect(port, "appdb").await.err().expect("no write may go through during a split brain");
+    let Err(err) = connect(port, "appdb").await else { panic!("no write may go through during a split brain") };
     let msg = err.as_db_error().map(|e| e.message().to_string()).unwrap_or_default();
     assert!(msg.contains("split brain"), "{err}");
 
