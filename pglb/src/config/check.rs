@@ -23,6 +23,8 @@ pub(super) struct CheckDraft {
     pgsql: PgsqlCheck,
     http: HttpCheck,
     rules: Vec<TcpCheckRule>,
+    /// First http-check line, to warn when there is no `option httpchk`.
+    http_line: Option<usize>,
     /// True once this section wrote its own tcp-check rules: they then
     /// replace the ones inherited from defaults instead of adding to them.
     own_rules: bool,
@@ -82,7 +84,10 @@ impl CheckDraft {
                 while let Some(opt) = it.next() {
                     match opt.as_str() {
                         "port" => port = it.next().and_then(|p| ctx.number::<u16>(n, "tcp-check connect port", p)),
-                        "addr" => addr = it.next().cloned(),
+                        "addr" => match it.next() {
+                            Some(a) if a.parse::<std::net::IpAddr>().is_ok() => addr = Some(a.clone()),
+                            _ => ctx.error(n, "tcp-check connect addr needs an IP address"),
+                        },
                         "default" | "linger" => {}
                         "comment" => {
                             it.next();
@@ -95,11 +100,14 @@ impl CheckDraft {
                 }
                 TcpCheckKind::Connect { port, addr }
             }
-            "send" | "send-lf" => match args.first() {
+            "send-lf" | "send-binary-lf" => {
+                return ctx.error(n, format!("tcp-check {action} uses log-format expressions, which pglb does not have: use send or send-binary"));
+            }
+            "send" => match args.first() {
                 Some(data) => TcpCheckKind::Send(data.as_bytes().to_vec()),
                 None => return ctx.error(n, "tcp-check send needs the data to send"),
             },
-            "send-binary" | "send-binary-lf" => match args.first().map(|h| decode_hex(h)) {
+            "send-binary" => match args.first().map(|h| decode_hex(h)) {
                 Some(Ok(bytes)) => TcpCheckKind::Send(bytes),
                 Some(Err(e)) => return ctx.error(n, format!("tcp-check send-binary: {e}")),
                 None => return ctx.error(n, "tcp-check send-binary needs hex data such as 0000000800000000"),
@@ -120,6 +128,7 @@ impl CheckDraft {
 
     fn parse_http_check(&mut self, ctx: &mut Ctx, line: &Line) {
         let n = line.number;
+        self.http_line.get_or_insert(n);
         let Some(action) = ctx.arg(line, 0, "an action (expect, send)") else { return };
         let args = &line.args()[1..];
         match action {
@@ -195,6 +204,15 @@ impl CheckDraft {
             Kind::Http => CheckSpec::Http(self.http.clone()),
         }
     }
+
+    /// Warns about http-check rules that will not be used.
+    pub fn warn_unused(&self, ctx: &mut Ctx) {
+        if self.kind != Kind::Http
+            && let Some(line) = self.http_line
+        {
+            ctx.warn(line, "http-check rules have no effect without 'option httpchk'");
+        }
+    }
 }
 
 fn parse_expect(ctx: &mut Ctx, n: usize, args: &[String]) -> Option<TcpCheckKind> {
@@ -208,7 +226,11 @@ fn parse_expect(ctx: &mut Ctx, n: usize, args: &[String]) -> Option<TcpCheckKind
                 min_recv = args.get(i + 1).and_then(|v| ctx.number::<usize>(n, "min-recv", v));
                 i += 2;
             }
-            Some("comment" | "ok-status" | "error-status" | "tout-status" | "on-success" | "on-error" | "status-code") => i += 2,
+            Some("comment") => i += 2,
+            Some(opt @ ("ok-status" | "error-status" | "tout-status" | "on-success" | "on-error" | "status-code")) => {
+                ctx.warn(n, format!("tcp-check expect option '{opt}' has no effect in pglb"));
+                i += 2;
+            }
             Some("!") => {
                 negate = true;
                 i += 1;
@@ -229,8 +251,13 @@ fn parse_expect(ctx: &mut Ctx, n: usize, args: &[String]) -> Option<TcpCheckKind
                 return None;
             }
         },
-        "rstring" => ExpectPattern::Rstring(value.clone()),
-        "rbinary" => ExpectPattern::Rbinary(value.clone()),
+        "rstring" | "rbinary" => {
+            if let Err(e) = regex::Regex::new(value) {
+                ctx.error(n, format!("tcp-check expect {kind}: invalid regular expression: {e}"));
+                return None;
+            }
+            if kind == "rstring" { ExpectPattern::Rstring(value.clone()) } else { ExpectPattern::Rbinary(value.clone()) }
+        }
         other => {
             ctx.error(n, format!("tcp-check expect '{other}' is not supported: use string, binary, rstring or rbinary"));
             return None;

@@ -12,11 +12,11 @@ pub(super) fn parse(ctx: &mut Ctx, lines: &[Line], global: &mut Global) {
         let n = line.number;
         let kw = line.keyword();
         match kw {
-            "maxconn" => {
-                if let Some(v) = ctx.arg(line, 0, "a number").and_then(|v| ctx.number(n, kw, v)) {
-                    global.maxconn = Some(v);
-                }
-            }
+            "maxconn" => match ctx.arg(line, 0, "a number").and_then(|v| ctx.number::<u32>(n, kw, v)) {
+                Some(0) => ctx.error(n, "maxconn 0 would refuse every client: remove the line for no limit, or give a number"),
+                Some(v) => global.maxconn = Some(v),
+                None => {}
+            },
             "nbthread" => {
                 if let Some(v) = ctx.arg(line, 0, "a number of threads").and_then(|v| ctx.number::<usize>(n, kw, v)) {
                     if v == 0 {

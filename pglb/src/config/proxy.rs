@@ -76,11 +76,10 @@ pub(super) struct ProxyDraft {
 impl ProxyDraft {
     /// Clears what a section never inherits from defaults.
     pub fn begin_section(&mut self) {
+        // default_backend and disabled are inherited from defaults, as in HAProxy.
         self.binds.clear();
         self.bind_error = false;
-        self.default_backend = None;
         self.servers.clear();
-        self.disabled = false;
         self.check.begin_section();
     }
 
@@ -148,8 +147,10 @@ impl ProxyDraft {
                 if wrong_section(ctx, true, false, true) {
                     return;
                 }
-                if let Some(v) = ctx.arg(line, 0, "a number").and_then(|v| ctx.number(n, kw, v)) {
-                    self.maxconn = Some(v);
+                match ctx.arg(line, 0, "a number").and_then(|v| ctx.number::<u32>(n, kw, v)) {
+                    Some(0) => ctx.error(n, "maxconn 0 would refuse every client: remove the line for no limit, or give a number"),
+                    Some(v) => self.maxconn = Some(v),
+                    None => {}
                 }
             }
             "retries" => {
@@ -247,11 +248,14 @@ impl ProxyDraft {
         while let Some(opt) = args.next() {
             match opt.as_str() {
                 "name" => name = args.next().cloned(),
-                "backlog" => {
-                    if let Some(v) = args.next().and_then(|v| ctx.number(n, "backlog", v)) {
-                        backlog = v;
+                "backlog" => match args.next() {
+                    Some(v) => {
+                        if let Some(v) = ctx.number(n, "backlog", v) {
+                            backlog = v;
+                        }
                     }
-                }
+                    None => return ctx.error(n, "bind option 'backlog' needs a number"),
+                },
                 "v6only" => v6only = true,
                 "v4v6" => v6only = false,
                 "ssl" | "crt" => {
@@ -296,10 +300,10 @@ impl ProxyDraft {
             "first" => Balance::First,
             "source" => Balance::Source,
             a if a == "random" || a.starts_with("random(") => {
-                let draws = match a.strip_prefix("random(").and_then(|r| r.strip_suffix(')')) {
-                    Some(d) => match ctx.number::<u32>(n, "random", d) {
+                let draws = match a.strip_prefix("random(") {
+                    Some(rest) => match rest.strip_suffix(')').and_then(|d| d.parse::<u32>().ok()) {
                         Some(d) if d >= 1 => d,
-                        _ => return,
+                        _ => return ctx.error(n, format!("'{a}': write random or random(N) with N >= 1 draws")),
                     },
                     None => 2,
                 };
@@ -314,6 +318,9 @@ impl ProxyDraft {
                 return;
             }
         });
+        if line.args().len() > 1 {
+            ctx.warn(n, format!("balance arguments '{}' have no effect in pglb", line.args()[1..].join(" ")));
+        }
     }
 
     fn parse_timeout(&mut self, ctx: &mut Ctx, kind: SectionKind, line: &Line) {
@@ -361,6 +368,13 @@ impl ProxyDraft {
     fn parse_option(&mut self, ctx: &mut Ctx, kind: SectionKind, line: &Line, on: bool) {
         let n = line.number;
         let Some(name) = ctx.arg(line, 0, "an option name") else { return };
+        let backend_only = matches!(name, "redispatch" | "srvtcpka" | "allbackups" | "log-health-checks");
+        let frontend_only = matches!(name, "clitcpka" | "tcplog" | "dontlognull");
+        if (backend_only && kind == SectionKind::Frontend) || (frontend_only && kind == SectionKind::Backend) {
+            let belongs = if backend_only { "backend" } else { "frontend" };
+            ctx.warn(n, format!("'option {name}' has no effect in a {} section: set it in the {belongs} (or in defaults)", kind.name()));
+            return;
+        }
         match name {
             "redispatch" => {
                 let interval = match line.args().get(1) {
@@ -515,6 +529,7 @@ impl ProxyDraft {
             });
         }
         if kind.has_backend() && mode == Mode::Tcp {
+            self.check.warn_unused(ctx);
             let check = self.check.finish(ctx, name, line);
             let servers = self
                 .servers

@@ -138,7 +138,11 @@ impl ServerOpts {
                         }
                     }
                 }
-                "addr" => o.addr = need(ctx, "an address").map(str::to_string),
+                "addr" => match need(ctx, "an IP address") {
+                    Some(a) if a.parse::<std::net::IpAddr>().is_ok() => o.addr = Some(a.to_string()),
+                    Some(a) => ctx.error(n, format!("check addr '{a}' must be an IP address")),
+                    None => {}
+                },
                 "on-marked-down" => match need(ctx, "an action") {
                     Some("shutdown-sessions") => o.on_marked_down = Some(OnMarkedDown::ShutdownSessions),
                     Some(other) => ctx.error(n, format!("on-marked-down '{other}' is unknown: pglb supports shutdown-sessions")),
@@ -167,7 +171,7 @@ impl ServerOpts {
                 }
                 "resolvers" => o.resolvers = need(ctx, "a resolvers section name").map(str::to_string),
                 "resolve-prefer" => match need(ctx, "ipv4 or ipv6") {
-                    Some("ipv4" | "ipv6") => {}
+                    Some("ipv4" | "ipv6") => ctx.warn(n, "resolve-prefer has no effect: pglb uses the first address the resolver returns"),
                     Some(other) => ctx.error(n, format!("resolve-prefer '{other}' is unknown: use ipv4 or ipv6")),
                     None => {}
                 },

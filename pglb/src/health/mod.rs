@@ -69,7 +69,9 @@ async fn run_once(be: &BackendState, srv: &ServerState, fsm: &mut Fsm, sql: Opti
     let ip = cfg.check_addr.as_deref().and_then(|a| a.parse().ok()).unwrap_or(addr.ip());
     let target = probe::Target {
         addr: std::net::SocketAddr::new(ip, cfg.check_port.unwrap_or(addr.port())),
-        connect_timeout: be.cfg.timeout_connect.map_or(cfg.inter, |c| c.min(cfg.inter.max(c))),
+        // HAProxy: min(timeout connect, inter) to connect, then timeout check
+        // (or inter when unset) to read the answer.
+        connect_timeout: be.cfg.timeout_connect.map_or(cfg.inter, |c| c.min(cfg.inter)),
         read_timeout: be.cfg.timeout_check.unwrap_or(cfg.inter),
     };
     if let (Some(probe), CheckSpec::Pgsql(check)) = (sql, &be.cfg.check) {
@@ -103,8 +105,7 @@ async fn run_once(be: &BackendState, srv: &ServerState, fsm: &mut Fsm, sql: Opti
         }
         return;
     }
-    let spec = if cfg.check_port.is_some() && be.cfg.check == CheckSpec::Connect { &CheckSpec::Connect } else { &be.cfg.check };
-    let r = probe::run(spec, target).await;
+    let r = probe::run(&be.cfg.check, target).await;
     record(be, srv, fsm, r.ok, r.status, r.desc, r.duration);
 }
 

@@ -8,6 +8,7 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
 /// Binds a listening socket for `bind` (SO_REUSEADDR, the bind's backlog
@@ -25,49 +26,58 @@ pub fn bind(b: &Bind) -> io::Result<TcpListener> {
 }
 
 /// Accepts until pglb stops for good. `maxconn` (global and frontend) is
-/// enforced before `accept`, so excess clients wait in the kernel's backlog
+/// enforced right after `accept`: while no slot is free this loop waits
+/// before accepting again, so further clients wait in the kernel's backlog
 /// (back-pressure) instead of being accepted and dropped.
 pub async fn accept_loop(rt: Arc<Runtime>, fe: Arc<FrontendState>, listener: TcpListener, sessions: TaskTracker) {
     loop {
-        let global = match &rt.limit {
-            Some(s) => match s.clone().acquire_owned().await {
-                Ok(p) => Some(p),
-                Err(_) => return,
-            },
-            None => None,
-        };
-        let local = match &fe.limit {
-            Some(s) => match s.clone().acquire_owned().await {
-                Ok(p) => Some(p),
-                Err(_) => return,
-            },
-            None => None,
-        };
         let accepted = tokio::select! {
             r = listener.accept() => r,
             _ = rt.hard_stop.cancelled() => return,
         };
-        match accepted {
-            Ok((stream, peer)) => {
-                if let Err(e) = session::prepare_client(&stream, fe.cfg.clitcpka) {
-                    tracing::debug!(%peer, error = %e, "client socket setup failed");
-                    continue;
-                }
-                let (rt, fe) = (rt.clone(), fe.clone());
-                sessions.spawn(async move {
-                    let _permits = (global, local);
-                    session::handle(rt, fe, stream, peer).await;
-                });
-            }
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
             Err(e) if is_resource_exhaustion(&e) => {
                 // Out of file descriptors: back off instead of spinning; the
                 // client stays in the backlog and is accepted once fds free.
                 tracing::warn!(frontend = %fe.cfg.name, error = %e, "accept failed: out of file descriptors, retrying in 100ms");
                 tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
             }
-            Err(e) => tracing::debug!(frontend = %fe.cfg.name, error = %e, "accept failed"),
+            Err(e) => {
+                tracing::debug!(frontend = %fe.cfg.name, error = %e, "accept failed");
+                continue;
+            }
+        };
+        let permits = tokio::select! {
+            p = acquire(&rt.limit, &fe.limit) => p,
+            _ = rt.hard_stop.cancelled() => return,
+        };
+        if let Err(e) = session::prepare_client(&stream, fe.cfg.clitcpka) {
+            tracing::debug!(%peer, error = %e, "client socket setup failed");
+            continue;
         }
+        let (rt, fe) = (rt.clone(), fe.clone());
+        sessions.spawn(async move {
+            let _permits = permits;
+            session::handle(rt, fe, stream, peer).await;
+        });
     }
+}
+
+type Permit = Option<tokio::sync::OwnedSemaphorePermit>;
+
+/// A global and a frontend slot (where limited).
+async fn acquire(global: &Option<Arc<Semaphore>>, local: &Option<Arc<Semaphore>>) -> (Permit, Permit) {
+    let g = match global {
+        Some(s) => s.clone().acquire_owned().await.ok(),
+        None => None,
+    };
+    let l = match local {
+        Some(s) => s.clone().acquire_owned().await.ok(),
+        None => None,
+    };
+    (g, l)
 }
 
 fn is_resource_exhaustion(e: &io::Error) -> bool {

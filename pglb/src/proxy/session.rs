@@ -43,6 +43,7 @@ async fn read_packet(client: &mut TcpStream, limit: Duration) -> Result<Vec<u8>,
         while got < 4 {
             match client.read(&mut header[got..]).await {
                 Ok(0) if got == 0 => return Err(ReadError::Empty),
+                Err(_) if got == 0 => return Err(ReadError::Empty),
                 Ok(0) => return Err(ReadError::Io),
                 Ok(n) => got += n,
                 Err(_) => return Err(ReadError::Io),
@@ -71,6 +72,7 @@ pub async fn handle(rt: Arc<Runtime>, fe: Arc<FrontendState>, mut client: TcpStr
     let first = match read_packet(&mut client, startup_limit).await {
         Ok(p) => p,
         Err(e) => {
+            let e_null = matches!(e, ReadError::Empty);
             log.termination = match e {
                 ReadError::Empty => "CR",
                 ReadError::Timeout => "cR",
@@ -81,7 +83,9 @@ pub async fn handle(rt: Arc<Runtime>, fe: Arc<FrontendState>, mut client: TcpStr
                 log.reason = Some(format!("not a PostgreSQL client: {why}"));
             }
             log.total_ms = ms(started.elapsed());
-            if !(fe.cfg.log.dontlognull && log.termination == "CR") {
+            // option dontlognull: a connection that sent nothing at all
+            // (a port scan, a TCP health check) is not logged.
+            if !(fe.cfg.log.dontlognull && e_null) {
                 log.emit();
             }
             return;
@@ -167,9 +171,7 @@ pub async fn handle(rt: Arc<Runtime>, fe: Arc<FrontendState>, mut client: TcpStr
     log.bytes_in = outcome.bytes_in;
     log.bytes_out = outcome.bytes_out;
     log.total_ms = ms(started.elapsed());
-    if !(fe.cfg.log.dontlognull && log.bytes_in == 0) {
-        log.emit();
-    }
+    log.emit();
 }
 
 fn note_startup(log: &mut ConnLog, s: &Startup) {
@@ -304,11 +306,7 @@ async fn negotiate(
         };
         let mut answer = [0u8; 1];
         let read = server.read_exact(&mut answer);
-        match server_timeout {
-            Some(t) => tokio::time::timeout(t, read).await.map_err(|_| "sD")?,
-            None => read.await,
-        }
-        .map_err(|_| "SD")?;
+        tokio::time::timeout(server_timeout.unwrap_or(DEFAULT_STARTUP_TIMEOUT), read).await.map_err(|_| "sD")?.map_err(|_| "SD")?;
         client.write_all(&answer).await.map_err(|_| "CD")?;
         *bytes_out += 1;
         if answer[0] == encrypted_answer {

@@ -60,7 +60,7 @@ fn malformed_configurations_name_line_and_fix() {
 
 #[test]
 fn valid_haproxy_idioms_are_accepted() {
-    let text = "global\n    maxconn 100\n    nbthread 2\n    hard-stop-after 30s\n    stats socket /tmp/x.sock mode 600 level admin\n\
+    let text = "global\n    maxconn 100\n    nbthread 2\n    hard-stop-after 30s\n\
         defaults\n    mode tcp\n    timeout connect 5s\n    timeout client 1h\n    timeout server 1h\n    retries 3\n    option redispatch\n    option dontlognull\n\
         frontend f\n    bind 127.0.0.1:5432,127.0.0.1:5433\n    bind [::1]:5432\n    default_backend b\n\
         backend b\n    balance leastconn\n    default-server inter 1s fastinter 500ms downinter 5s rise 2 fall 3 maxconn 50 maxqueue 10\n\
