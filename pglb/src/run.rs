@@ -53,8 +53,8 @@ impl Running {
             d = drained => d,
             _ = force => false,
         };
-        if !clean {
-            let left = rt.sessions.cur.load(std::sync::atomic::Ordering::Relaxed);
+        let left = rt.sessions.cur.load(std::sync::atomic::Ordering::Relaxed);
+        if !clean && left > 0 {
             tracing::warn!(closing_sessions = left, "hard stop: closing the remaining sessions");
         }
         rt.hard_stop.cancel();

@@ -2,6 +2,7 @@
 //! dispatches and turns errors into an exit code.
 
 mod check;
+mod demo;
 mod lab;
 mod logging;
 mod serve;
@@ -40,6 +41,8 @@ pub enum Command {
     Check,
     /// A local PostgreSQL primary + streaming replicas for experiments and tests.
     Lab(lab::LabArgs),
+    /// A primary + 2 replicas with pglb in front (read-write, read-only, stats); Ctrl-C removes it all.
+    Demo(demo::DemoArgs),
 }
 
 #[derive(Debug, Args)]
@@ -62,6 +65,7 @@ pub fn main(cli: Cli) -> ExitCode {
         Some(Command::Run) => need_file("run").map(|f| serve::run(&f, cli.log_format)),
         None if cli.file.is_some() => need_file("run").map(|f| serve::run(&f, cli.log_format)),
         Some(Command::Lab(args)) => Ok(lab::run(args, cli.log_format)),
+        Some(Command::Demo(args)) => Ok(demo::run(args, cli.log_format)),
         None => {
             eprintln!("usage: pglb run -f FILE | pglb check -f FILE | pglb lab ... (see pglb --help)");
             Err(ExitCode::from(2))

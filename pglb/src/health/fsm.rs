@@ -33,6 +33,13 @@ impl Fsm {
         Fsm { health: 0, ..Fsm::new(rise, fall) }
     }
 
+    /// Starts DOWN but one success away from UP: for servers whose role is
+    /// unknown until their first check.
+    pub fn new_pending(rise: u32, fall: u32) -> Self {
+        let f = Fsm::new(rise, fall);
+        Fsm { health: f.rise - 1, ..f }
+    }
+
     pub fn is_up(&self) -> bool {
         self.health >= self.rise
     }
@@ -117,6 +124,17 @@ mod tests {
         let mut f = Fsm::new_down(1, 1);
         assert_eq!(f.record(true), Some(Transition::Up));
         assert_eq!(f.record(false), Some(Transition::Down));
+    }
+
+    #[test]
+    fn pending_needs_one_success() {
+        let mut f = Fsm::new_pending(2, 3);
+        assert!(!f.is_up());
+        assert_eq!(f.record(true), Some(Transition::Up));
+        let mut f = Fsm::new_pending(2, 3);
+        assert_eq!(f.record(false), None);
+        assert_eq!(f.record(true), None);
+        assert_eq!(f.record(true), Some(Transition::Up));
     }
 
     #[test]

@@ -43,7 +43,7 @@ pub fn start(rt: &Arc<Runtime>, tasks: &TaskTracker) {
 
 async fn check_loop(be: &BackendState, srv: &ServerState) {
     let cfg = &srv.cfg;
-    let mut fsm = Fsm::new(cfg.rise, cfg.fall);
+    let mut fsm = if srv.health() == Health::Down { Fsm::new_pending(cfg.rise, cfg.fall) } else { Fsm::new(cfg.rise, cfg.fall) };
     let mut sql = match &be.cfg.check {
         CheckSpec::Pgsql(p) if p.is_sql() => Some(sql::SqlProbe::new(p.clone())),
         _ => None,

@@ -210,6 +210,10 @@ impl Relay<'_> {
             match step {
                 Ok(Step::Progress) => last = Instant::now(),
                 Ok(Step::Idle) => {}
+                // Once one side has closed cleanly, a reset from the other is
+                // how many peers finish (TLS close_notify, PostgreSQL after
+                // Terminate): not an error.
+                Err(_) if up.eof || down.eof => break End::Normal,
                 Err(Side::Src(_)) => break End::ClientError,
                 Err(Side::Dst(_)) => break End::ServerError,
             }

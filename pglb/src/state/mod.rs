@@ -172,6 +172,14 @@ pub struct BackendState {
 impl BackendState {
     pub fn new(cfg: Backend) -> Self {
         let servers: Vec<Arc<ServerState>> = cfg.servers.iter().cloned().enumerate().map(|(i, s)| Arc::new(ServerState::new(s, i))).collect();
+        if Self::checks_role(&cfg) {
+            // A server's role is unknown until its first check: routing
+            // writes to a replica (or reads to a primary) before then would
+            // be wrong, so these start DOWN, one success away from UP.
+            for s in servers.iter().filter(|s| s.cfg.check) {
+                s.set_health(Health::Down);
+            }
+        }
         let usable = balance::Usable::build(&servers, cfg.allbackups);
         BackendState {
             cfg,
@@ -183,6 +191,11 @@ impl BackendState {
             last_change: AtomicU64::new(unix_now()),
             split_brain: AtomicBool::new(false),
         }
+    }
+
+    /// True when the check requires a role (primary or replica).
+    pub fn checks_role(cfg: &Backend) -> bool {
+        matches!(&cfg.check, crate::config::CheckSpec::Pgsql(p) if matches!(p.role, Some(crate::config::RoleRequirement::Primary | crate::config::RoleRequirement::Replica)))
     }
 
     /// True when this backend must only ever route to one primary.
