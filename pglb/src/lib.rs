@@ -1,6 +1,7 @@
 //! pglb: a PostgreSQL-aware layer-4 load balancer that reads HAProxy's
 //! configuration language.
 
+pub mod admin;
 pub mod balance;
 pub mod cli;
 pub mod config;
@@ -10,3 +11,4 @@ pub mod pg;
 pub mod proxy;
 pub mod run;
 pub mod state;
+pub mod stats;

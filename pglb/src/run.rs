@@ -14,6 +14,8 @@ use tokio_util::task::TaskTracker;
 pub enum StartError {
     #[error("{file}:{line}: frontend '{frontend}' cannot listen on {addr}: {source}")]
     Bind { file: String, line: usize, frontend: String, addr: SocketAddr, source: std::io::Error },
+    #[error("{file}:{line}: cannot open stats socket {path}: {source}")]
+    Socket { file: String, line: usize, path: String, source: std::io::Error },
 }
 
 /// A running instance.
@@ -74,10 +76,6 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let mut addrs = Vec::new();
     let mut listeners = Vec::new();
     for fe in &rt.frontends {
-        if fe.cfg.mode == Mode::Http {
-            tracing::warn!(frontend = %fe.cfg.name, "stats listener not started: this version of pglb does not serve the stats page yet");
-            continue;
-        }
         for b in &fe.cfg.binds {
             let l = listener::bind(b).map_err(|source| StartError::Bind {
                 file: config.file.display().to_string(),
@@ -91,9 +89,26 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             listeners.push((fe.clone(), l));
         }
     }
+    let mut sockets = Vec::new();
+    for s in &config.global.stats_sockets {
+        let l = crate::admin::bind(s).map_err(|source| StartError::Socket {
+            file: config.file.display().to_string(),
+            line: s.line,
+            path: s.path.display().to_string(),
+            source,
+        })?;
+        sockets.push((l, s.level));
+    }
+    for (l, level) in sockets {
+        background.spawn(crate::admin::serve(rt.clone(), l, level));
+    }
     for (fe, l) in listeners {
         tracing::info!(frontend = %fe.cfg.name, addr = %l.local_addr().map(|a| a.to_string()).unwrap_or_default(), "listening");
-        background.spawn(listener::accept_loop(rt.clone(), fe, l, sessions.clone()));
+        if fe.cfg.mode == Mode::Http {
+            background.spawn(crate::stats::http::serve(rt.clone(), fe, l));
+        } else {
+            background.spawn(listener::accept_loop(rt.clone(), fe, l, sessions.clone()));
+        }
     }
     health::start(&rt, &background);
     Ok(Running { runtime: rt, addrs, sessions, background })

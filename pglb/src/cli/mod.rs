@@ -2,6 +2,7 @@
 //! dispatches and turns errors into an exit code.
 
 mod check;
+mod ctl;
 mod demo;
 mod lab;
 mod logging;
@@ -41,6 +42,8 @@ pub enum Command {
     Check,
     /// A local PostgreSQL primary + streaming replicas for experiments and tests.
     Lab(lab::LabArgs),
+    /// Send a command to the runtime API (like `echo CMD | socat stdio SOCKET`).
+    Ctl(ctl::CtlArgs),
     /// A primary + 2 replicas with pglb in front (read-write, read-only, stats); Ctrl-C removes it all.
     Demo(demo::DemoArgs),
 }
@@ -66,6 +69,7 @@ pub fn main(cli: Cli) -> ExitCode {
         None if cli.file.is_some() => need_file("run").map(|f| serve::run(&f, cli.log_format)),
         Some(Command::Lab(args)) => Ok(lab::run(args, cli.log_format)),
         Some(Command::Demo(args)) => Ok(demo::run(args, cli.log_format)),
+        Some(Command::Ctl(args)) => Ok(ctl::run(args, cli.file.clone())),
         None => {
             eprintln!("usage: pglb run -f FILE | pglb check -f FILE | pglb lab ... (see pglb --help)");
             Err(ExitCode::from(2))

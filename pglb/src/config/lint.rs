@@ -72,12 +72,6 @@ fn hex(bytes: &[u8]) -> String {
 /// Surfaces this version does not offer yet, said at check time rather
 /// than discovered at run time.
 fn not_yet_served(ctx: &mut Ctx, config: &Config) {
-    for s in &config.global.stats_sockets {
-        ctx.warn(s.line, format!("stats socket {}: this version of pglb does not open the runtime API socket yet", s.path.display()));
-    }
-    for fe in config.frontends.iter().filter(|f| f.mode == Mode::Http) {
-        ctx.warn(fe.line, format!("stats listener '{}': this version of pglb does not serve the stats page yet; its bind is not opened", fe.name));
-    }
     for r in &config.resolvers {
         ctx.warn(
             r.line,

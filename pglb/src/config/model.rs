@@ -81,6 +81,8 @@ pub struct Frontend {
     /// TCP keepalive towards clients (`option clitcpka` / `option tcpka`).
     pub clitcpka: bool,
     pub stats: Option<StatsSettings>,
+    /// Declared by a `listen` section (which HAProxy also shows as a backend).
+    pub listen: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -526,6 +526,7 @@ impl ProxyDraft {
                 log: LogOptions { tcplog: self.tcplog, dontlognull: self.dontlognull },
                 clitcpka: self.clitcpka,
                 stats: self.stats.enabled.then(|| self.stats.clone()),
+                listen: kind == SectionKind::Listen,
             });
         }
         if kind.has_backend() && mode == Mode::Tcp {

@@ -40,6 +40,11 @@ impl Fsm {
         Fsm { health: f.rise - 1, ..f }
     }
 
+    /// HAProxy's check_health value.
+    pub fn health(&self) -> u32 {
+        self.health
+    }
+
     pub fn is_up(&self) -> bool {
         self.health >= self.rise
     }

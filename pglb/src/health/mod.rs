@@ -53,7 +53,8 @@ async fn check_loop(be: &BackendState, srv: &ServerState) {
     let first = cfg.inter.mul_f64(fastrand::f64());
     tokio::time::sleep(first).await;
     loop {
-        if srv.admin() != Admin::Maint {
+        srv.check_health.store(fsm.health(), std::sync::atomic::Ordering::Relaxed);
+        if srv.admin() != Admin::Maint && srv.checks_enabled.load(std::sync::atomic::Ordering::Relaxed) {
             run_once(be, srv, &mut fsm, sql.as_mut()).await;
         }
         tokio::time::sleep(fsm.interval(cfg.inter, cfg.fastinter, cfg.downinter)).await;
@@ -132,6 +133,7 @@ pub fn record(be: &BackendState, srv: &ServerState, fsm: &mut Fsm, ok: bool, sta
         crate::state::counters::Counters::add(&srv.counters.check_failures, 1);
     }
     let transition = fsm.record(ok);
+    srv.check_health.store(fsm.health(), std::sync::atomic::Ordering::Relaxed);
     if transition.is_none() && changed_info && be.cfg.log_health_checks {
         tracing::info!(target: "pglb::health", backend = %be.cfg.name, server = %srv.cfg.name, check_status = status, check_desc = %desc,
             "Health check for server {}/{} {}, reason: {desc}", be.cfg.name, srv.cfg.name, if ok { "succeeded" } else { "failed" });

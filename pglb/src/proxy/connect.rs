@@ -122,6 +122,7 @@ pub async fn connect(backend: &Arc<BackendState>, client: IpAddr, attempts: &mut
             Ok(stream) => {
                 let connect_time = started.elapsed();
                 crate::state::counters::Counters::add(&server.counters.connect_time_us, connect_time.as_micros() as u64);
+                crate::state::counters::Counters::add(&backend.counters.connect_time_us, connect_time.as_micros() as u64);
                 return Ok(Connected {
                     stream,
                     addr,

@@ -79,7 +79,8 @@ pub async fn handle(rt: Arc<Runtime>, fe: Arc<FrontendState>, mut client: TcpStr
                 ReadError::Io => "CR",
                 ReadError::NotPostgres(_) => "PR",
             };
-            if let ReadError::NotPostgres(why) = e {
+            if let ReadError::NotPostgres(why) = &e {
+                crate::state::counters::Counters::add(&fe.counters.req_errors, 1);
                 log.reason = Some(format!("not a PostgreSQL client: {why}"));
             }
             log.total_ms = ms(started.elapsed());
@@ -94,6 +95,7 @@ pub async fn handle(rt: Arc<Runtime>, fe: Arc<FrontendState>, mut client: TcpStr
     let parsed = match startup::parse_first(&first) {
         Ok(p) => p,
         Err(e) => {
+            crate::state::counters::Counters::add(&fe.counters.req_errors, 1);
             log.termination = "PR";
             log.reason = Some(format!("not a PostgreSQL client: {e}"));
             let msg = pg::fatal(sqlstate::PROTOCOL_VIOLATION, &format!("pglb: {e}"), None, None);
@@ -168,6 +170,18 @@ pub async fn handle(rt: Arc<Runtime>, fe: Arc<FrontendState>, mut client: TcpStr
         rt.cancel.unregister(&key);
     }
     log.termination = outcome.termination;
+    let abrt = match outcome.termination {
+        "CD" | "cD" => Some((&fe.counters.cli_abrt, &be.counters.cli_abrt)),
+        "SD" | "sD" => Some((&fe.counters.srv_abrt, &be.counters.srv_abrt)),
+        _ => None,
+    };
+    if let Some((f, b)) = abrt {
+        crate::state::counters::Counters::add(f, 1);
+        crate::state::counters::Counters::add(b, 1);
+    }
+    let total = started.elapsed().as_millis() as u64;
+    crate::state::counters::Counters::add(&be.counters.session_time_ms, total);
+    crate::state::counters::Counters::add(&be.counters.queue_time_ms, log.queue_ms.unwrap_or(0) as u64);
     log.bytes_in = outcome.bytes_in;
     log.bytes_out = outcome.bytes_out;
     log.total_ms = ms(started.elapsed());

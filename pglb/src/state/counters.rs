@@ -34,12 +34,23 @@ pub struct Counters {
     pub down_transitions: AtomicU64,
     /// Sum of connect times in microseconds, with `total`, for averages.
     pub connect_time_us: AtomicU64,
+    /// Sum of queue waits and of session durations, in milliseconds.
+    pub queue_time_ms: AtomicU64,
+    pub session_time_ms: AtomicU64,
+    /// Sessions ended by a client error/abort (CD) or a server one (SD).
+    pub cli_abrt: AtomicU64,
+    pub srv_abrt: AtomicU64,
+    /// Clients that did not speak PostgreSQL (HAProxy's `ereq`).
+    pub req_errors: AtomicU64,
+    /// Unix time of the last session start (0 = never).
+    pub last_session: AtomicU64,
 }
 
 impl Counters {
     /// A session starts: bumps cur/total and the max watermark.
     pub fn open(&self) {
         self.total.fetch_add(1, Relaxed);
+        self.last_session.store(crate::state::unix_now(), Relaxed);
         let now = self.cur.fetch_add(1, Relaxed) + 1;
         self.max.fetch_max(now, Relaxed);
     }

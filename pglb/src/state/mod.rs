@@ -62,6 +62,13 @@ pub struct ServerState {
     /// Unix time of the last UP/DOWN or admin change.
     pub last_change: AtomicU64,
     pub check: Mutex<CheckInfo>,
+    /// The rise/fall counter of the check (HAProxy's check_health).
+    pub check_health: AtomicU32,
+    /// Checks paused by `disable health` (the state stays as it is).
+    pub checks_enabled: std::sync::atomic::AtomicBool,
+    /// Seconds spent DOWN before the current state, and when the current DOWN began (0 = UP).
+    pub downtime: AtomicU64,
+    pub down_since: AtomicU64,
     /// What the SQL-level check last learned (role, lag); `None` otherwise.
     pub pg: Mutex<Option<crate::health::sql::PgInfo>>,
     /// Bumped to close every session on this server (`shutdown sessions`,
@@ -91,6 +98,10 @@ impl ServerState {
             last_change: AtomicU64::new(unix_now()),
             check: Mutex::new(CheckInfo::default()),
             pg: Mutex::new(None),
+            check_health: AtomicU32::new(0),
+            checks_enabled: std::sync::atomic::AtomicBool::new(true),
+            downtime: AtomicU64::new(0),
+            down_since: AtomicU64::new(0),
             kill: watch::channel(0).0,
         }
     }
@@ -111,9 +122,25 @@ impl ServerState {
     pub fn set_health(&self, h: Health) -> bool {
         let changed = self.health.swap(h as u8, Relaxed) != h as u8;
         if changed {
-            self.last_change.store(unix_now(), Relaxed);
+            let now = unix_now();
+            self.last_change.store(now, Relaxed);
+            match h {
+                Health::Down => self.down_since.store(now, Relaxed),
+                Health::Up => {
+                    let since = self.down_since.swap(0, Relaxed);
+                    if since > 0 {
+                        self.downtime.fetch_add(now.saturating_sub(since), Relaxed);
+                    }
+                }
+            }
         }
         changed
+    }
+
+    /// Total seconds spent DOWN, including the current outage.
+    pub fn total_downtime(&self) -> u64 {
+        let since = self.down_since.load(Relaxed);
+        self.downtime.load(Relaxed) + if since > 0 { unix_now().saturating_sub(since) } else { 0 }
     }
 
     pub fn set_admin(&self, a: Admin) -> bool {
@@ -137,6 +164,7 @@ impl ServerState {
             let now = self.counters.cur.load(Relaxed);
             self.counters.total.fetch_add(1, Relaxed);
             self.counters.max.fetch_max(now, Relaxed);
+            self.counters.last_session.store(unix_now(), Relaxed);
         }
         ok
     }

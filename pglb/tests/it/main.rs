@@ -5,5 +5,6 @@ mod common;
 mod config_cli;
 mod health;
 mod lab;
+mod observe;
 mod proxy;
 mod shutdown;

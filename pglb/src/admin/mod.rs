@@ -1,0 +1,111 @@
+//! The runtime API on `stats socket PATH [mode M] [level L]`: HAProxy's line
+//! protocol, so `echo "show stat" | socat stdio /var/run/haproxy.sock`
+//! works as it does against HAProxy.
+//!
+//! One line per connection, commands separated by `;`, answers followed by
+//! an empty line; `prompt` switches to interactive mode (a `> ` prompt,
+//! the connection stays open until `quit` or `stats timeout` idle).
+
+mod commands;
+
+pub use commands::{Outcome, execute};
+
+use crate::config::{Level, StatsSocket};
+use crate::state::Runtime;
+use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+
+/// Longest command line accepted: a runtime API line is short.
+const MAX_LINE: usize = 64 * 1024;
+
+/// Binds the socket file (replacing a stale one) with the configured mode.
+pub fn bind(socket: &StatsSocket) -> std::io::Result<UnixListener> {
+    match std::fs::remove_file(&socket.path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let listener = UnixListener::bind(&socket.path)?;
+    // HAProxy's default is whatever the umask gives; pglb defaults to 0600
+    // so an unconfigured socket is never world-writable.
+    let mode = socket.mode.unwrap_or(0o600);
+    std::fs::set_permissions(&socket.path, std::fs::Permissions::from_mode(mode))?;
+    Ok(listener)
+}
+
+pub async fn serve(rt: Arc<Runtime>, listener: UnixListener, level: Level) {
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = rt.hard_stop.cancelled() => return,
+        };
+        match accepted {
+            Ok((stream, _)) => {
+                let rt = rt.clone();
+                tokio::spawn(async move { session(rt, stream, level).await });
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "runtime API accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn session(rt: Arc<Runtime>, stream: UnixStream, level: Level) {
+    let idle = rt.config.global.stats_timeout;
+    let (read, mut write) = stream.into_split();
+    let mut lines = BufReader::new(read);
+    let mut interactive = false;
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let n = match tokio::time::timeout(idle, read_line(&mut lines, &mut line)).await {
+            Ok(Ok(n)) => n,
+            _ => return,
+        };
+        if n == 0 {
+            return;
+        }
+        let text = String::from_utf8_lossy(&line);
+        let mut out = String::new();
+        let mut quit = !interactive;
+        for cmd in text.split(';').map(str::trim).filter(|c| !c.is_empty()) {
+            match execute(&rt, level, cmd) {
+                Outcome::Text(t) => out.push_str(&t),
+                Outcome::Prompt => {
+                    interactive = !interactive;
+                    quit = !interactive;
+                }
+                Outcome::Quit => {
+                    quit = true;
+                    break;
+                }
+            }
+        }
+        if !out.is_empty() && !out.ends_with("\n\n") {
+            out.push('\n');
+        }
+        if interactive && !quit {
+            out.push_str("> ");
+        }
+        if write.write_all(out.as_bytes()).await.is_err() || quit {
+            let _ = write.shutdown().await;
+            return;
+        }
+    }
+}
+
+/// Reads one line, refusing lines longer than `MAX_LINE`.
+async fn read_line(r: &mut BufReader<tokio::net::unix::OwnedReadHalf>, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+    let n = (&mut *r).take(MAX_LINE as u64).read_until(b'\n', buf).await?;
+    if n == MAX_LINE && !buf.ends_with(b"\n") {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "line too long"));
+    }
+    Ok(n)
+}
+
+use tokio::io::AsyncReadExt as _;

@@ -1,0 +1,150 @@
+//! The stats listener (`listen stats` + `mode http` + `stats enable`):
+//! HAProxy's stats URI with its `;csv`, `;json` and `;norefresh` suffixes,
+//! plus `/metrics` (Prometheus), `/healthz` (alive) and `/ready` (serving).
+//!
+//! `stats auth` protects the page and `/metrics` with HTTP Basic; the two
+//! probe paths stay open so Kubernetes can call them.
+
+use super::{csv, html, json, prometheus, snapshot};
+use crate::config::StatsSettings;
+use crate::state::{FrontendState, Runtime};
+use base64::Engine;
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+/// Longest a client may take to send its request headers.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub async fn serve(rt: Arc<Runtime>, fe: Arc<FrontendState>, listener: TcpListener) {
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = rt.hard_stop.cancelled() => return,
+        };
+        let Ok((stream, _peer)) = accepted else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let (rt, fe) = (rt.clone(), fe.clone());
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let (rt, fe) = (rt.clone(), fe.clone());
+                async move { Ok::<_, Infallible>(handle(&rt, &fe, &req)) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service);
+            let _ = conn.await;
+        });
+    }
+}
+
+fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    if let Ok(v) = content_type.parse() {
+        r.headers_mut().insert(CONTENT_TYPE, v);
+    }
+    if let Ok(v) = "no-cache".parse() {
+        r.headers_mut().insert(CACHE_CONTROL, v);
+    }
+    r
+}
+
+/// True when the request carries one of the configured `stats auth` pairs.
+fn authorized(stats: &StatsSettings, req: &Request<Incoming>) -> bool {
+    if stats.auth.is_empty() {
+        return true;
+    }
+    let Some(given) = req.headers().get(AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Basic ")) else {
+        return false;
+    };
+    let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(given.trim()) else { return false };
+    stats.auth.iter().any(|(u, p)| {
+        let want = format!("{u}:{p}");
+        // Compare every byte so the time taken does not reveal a prefix.
+        want.len() == decoded.len() && want.bytes().zip(decoded.iter()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+    })
+}
+
+fn handle(rt: &Runtime, fe: &FrontendState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let Some(stats) = fe.cfg.stats.as_ref() else { return reply(StatusCode::NOT_FOUND, "text/plain", "not found\n") };
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return reply(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "only GET and HEAD are served\n");
+    }
+    let target = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let path = req.uri().path();
+    match path {
+        "/healthz" => return reply(StatusCode::OK, "text/plain", "OK\n"),
+        "/ready" => return ready(rt),
+        _ => {}
+    }
+    let is_metrics = path == "/metrics";
+    let is_stats = target.starts_with(stats.uri.as_str());
+    if !is_metrics && !is_stats {
+        return reply(StatusCode::NOT_FOUND, "text/plain", "not found\n");
+    }
+    if !authorized(stats, req) {
+        let realm = stats.realm.as_deref().unwrap_or("HAProxy Statistics").replace('"', "'");
+        let mut r = reply(StatusCode::UNAUTHORIZED, "text/plain", "401 Unauthorized: this page needs the stats auth credentials\n");
+        if let Ok(v) = format!("Basic realm=\"{realm}\"").parse() {
+            r.headers_mut().insert(WWW_AUTHENTICATE, v);
+        }
+        return r;
+    }
+    let rows = snapshot(rt);
+    if is_metrics {
+        return reply(StatusCode::OK, "application/openmetrics-text; version=1.0.0; charset=utf-8", prometheus::render(rt, &rows));
+    }
+    let options = &target[stats.uri.len()..];
+    if options.contains(";csv") {
+        return reply(StatusCode::OK, "text/plain; charset=utf-8", csv::render(&rows));
+    }
+    if options.contains(";json") {
+        return reply(StatusCode::OK, "application/json", json::render(&rows));
+    }
+    let page = html::Page {
+        refresh: if options.contains(";norefresh") { None } else { stats.refresh.map(|d| d.as_secs().max(1)) },
+        uri: stats.uri.clone(),
+        version: (!stats.hide_version).then(|| env!("CARGO_PKG_VERSION").to_string()),
+        pid: std::process::id(),
+        uptime_secs: rt.started.elapsed().map(|d| d.as_secs()).unwrap_or(0),
+        node: hostname(),
+        current_sessions: rt.sessions.cur.load(std::sync::atomic::Ordering::Relaxed),
+        maxconn: rt.config.global.maxconn,
+        stopping: rt.stopping.is_cancelled(),
+    };
+    reply(StatusCode::OK, "text/html; charset=utf-8", html::render(&rows, &page))
+}
+
+/// Ready: not stopping, and every proxying frontend's backend has a usable server.
+fn ready(rt: &Runtime) -> Response<Full<Bytes>> {
+    if rt.stopping.is_cancelled() {
+        return reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "not ready: stopping\n");
+    }
+    let missing: Vec<String> = rt
+        .frontends
+        .iter()
+        .filter(|f| f.cfg.mode == crate::config::Mode::Tcp)
+        .filter_map(|f| f.backend.as_ref().map(|b| (f, b)))
+        .filter(|(_, b)| b.usable.load().servers.is_empty())
+        .map(|(f, b)| format!("frontend {} -> backend {} has no usable server", f.cfg.name, b.cfg.name))
+        .collect();
+    if missing.is_empty() {
+        reply(StatusCode::OK, "text/plain", "ready\n")
+    } else {
+        reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", format!("not ready: {}\n", missing.join("; ")))
+    }
+}
+
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "localhost".into())
+}
