@@ -6,6 +6,7 @@ pub mod balance;
 pub mod cli;
 pub mod config;
 pub mod health;
+pub mod healthd;
 pub mod lab;
 pub mod pg;
 pub mod proxy;

@@ -4,6 +4,7 @@
 mod check;
 mod ctl;
 mod demo;
+mod healthd;
 mod lab;
 mod logging;
 mod serve;
@@ -42,6 +43,8 @@ pub enum Command {
     Check,
     /// A local PostgreSQL primary + streaming replicas for experiments and tests.
     Lab(lab::LabArgs),
+    /// Patroni-style health endpoints (/primary, /replica?lag=10s, ...) for a stock HAProxy.
+    Healthd(healthd::HealthdArgs),
     /// Send a command to the runtime API (like `echo CMD | socat stdio SOCKET`).
     Ctl(ctl::CtlArgs),
     /// A primary + 2 replicas with pglb in front (read-write, read-only, stats); Ctrl-C removes it all.
@@ -70,6 +73,7 @@ pub fn main(cli: Cli) -> ExitCode {
         Some(Command::Lab(args)) => Ok(lab::run(args, cli.log_format)),
         Some(Command::Demo(args)) => Ok(demo::run(args, cli.log_format)),
         Some(Command::Ctl(args)) => Ok(ctl::run(args, cli.file.clone())),
+        Some(Command::Healthd(args)) => Ok(healthd::run(args, cli.log_format)),
         None => {
             eprintln!("usage: pglb run -f FILE | pglb check -f FILE | pglb lab ... (see pglb --help)");
             Err(ExitCode::from(2))

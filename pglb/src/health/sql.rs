@@ -120,17 +120,24 @@ impl SqlProbe {
             self.client = Some((fresh, Instant::now()));
         }
         let (client, _) = self.client.as_ref().expect("just set");
-        let row = match tokio::time::timeout(timeout, client.query_one(QUERY, &[])).await {
+        match tokio::time::timeout(timeout, read_info(client)).await {
             Err(_) => {
                 self.client = None;
-                return Err(SqlError::Timeout);
+                Err(SqlError::Timeout)
             }
             Ok(Err(e)) => {
                 self.client = None;
-                return Err(SqlError::Query(login_error(&e)));
+                Err(SqlError::Query(login_error(&e)))
             }
-            Ok(Ok(row)) => row,
-        };
+            Ok(Ok(info)) => Ok(info),
+        }
+    }
+}
+
+/// Asks a server what it is (one query).
+pub async fn read_info(client: &Client) -> Result<PgInfo, tokio_postgres::Error> {
+    let row = client.query_one(QUERY, &[]).await?;
+    {
         let in_recovery: bool = row.get(0);
         let lag_seconds: f64 = row.get(1);
         let lsn = row.get::<_, Option<String>>(2).as_deref().and_then(parse_lsn).unwrap_or(0);
@@ -148,14 +155,14 @@ impl SqlProbe {
 
 /// A TLS connector for `sslmode prefer|require`: like libpq's `require`,
 /// it encrypts without verifying the certificate.
-fn tls_no_verify() -> Result<postgres_openssl::MakeTlsConnector, SqlError> {
+pub fn tls_no_verify() -> Result<postgres_openssl::MakeTlsConnector, SqlError> {
     let mut b = openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls()).map_err(|e| SqlError::Login(format!("TLS setup: {e}")))?;
     b.set_verify(openssl::ssl::SslVerifyMode::NONE);
     Ok(postgres_openssl::MakeTlsConnector::new(b.build()))
 }
 
 /// The server's own words for a failed login or query (never the password).
-fn login_error(e: &tokio_postgres::Error) -> String {
+pub fn login_error(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => format!("PostgreSQL error: {}: {}", db.severity(), db.message()),
         None => format!("{e}"),

@@ -4,6 +4,7 @@
 mod common;
 mod config_cli;
 mod health;
+mod healthd;
 mod lab;
 mod observe;
 mod proxy;

@@ -9,16 +9,21 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A minimal HTTP/1.0 GET: (status, body).
 pub async fn http_get(port: u16, path: &str, auth: Option<&str>) -> (u16, String) {
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    try_http_get(port, path, auth).await.unwrap_or_else(|| panic!("GET {path} on port {port} failed"))
+}
+
+/// Like `http_get`, `None` when the server does not answer.
+pub async fn try_http_get(port: u16, path: &str, auth: Option<&str>) -> Option<(u16, String)> {
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
     let auth = auth.map(|a| format!("Authorization: Basic {}\r\n", base64_encode(a))).unwrap_or_default();
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n{auth}\r\n").as_bytes()).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n{auth}\r\n").as_bytes()).await.ok()?;
     let mut buf = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await.ok()?.ok()?;
     let text = String::from_utf8_lossy(&buf).into_owned();
     let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
     let (head, body) = text.split_once("\r\n\r\n").map(|(h, b)| (h.to_ascii_lowercase(), b.to_string())).unwrap_or_default();
     let body = if head.contains("transfer-encoding: chunked") { dechunk(&body) } else { body };
-    (status, body)
+    Some((status, body))
 }
 
 /// Decodes a chunked body (HAProxy answers HTTP/1.0 requests chunked).
