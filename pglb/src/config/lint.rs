@@ -10,7 +10,6 @@ use std::time::Duration;
 const IDLE_WARN_BELOW: Duration = Duration::from_secs(3600);
 
 pub(super) fn check(ctx: &mut Ctx, config: &Config) {
-    not_yet_served(ctx, config);
     for be in &config.backends {
         check_startup_packets(ctx, be);
         if be.timeout_connect.is_none() {
@@ -67,15 +66,4 @@ fn check_startup_packets(ctx: &mut Ctx, be: &Backend) {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Surfaces this version does not offer yet, said at check time rather
-/// than discovered at run time.
-fn not_yet_served(ctx: &mut Ctx, config: &Config) {
-    for r in &config.resolvers {
-        ctx.warn(
-            r.line,
-            format!("resolvers '{}': pglb re-resolves server names with the system resolver (/etc/resolv.conf) every 'hold valid' ({}); its nameserver lines are not used yet", r.name, super::units::fmt_duration(r.hold_valid)),
-        );
-    }
 }

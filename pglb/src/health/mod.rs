@@ -30,10 +30,9 @@ pub fn start(rt: &Arc<Runtime>, tasks: &TaskTracker) {
         }
         if be.servers.iter().any(|s| s.cfg.host.parse::<std::net::IpAddr>().is_err()) {
             let (rt, be) = (rt.clone(), be.clone());
-            let hold = rt.config.resolvers.first().map(|r| r.hold_valid).unwrap_or(resolve::DEFAULT_HOLD);
             tasks.spawn(async move {
                 tokio::select! {
-                    _ = resolve::resolve_loop(&be, hold) => {}
+                    _ = resolve::resolve_loop(&be, &rt.config.resolvers) => {}
                     _ = rt.hard_stop.cancelled() => {}
                 }
             });

@@ -198,3 +198,55 @@ async fn sql_check_logs_in_with_scram_from_env_and_never_shows_the_password() {
     assert!(!stderr.contains("Server pg/"), "a monitor server went down: {stderr}");
     assert!(!stderr.contains("S3cret-pw-42"), "the password leaked into the logs");
 }
+
+/// A check port the test controls: checks pass while it listens.
+struct CheckPort {
+    port: u16,
+    listener: Option<std::net::TcpListener>,
+}
+
+impl CheckPort {
+    fn new() -> Self {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        CheckPort { port: l.local_addr().unwrap().port(), listener: Some(l) }
+    }
+    fn close(&mut self) {
+        self.listener = None;
+    }
+    fn open(&mut self) {
+        self.listener = Some(std::net::TcpListener::bind(("127.0.0.1", self.port)).unwrap());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_marked_down_and_up_close_the_affected_sessions() {
+    let lab = shared_lab().await;
+    let mut active = CheckPort::new();
+    let cfg = format!(
+        "listen pg\n    bind 127.0.0.1:0\n    timeout connect 1s\n\
+         \x20   server main 127.0.0.1:{p} check port {c} inter 100ms rise 1 fall 1 on-marked-down shutdown-sessions on-marked-up shutdown-backup-sessions\n\
+         \x20   server spare 127.0.0.1:{r} backup\n",
+        p = lab.primary().port,
+        c = active.port,
+        r = lab.node("replica1").unwrap().port
+    );
+    let pglb = start(&cfg).await;
+    let port = pglb.addr("pg").unwrap().port();
+    let be = pglb.runtime.backend("pg").unwrap().clone();
+    until(&be, "main checked UP", Duration::from_secs(5), |b| check_desc(b, "main").starts_with("L4OK")).await;
+    let on_main = connect(port, "appdb").await.unwrap();
+    on_main.query_one("select 1", &[]).await.unwrap();
+
+    // main goes DOWN: its session is closed, new sessions go to the backup.
+    active.close();
+    poll("session on main closed", Duration::from_secs(5), || async { on_main.query_one("select 1", &[]).await.is_err().then_some(()) }).await;
+    let on_spare = connect(port, "appdb").await.unwrap();
+    let p: i32 = on_spare.query_one("select inet_server_port()", &[]).await.unwrap().get(0);
+    assert_eq!(p, i32::from(lab.node("replica1").unwrap().port));
+
+    // main comes back: the backup's sessions are closed so clients return to main.
+    active.open();
+    poll("backup session closed", Duration::from_secs(5), || async { on_spare.query_one("select 1", &[]).await.is_err().then_some(()) }).await;
+    let back: i32 = connect(port, "appdb").await.unwrap().query_one("select inet_server_port()", &[]).await.unwrap().get(0);
+    assert_eq!(back, i32::from(lab.primary().port));
+}

@@ -3,6 +3,7 @@
 
 mod common;
 mod config_cli;
+mod dns;
 mod health;
 mod healthd;
 mod lab;
