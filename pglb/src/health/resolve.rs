@@ -26,7 +26,7 @@ const RETRY_UNRESOLVED: Duration = Duration::from_secs(1);
 /// How one server's name is looked up.
 enum Lookup {
     System,
-    Dns { resolver: TokioResolver, hold: Duration, retry: Duration },
+    Dns { resolver: Box<TokioResolver>, hold: Duration, retry: Duration },
 }
 
 impl Lookup {
@@ -84,7 +84,7 @@ pub async fn resolve_loop(be: &BackendState, sections: &[Resolvers]) {
             let lookup = match s.cfg.resolvers.as_deref().and_then(|n| sections.iter().find(|r| r.name == n)) {
                 None => Lookup::System,
                 Some(section) => match dns(section) {
-                    Ok(resolver) => Lookup::Dns { resolver, hold: section.hold_valid, retry: section.timeout_retry },
+                    Ok(resolver) => Lookup::Dns { resolver: Box::new(resolver), hold: section.hold_valid, retry: section.timeout_retry },
                     Err(e) => {
                         tracing::warn!(resolvers = %section.name, error = %e, "cannot build the resolver; using the system resolver");
                         Lookup::System
