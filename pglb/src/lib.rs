@@ -11,5 +11,6 @@ pub mod lab;
 pub mod pg;
 pub mod proxy;
 pub mod run;
+pub mod scenario;
 pub mod state;
 pub mod stats;

@@ -2,7 +2,8 @@
 //! lives in a directory, so separate commands cooperate.
 
 use super::{LogFormat, logging};
-use crate::lab::{Fault, Lab, LabOptions};
+use crate::lab::{Fault, Lab, LabError, LabOptions};
+use crate::scenario;
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -46,6 +47,25 @@ pub enum LabCommand {
         /// primary, replica1, replica2, ...
         node: String,
     },
+    /// Run one of seed 004's experiments with pglb in front of the lab.
+    Scenario {
+        #[arg(long, default_value = DEFAULT_DIR)]
+        dir: PathBuf,
+        /// lb, failover, lag or profile.
+        #[arg(value_parser = ["lb", "failover", "lag", "profile"])]
+        name: String,
+        /// Queries for `lb`.
+        #[arg(long, default_value_t = 20)]
+        queries: usize,
+        /// Check interval for `failover` and `lag`.
+        #[arg(long, default_value = "500ms", value_parser = parse_duration)]
+        inter: std::time::Duration,
+        /// max-lag for `lag`.
+        #[arg(long, default_value = "2s", value_parser = parse_duration)]
+        max_lag: std::time::Duration,
+        #[arg(long)]
+        json: bool,
+    },
     /// Stop every node and remove what `up` created.
     Down {
         #[arg(long, default_value = DEFAULT_DIR)]
@@ -54,7 +74,7 @@ pub enum LabCommand {
 }
 
 pub fn run(args: LabArgs, format: LogFormat) -> ExitCode {
-    logging::init(format, false);
+    logging::init_with(format, false, "warn,pglb::health=info");
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -95,13 +115,27 @@ pub fn run(args: LabArgs, format: LogFormat) -> ExitCode {
                 lab.fault(&node, fault).await?;
                 println!("{fault} {node}: done");
             }
+            LabCommand::Scenario { dir, name, queries, inter, max_lag, json } => {
+                let lab = Lab::open(&dir).await?;
+                let report = match name.as_str() {
+                    "lb" => scenario::lb(&lab, queries).await,
+                    "failover" => scenario::failover(&lab, scenario::FailoverOptions { inter, ..Default::default() }).await,
+                    "lag" => scenario::lag(&lab, scenario::LagOptions { max_lag, inter }).await,
+                    _ => scenario::profile(&lab).await,
+                };
+                match report {
+                    Ok(r) if json => println!("{}", r.json),
+                    Ok(r) => print!("{}", r.text),
+                    Err(e) => return Err(Failure::Scenario(e)),
+                }
+            }
             LabCommand::Down { dir } => {
                 let lab = Lab::open(&dir).await?;
                 lab.down().await?;
                 println!("lab in {} stopped and removed", dir.display());
             }
         }
-        Ok::<_, crate::lab::LabError>(())
+        Ok::<_, Failure>(())
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -110,4 +144,16 @@ pub fn run(args: LabArgs, format: LogFormat) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum Failure {
+    #[error("{0}")]
+    Lab(#[from] LabError),
+    #[error("scenario: {0}")]
+    Scenario(scenario::ScenarioError),
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    crate::config::units::parse_time(s)
 }

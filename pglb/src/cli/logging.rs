@@ -5,7 +5,12 @@ use super::LogFormat;
 use tracing_subscriber::EnvFilter;
 
 pub fn init(format: LogFormat, to_stdout: bool) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    init_with(format, to_stdout, "info")
+}
+
+/// Like `init`, with another default filter (used where connection lines would drown the output).
+pub fn init_with(format: LogFormat, to_stdout: bool, default_filter: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(true);
     let result = match (format, to_stdout) {
         (LogFormat::Json, true) => builder.json().flatten_event(true).with_current_span(false).with_writer(std::io::stdout).try_init(),

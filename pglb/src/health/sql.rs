@@ -165,7 +165,11 @@ pub fn tls_no_verify() -> Result<postgres_openssl::MakeTlsConnector, SqlError> {
 pub fn login_error(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => format!("PostgreSQL error: {}: {}", db.severity(), db.message()),
-        None => format!("{e}"),
+        // "error connecting to server" alone hides the cause (refused, timeout).
+        None => match std::error::Error::source(e) {
+            Some(cause) => format!("{e}: {cause}"),
+            None => format!("{e}"),
+        },
     }
 }
 

@@ -3,10 +3,12 @@
 
 mod common;
 mod config_cli;
+mod demo;
 mod dns;
 mod health;
 mod healthd;
 mod lab;
 mod observe;
 mod proxy;
+mod scenario;
 mod shutdown;

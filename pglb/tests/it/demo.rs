@@ -1,0 +1,56 @@
+//! `pglb demo` in a real terminal (tmux): psql through both ports, the stats
+//! URL, and Ctrl-C leaving no process and no data directory behind.
+
+use crate::common::*;
+use crate::observe::try_http_get;
+use std::time::Duration;
+
+fn tmux(args: &[&str]) -> std::process::Output {
+    std::process::Command::new("tmux").args(args).output().expect("tmux (apt-get install tmux)")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_serves_both_ports_and_ctrl_c_cleans_up() {
+    let (rw, ro, stats) = (dead_port(), dead_port(), dead_port());
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("demo.log");
+    let session = format!("pglb-demo-test-{}", std::process::id());
+    let cmd = format!("{} demo --rw-port {rw} --ro-port {ro} --stats-port {stats} > {} 2>&1", pglb_bin(), log.display());
+    assert!(tmux(&["new-session", "-d", "-s", &session, "-x", "200", "-y", "50", &cmd]).status.success());
+    let read = || std::fs::read_to_string(&log).unwrap_or_default();
+    poll("the demo to be ready", Duration::from_secs(60), || async { read().contains("Ctrl-C stops pglb").then_some(()) }).await;
+    let text = read();
+    let lab_dir = text
+        .lines()
+        .find_map(|l| l.strip_prefix("starting a primary and 2 replicas in "))
+        .map(|l| l.trim_end_matches(" ...").to_string())
+        .expect("lab dir");
+    assert!(std::path::Path::new(&lab_dir).exists());
+
+    // Writes: the primary; reads: a replica (once the checks have run).
+    let out = psql(rw, "prefer", "select pg_is_in_recovery()");
+    let rw_answer = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let rw_answer = if rw_answer == "f" {
+        rw_answer
+    } else {
+        poll("rw port serves the primary", Duration::from_secs(10), || async {
+            (String::from_utf8_lossy(&psql(rw, "prefer", "select pg_is_in_recovery()").stdout).trim() == "f").then(|| "f".to_string())
+        })
+        .await
+    };
+    assert_eq!(rw_answer, "f");
+    poll("ro port serves a replica", Duration::from_secs(10), || async {
+        (String::from_utf8_lossy(&psql(ro, "prefer", "select pg_is_in_recovery()").stdout).trim() == "t").then_some(())
+    })
+    .await;
+    let (status, page) = try_http_get(stats, "/stats", None).await.expect("stats URL answers");
+    assert_eq!(status, 200);
+    assert!(page.contains("replica2"));
+
+    assert!(tmux(&["send-keys", "-t", &session, "C-c", ""]).status.success());
+    poll("the demo to exit", Duration::from_secs(30), || async { (!tmux(&["has-session", "-t", &session]).status.success()).then_some(()) }).await;
+    assert!(read().contains("lab removed"), "{}", read());
+    assert!(!std::path::Path::new(&lab_dir).exists(), "data directory left behind");
+    let pgrep = std::process::Command::new("pgrep").arg("-f").arg(&lab_dir).output().unwrap();
+    assert!(!pgrep.status.success(), "processes left behind: {}", String::from_utf8_lossy(&pgrep.stdout));
+}
