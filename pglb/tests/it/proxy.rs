@@ -244,3 +244,32 @@ async fn pgbench_select_only_has_no_failures_at_1_and_64_clients() {
         assert_eq!(failed, 0, "failed transactions at {clients} clients");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_maxconn_queues_and_timeout_queue_answers_53300() {
+    let lab = shared_lab().await;
+    let cfg = format!(
+        "listen pg\n    bind 127.0.0.1:0\n    timeout connect 1s\n    timeout queue 700ms\n    timeout tunnel 1h\n    server primary 127.0.0.1:{} maxconn 1\n",
+        lab.primary().port
+    );
+    let pglb = start(&cfg).await;
+    let port = pglb.addr("pg").unwrap().port();
+    let first = connect(port, "appdb").await.unwrap();
+    first.query_one("select 1", &[]).await.unwrap();
+    // A second client waits in the queue and is served when the first leaves.
+    let waiter = tokio::spawn(async move { connect(port, "appdb").await.map(|c| c.is_closed()) });
+    let be = pglb.runtime.backend("pg").unwrap().clone();
+    poll("second client queued", Duration::from_secs(5), || async {
+        (be.counters.queue_cur.load(std::sync::atomic::Ordering::Relaxed) == 1).then_some(())
+    })
+    .await;
+    drop(first);
+    assert_eq!(waiter.await.unwrap().ok(), Some(false), "served after the slot freed");
+    // With the slot held for longer than timeout queue, the client is told why.
+    let holder = connect(port, "appdb").await.unwrap();
+    let Err(e) = connect(port, "appdb").await else { panic!("the queue must time out") };
+    let db = e.as_db_error().expect("a PostgreSQL error");
+    assert_eq!(db.code().code(), "53300");
+    assert!(db.message().contains("timeout queue"), "{}", db.message());
+    drop(holder);
+}
