@@ -1,13 +1,26 @@
-//! Starting and stopping a pglb instance: bind every listener, start the
-//! health checks and name resolution, run until told to stop, then drain.
+//! Starting, reloading and stopping a pglb instance.
+//!
+//! Listening sockets outlive configurations: a reload (SIGHUP, or `reload`
+//! on the runtime API) validates the new file, binds only the new
+//! addresses, swaps the runtime that accept loops read, closes removed
+//! binds, and retires the old generation's checks. Sessions keep the
+//! generation they started in; sessions on servers the new configuration
+//! removed or changed are closed after `hard-stop-after` (if set). An
+//! invalid configuration changes nothing.
 
-use crate::config::{Config, Mode};
+use crate::config::{self, Config, Level, Mode};
 use crate::health;
 use crate::proxy::listener;
-use crate::state::Runtime;
+use crate::state::{BindKey, Runtime};
+use arc_swap::ArcSwap;
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::net::{TcpListener, UnixListener};
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 #[derive(Debug, thiserror::Error)]
@@ -18,35 +31,232 @@ pub enum StartError {
     Socket { file: String, line: usize, path: String, source: std::io::Error },
 }
 
-/// A running instance.
-pub struct Running {
-    pub runtime: Arc<Runtime>,
-    /// Bound addresses per frontend (port 0 in the config becomes the real port).
-    pub addrs: Vec<(String, SocketAddr)>,
+/// A runtime API socket's identity: path, level and file mode.
+type SocketKey = (PathBuf, Level, Option<u32>);
+
+/// A bound TCP listener and what closes it.
+struct Bound {
+    local: SocketAddr,
+    frontend: String,
+    stop: CancellationToken,
+}
+
+/// What every listener, the runtime API and the signal handlers share.
+pub struct Control {
+    current: ArcSwap<Runtime>,
+    binds: Mutex<HashMap<BindKey, Bound>>,
+    /// Runtime API sockets by (path, level, mode).
+    sockets: Mutex<HashMap<SocketKey, CancellationToken>>,
+    /// Every generation's hard-stop token, to close all sessions at exit.
+    generations: Mutex<Vec<CancellationToken>>,
+    /// Closes every listener at exit.
+    closed: CancellationToken,
     sessions: TaskTracker,
     background: TaskTracker,
+    /// One reload at a time.
+    reloading: tokio::sync::Mutex<()>,
+}
+
+impl Control {
+    /// The configuration generation new sessions use.
+    pub fn runtime(&self) -> Arc<Runtime> {
+        self.current.load_full()
+    }
+
+    pub fn sessions(&self) -> &TaskTracker {
+        &self.sessions
+    }
+
+    /// Re-reads the configuration file and applies it; on any error the
+    /// running configuration is untouched and the error is returned.
+    pub async fn reload(self: &Arc<Self>) -> Result<String, String> {
+        let _one = self.reloading.lock().await;
+        let old = self.runtime();
+        let file = old.config.file.clone();
+        let report = config::report(&file);
+        let loaded = match report.into_result() {
+            Ok(l) => l,
+            Err(e) => {
+                let msg = e.into_vec().iter().map(ToString::to_string).collect::<Vec<_>>().join("\n");
+                tracing::error!(target: "pglb::reload", file = %file.display(), "reload refused, the running configuration stays:\n{msg}");
+                return Err(format!("reload refused, the running configuration stays:\n{msg}"));
+            }
+        };
+        for w in &loaded.warnings {
+            tracing::warn!(target: "pglb::config", "{w}");
+        }
+        let new = Runtime::next(Arc::new(loaded.config), Some(&old));
+        // Bind what is new before changing anything, so a busy port fails the whole reload.
+        let wanted = wanted_binds(&new.config);
+        let (fresh_tcp, fresh_unix) = {
+            let binds = self.binds.lock().unwrap_or_else(|e| e.into_inner());
+            let sockets = self.sockets.lock().unwrap_or_else(|e| e.into_inner());
+            let tcp: Vec<_> = wanted.iter().filter(|(k, ..)| !binds.contains_key(k)).cloned().collect();
+            let unix: Vec<_> =
+                new.config.global.stats_sockets.iter().filter(|s| !sockets.contains_key(&(s.path.clone(), s.level, s.mode))).cloned().collect();
+            (tcp, unix)
+        };
+        let mut opened_tcp = Vec::new();
+        for (key, fe, bind) in fresh_tcp {
+            match listener::bind(&bind) {
+                Ok(l) => opened_tcp.push((key, fe, l)),
+                Err(e) => return Err(format!("reload refused: frontend '{fe}' cannot listen on {}: {e}", bind.addr)),
+            }
+        }
+        // Sockets whose path stays but whose level/mode changes are rebound.
+        let mut opened_unix = Vec::new();
+        for s in fresh_unix {
+            self.close_socket_path(&s.path);
+            match crate::admin::bind(&s) {
+                Ok(l) => opened_unix.push((s, l)),
+                Err(e) => return Err(format!("reload refused: cannot open stats socket {}: {e}", s.path.display())),
+            }
+        }
+        self.current.store(new.clone());
+        self.generations.lock().unwrap_or_else(|e| e.into_inner()).push(new.hard_stop.clone());
+        let mut added = Vec::new();
+        for (key, fe, l) in opened_tcp {
+            added.push(format!("{fe} {}", l.local_addr().map(|a| a.to_string()).unwrap_or_default()));
+            self.serve_tcp(key, fe, l);
+        }
+        for (s, l) in opened_unix {
+            self.serve_unix(&s, l);
+        }
+        let removed = self.close_unwanted(&wanted, &new.config);
+        health::start(&new, &self.background);
+        old.retired.cancel();
+        self.drain_removed_servers(&old, &new);
+        let summary = format!(
+            "configuration generation {} loaded from {}: {} frontend(s), {} backend(s); binds added: [{}], removed: [{}]",
+            new.generation,
+            file.display(),
+            new.frontends.len(),
+            new.backends.len(),
+            added.join(", "),
+            removed.join(", ")
+        );
+        tracing::warn!(target: "pglb::reload", "{summary}");
+        Ok(summary)
+    }
+
+    fn close_socket_path(&self, path: &std::path::Path) {
+        let mut sockets = self.sockets.lock().unwrap_or_else(|e| e.into_inner());
+        sockets.retain(|(p, ..), stop| {
+            if p == path {
+                stop.cancel();
+            }
+            p != path
+        });
+    }
+
+    /// Closes listeners and sockets the new configuration no longer has.
+    fn close_unwanted(&self, wanted: &[(BindKey, String, config::Bind)], cfg: &Config) -> Vec<String> {
+        let mut removed = Vec::new();
+        let mut binds = self.binds.lock().unwrap_or_else(|e| e.into_inner());
+        binds.retain(|k, b| {
+            let keep = wanted.iter().any(|(w, ..)| w == k);
+            if !keep {
+                b.stop.cancel();
+                removed.push(format!("{} {}", b.frontend, b.local));
+            }
+            keep
+        });
+        let mut sockets = self.sockets.lock().unwrap_or_else(|e| e.into_inner());
+        sockets.retain(|(p, l, m), stop| {
+            let keep = cfg.global.stats_sockets.iter().any(|s| &s.path == p && s.level == *l && s.mode == *m);
+            if !keep {
+                stop.cancel();
+                removed.push(format!("stats socket {}", p.display()));
+            }
+            keep
+        });
+        removed
+    }
+
+    /// Sessions on servers that are gone or changed drain up to
+    /// `hard-stop-after`, then are closed.
+    fn drain_removed_servers(&self, old: &Arc<Runtime>, new: &Arc<Runtime>) {
+        let Some(limit) = new.config.global.hard_stop_after else { return };
+        let leaving: Vec<_> = old.backends.iter().flat_map(|b| b.servers.iter()).filter(|s| !s.carried.load(Relaxed)).cloned().collect();
+        if leaving.is_empty() {
+            return;
+        }
+        let closed = self.closed.clone();
+        self.background.spawn(async move {
+            tokio::select! {
+                _ = tokio::time::sleep(limit) => {
+                    for s in leaving {
+                        s.kill_sessions();
+                    }
+                }
+                _ = closed.cancelled() => {}
+            }
+        });
+    }
+
+    fn serve_tcp(self: &Arc<Self>, key: BindKey, frontend: String, l: TcpListener) {
+        let local = l.local_addr().unwrap_or(key.addr);
+        let stop = self.closed.child_token();
+        let mode = self.runtime().frontend_for(&key).map(|f| f.cfg.mode).unwrap_or(Mode::Tcp);
+        tracing::info!(frontend = %frontend, addr = %local, "listening");
+        if mode == Mode::Http {
+            self.background.spawn(crate::stats::http::serve(self.clone(), key.clone(), l, stop.clone()));
+        } else {
+            self.background.spawn(listener::accept_loop(self.clone(), key.clone(), l, stop.clone()));
+        }
+        self.binds.lock().unwrap_or_else(|e| e.into_inner()).insert(key, Bound { local, frontend, stop });
+    }
+
+    fn serve_unix(self: &Arc<Self>, s: &config::StatsSocket, l: UnixListener) {
+        let stop = self.closed.child_token();
+        self.background.spawn(crate::admin::serve(self.clone(), l, s.level, stop.clone()));
+        self.sockets.lock().unwrap_or_else(|e| e.into_inner()).insert((s.path.clone(), s.level, s.mode), stop);
+    }
+}
+
+/// Every (key, frontend name, bind) a configuration listens on.
+fn wanted_binds(cfg: &Config) -> Vec<(BindKey, String, config::Bind)> {
+    cfg.frontends.iter().flat_map(|f| f.binds.iter().map(move |b| (BindKey::of(f, b), f.name.clone(), b.clone()))).collect()
+}
+
+/// A running instance.
+pub struct Running {
+    pub control: Arc<Control>,
 }
 
 impl Running {
-    /// The first address a frontend listens on.
+    /// The configuration generation new sessions use.
+    pub fn runtime(&self) -> Arc<Runtime> {
+        self.control.runtime()
+    }
+
+    /// The first address a frontend listens on (port 0 becomes the real port).
     pub fn addr(&self, frontend: &str) -> Option<SocketAddr> {
-        self.addrs.iter().find(|(f, _)| f == frontend).map(|(_, a)| *a)
+        let binds = self.control.binds.lock().unwrap_or_else(|e| e.into_inner());
+        let rt = self.runtime();
+        let fe = rt.frontends.iter().find(|f| f.cfg.name == frontend)?;
+        fe.cfg.binds.iter().find_map(|b| binds.get(&BindKey::of(&fe.cfg, b)).map(|x| x.local))
+    }
+
+    pub async fn reload(&self) -> Result<String, String> {
+        self.control.reload().await
     }
 
     /// Stops accepting sessions (new clients get a PostgreSQL FATAL
     /// 57P01), waits for open sessions up to `hard-stop-after`, then closes
-    /// what is left. A second call to `force` ends the wait early.
+    /// what is left. `force` resolving ends the wait early.
     pub async fn shutdown(self, force: impl std::future::Future<Output = ()>) {
-        let rt = &self.runtime;
+        let c = &self.control;
+        let rt = c.runtime();
         rt.stopping.cancel();
-        let open = rt.sessions.cur.load(std::sync::atomic::Ordering::Relaxed);
+        let open = rt.sessions.cur.load(Relaxed);
         tracing::info!(open_sessions = open, hard_stop_after = ?rt.config.global.hard_stop_after, "pglb is stopping: waiting for sessions to finish");
-        self.sessions.close();
+        c.sessions.close();
         let drained = async {
             match rt.config.global.hard_stop_after {
-                Some(limit) => tokio::time::timeout(limit, self.sessions.wait()).await.is_ok(),
+                Some(limit) => tokio::time::timeout(limit, c.sessions.wait()).await.is_ok(),
                 None => {
-                    self.sessions.wait().await;
+                    c.sessions.wait().await;
                     true
                 }
             }
@@ -55,61 +265,59 @@ impl Running {
             d = drained => d,
             _ = force => false,
         };
-        let left = rt.sessions.cur.load(std::sync::atomic::Ordering::Relaxed);
+        let left = rt.sessions.cur.load(Relaxed);
         if !clean && left > 0 {
             tracing::warn!(closing_sessions = left, "hard stop: closing the remaining sessions");
         }
-        rt.hard_stop.cancel();
+        for g in c.generations.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            g.cancel();
+        }
+        rt.retired.cancel();
         // Closed sessions finish promptly once hard_stop fires.
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.sessions.wait()).await;
-        self.background.close();
+        let _ = tokio::time::timeout(Duration::from_secs(5), c.sessions.wait()).await;
+        c.closed.cancel();
+        c.background.close();
         tracing::info!("pglb stopped");
     }
 }
 
 /// Binds every listener and starts serving.
 pub async fn start(config: Config) -> Result<Running, StartError> {
-    let config = Arc::new(config);
-    let rt = Runtime::new(config.clone());
-    let sessions = TaskTracker::new();
-    let background = TaskTracker::new();
-    let mut addrs = Vec::new();
-    let mut listeners = Vec::new();
-    for fe in &rt.frontends {
-        for b in &fe.cfg.binds {
-            let l = listener::bind(b).map_err(|source| StartError::Bind {
-                file: config.file.display().to_string(),
-                line: b.line,
-                frontend: fe.cfg.name.clone(),
-                addr: b.addr,
-                source,
-            })?;
-            let local = l.local_addr().unwrap_or(b.addr);
-            addrs.push((fe.cfg.name.clone(), local));
-            listeners.push((fe.clone(), l));
-        }
+    let rt = Runtime::new(Arc::new(config));
+    let cfg = rt.config.clone();
+    let control = Arc::new(Control {
+        current: ArcSwap::new(rt.clone()),
+        binds: Mutex::default(),
+        sockets: Mutex::default(),
+        generations: Mutex::new(vec![rt.hard_stop.clone()]),
+        closed: CancellationToken::new(),
+        sessions: TaskTracker::new(),
+        background: TaskTracker::new(),
+        reloading: tokio::sync::Mutex::new(()),
+    });
+    let file = cfg.file.display().to_string();
+    let mut tcp = Vec::new();
+    for (key, fe, b) in wanted_binds(&cfg) {
+        let l =
+            listener::bind(&b).map_err(|source| StartError::Bind { file: file.clone(), line: b.line, frontend: fe.clone(), addr: b.addr, source })?;
+        tcp.push((key, fe, l));
     }
-    let mut sockets = Vec::new();
-    for s in &config.global.stats_sockets {
+    let mut unix = Vec::new();
+    for s in &cfg.global.stats_sockets {
         let l = crate::admin::bind(s).map_err(|source| StartError::Socket {
-            file: config.file.display().to_string(),
+            file: file.clone(),
             line: s.line,
             path: s.path.display().to_string(),
             source,
         })?;
-        sockets.push((l, s.level));
+        unix.push((s.clone(), l));
     }
-    for (l, level) in sockets {
-        background.spawn(crate::admin::serve(rt.clone(), l, level));
+    for (key, fe, l) in tcp {
+        control.serve_tcp(key, fe, l);
     }
-    for (fe, l) in listeners {
-        tracing::info!(frontend = %fe.cfg.name, addr = %l.local_addr().map(|a| a.to_string()).unwrap_or_default(), "listening");
-        if fe.cfg.mode == Mode::Http {
-            background.spawn(crate::stats::http::serve(rt.clone(), fe, l));
-        } else {
-            background.spawn(listener::accept_loop(rt.clone(), fe, l, sessions.clone()));
-        }
+    for (s, l) in unix {
+        control.serve_unix(&s, l);
     }
-    health::start(&rt, &background);
-    Ok(Running { runtime: rt, addrs, sessions, background })
+    health::start(&rt, &control.background);
+    Ok(Running { control })
 }

@@ -34,6 +34,7 @@ const HELP: &str = "The following commands are valid at this level:
   shutdown sessions server <bk>/<srv>     : close every session on a server (admin)
   disable health <bk>/<srv>               : stop health checks on a server (admin)
   enable health <bk>/<srv>                : resume health checks on a server (admin)
+  reload                                  : re-read the configuration file; the running one stays if it is invalid (admin)
 ";
 
 fn text(s: impl Into<String>) -> Outcome {

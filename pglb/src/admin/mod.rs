@@ -11,12 +11,13 @@ mod commands;
 pub use commands::{Outcome, execute};
 
 use crate::config::{Level, StatsSocket};
-use crate::state::Runtime;
+use crate::run::Control;
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
+use tokio_util::sync::CancellationToken;
 
 /// Longest command line accepted: a runtime API line is short.
 const MAX_LINE: usize = 64 * 1024;
@@ -36,16 +37,16 @@ pub fn bind(socket: &StatsSocket) -> std::io::Result<UnixListener> {
     Ok(listener)
 }
 
-pub async fn serve(rt: Arc<Runtime>, listener: UnixListener, level: Level) {
+pub async fn serve(control: Arc<Control>, listener: UnixListener, level: Level, stop: CancellationToken) {
     loop {
         let accepted = tokio::select! {
             r = listener.accept() => r,
-            _ = rt.hard_stop.cancelled() => return,
+            _ = stop.cancelled() => return,
         };
         match accepted {
             Ok((stream, _)) => {
-                let rt = rt.clone();
-                tokio::spawn(async move { session(rt, stream, level).await });
+                let control = control.clone();
+                tokio::spawn(async move { session(control, stream, level).await });
             }
             Err(e) => {
                 tracing::debug!(error = %e, "runtime API accept failed");
@@ -55,8 +56,8 @@ pub async fn serve(rt: Arc<Runtime>, listener: UnixListener, level: Level) {
     }
 }
 
-async fn session(rt: Arc<Runtime>, stream: UnixStream, level: Level) {
-    let idle = rt.config.global.stats_timeout;
+async fn session(control: Arc<Control>, stream: UnixStream, level: Level) {
+    let idle = control.runtime().config.global.stats_timeout;
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read);
     let mut interactive = false;
@@ -74,7 +75,18 @@ async fn session(rt: Arc<Runtime>, stream: UnixStream, level: Level) {
         let mut out = String::new();
         let mut quit = !interactive;
         for cmd in text.split(';').map(str::trim).filter(|c| !c.is_empty()) {
-            match execute(&rt, level, cmd) {
+            if cmd == "reload" {
+                if level < Level::Admin {
+                    out.push_str("Permission denied\n");
+                    continue;
+                }
+                match control.reload().await {
+                    Ok(summary) => out.push_str(&format!("Success=1\n{summary}\n")),
+                    Err(e) => out.push_str(&format!("Success=0\n{e}\n")),
+                }
+                continue;
+            }
+            match execute(&control.runtime(), level, cmd) {
                 Outcome::Text(t) => out.push_str(&t),
                 Outcome::Prompt => {
                     interactive = !interactive;

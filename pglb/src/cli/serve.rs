@@ -94,7 +94,8 @@ async fn serve(config: Config) -> ExitCode {
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
-            _ = hup.recv() => tracing::warn!("SIGHUP received: this version of pglb does not reload its configuration; restart it to apply changes"),
+            // The outcome (applied or refused) is logged by reload itself.
+            _ = hup.recv() => { let _ = running.reload().await; }
         }
     }
     // A second SIGTERM/SIGINT closes the remaining sessions at once.

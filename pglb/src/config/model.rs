@@ -49,7 +49,7 @@ pub struct StatsSocket {
 }
 
 /// Runtime API privilege levels, in increasing order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Level {
     User,
     Operator,

@@ -40,6 +40,12 @@ impl Fsm {
         Fsm { health: f.rise - 1, ..f }
     }
 
+    /// Resumes at a known check_health value (a server carried over a reload).
+    pub fn with_health(rise: u32, fall: u32, health: u32) -> Self {
+        let f = Fsm::new(rise, fall);
+        Fsm { health: health.min(f.top()), ..f }
+    }
+
     /// HAProxy's check_health value.
     pub fn health(&self) -> u32 {
         self.health

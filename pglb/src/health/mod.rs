@@ -24,6 +24,7 @@ pub fn start(rt: &Arc<Runtime>, tasks: &TaskTracker) {
                     tokio::select! {
                         _ = check_loop(&be, &srv) => {}
                         _ = rt.hard_stop.cancelled() => {}
+                        _ = rt.retired.cancelled() => {}
                     }
                 });
             }
@@ -34,6 +35,7 @@ pub fn start(rt: &Arc<Runtime>, tasks: &TaskTracker) {
                 tokio::select! {
                     _ = resolve::resolve_loop(&be, &rt.config.resolvers) => {}
                     _ = rt.hard_stop.cancelled() => {}
+                    _ = rt.retired.cancelled() => {}
                 }
             });
         }
@@ -42,7 +44,15 @@ pub fn start(rt: &Arc<Runtime>, tasks: &TaskTracker) {
 
 async fn check_loop(be: &BackendState, srv: &ServerState) {
     let cfg = &srv.cfg;
-    let mut fsm = if srv.health() == Health::Down { Fsm::new_pending(cfg.rise, cfg.fall) } else { Fsm::new(cfg.rise, cfg.fall) };
+    let checked_before = !srv.check.lock().unwrap_or_else(|e| e.into_inner()).status.is_empty();
+    let mut fsm = if checked_before {
+        // Carried over a reload: continue where the previous generation was.
+        Fsm::with_health(cfg.rise, cfg.fall, srv.check_health.load(std::sync::atomic::Ordering::Relaxed))
+    } else if srv.health() == Health::Down {
+        Fsm::new_pending(cfg.rise, cfg.fall)
+    } else {
+        Fsm::new(cfg.rise, cfg.fall)
+    };
     let mut sql = match &be.cfg.check {
         CheckSpec::Pgsql(p) if p.is_sql() => Some(sql::SqlProbe::new(p.clone())),
         _ => None,

@@ -2,14 +2,15 @@
 
 use super::session;
 use crate::config::Bind;
-use crate::state::{FrontendState, Runtime};
+use crate::run::Control;
+use crate::state::BindKey;
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
-use tokio_util::task::TaskTracker;
+use tokio_util::sync::CancellationToken;
 
 /// Binds a listening socket for `bind` (SO_REUSEADDR, the bind's backlog
 /// and IPv6-only setting).
@@ -29,36 +30,39 @@ pub fn bind(b: &Bind) -> io::Result<TcpListener> {
 /// enforced right after `accept`: while no slot is free this loop waits
 /// before accepting again, so further clients wait in the kernel's backlog
 /// (back-pressure) instead of being accepted and dropped.
-pub async fn accept_loop(rt: Arc<Runtime>, fe: Arc<FrontendState>, listener: TcpListener, sessions: TaskTracker) {
+pub async fn accept_loop(control: Arc<Control>, key: BindKey, listener: TcpListener, stop: CancellationToken) {
     loop {
         let accepted = tokio::select! {
             r = listener.accept() => r,
-            _ = rt.hard_stop.cancelled() => return,
+            _ = stop.cancelled() => return,
         };
         let (stream, peer) = match accepted {
             Ok(a) => a,
             Err(e) if is_resource_exhaustion(&e) => {
                 // Out of file descriptors: back off instead of spinning; the
                 // client stays in the backlog and is accepted once fds free.
-                tracing::warn!(frontend = %fe.cfg.name, error = %e, "accept failed: out of file descriptors, retrying in 100ms");
+                tracing::warn!(addr = %key.addr, error = %e, "accept failed: out of file descriptors, retrying in 100ms");
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
             Err(e) => {
-                tracing::debug!(frontend = %fe.cfg.name, error = %e, "accept failed");
+                tracing::debug!(addr = %key.addr, error = %e, "accept failed");
                 continue;
             }
         };
+        // Each session runs with the configuration generation current when
+        // it was accepted.
+        let rt = control.runtime();
+        let Some(fe) = rt.frontend_for(&key).cloned() else { continue };
         let permits = tokio::select! {
             p = acquire(&rt.limit, &fe.limit) => p,
-            _ = rt.hard_stop.cancelled() => return,
+            _ = stop.cancelled() => return,
         };
         if let Err(e) = session::prepare_client(&stream, fe.cfg.clitcpka) {
             tracing::debug!(%peer, error = %e, "client socket setup failed");
             continue;
         }
-        let (rt, fe) = (rt.clone(), fe.clone());
-        sessions.spawn(async move {
+        control.sessions().spawn(async move {
             let _permits = permits;
             session::handle(rt, fe, stream, peer).await;
         });

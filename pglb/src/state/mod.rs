@@ -72,8 +72,12 @@ pub struct ServerState {
     /// What the SQL-level check last learned (role, lag); `None` otherwise.
     pub pg: Mutex<Option<crate::health::sql::PgInfo>>,
     /// Bumped to close every session on this server (`shutdown sessions`,
-    /// `on-marked-down shutdown-sessions`); sessions watch it.
-    pub kill: watch::Sender<u64>,
+    /// `on-marked-down shutdown-sessions`); sessions watch it. Shared with
+    /// the same server in the next generation after a reload.
+    pub kill: Arc<watch::Sender<u64>>,
+    /// Set when a reload carried this server into the next generation (its
+    /// sessions then continue rather than drain).
+    pub carried: std::sync::atomic::AtomicBool,
 }
 
 pub fn unix_now() -> u64 {
@@ -102,7 +106,8 @@ impl ServerState {
             checks_enabled: std::sync::atomic::AtomicBool::new(true),
             downtime: AtomicU64::new(0),
             down_since: AtomicU64::new(0),
-            kill: watch::channel(0).0,
+            kill: Arc::new(watch::channel(0).0),
+            carried: AtomicBool::new(false),
         }
     }
 
@@ -135,6 +140,22 @@ impl ServerState {
             }
         }
         changed
+    }
+
+    /// Takes over an unchanged server's state from the previous generation.
+    pub fn carry_from(&self, old: &ServerState) {
+        self.health.store(old.health.load(Relaxed), Relaxed);
+        self.admin.store(old.admin.load(Relaxed), Relaxed);
+        self.weight.store(old.weight.load(Relaxed), Relaxed);
+        self.addr.store(old.addr.load_full());
+        self.last_change.store(old.last_change.load(Relaxed), Relaxed);
+        self.check_health.store(old.check_health.load(Relaxed), Relaxed);
+        self.checks_enabled.store(old.checks_enabled.load(Relaxed), Relaxed);
+        self.downtime.store(old.downtime.load(Relaxed), Relaxed);
+        self.down_since.store(old.down_since.load(Relaxed), Relaxed);
+        *self.check.lock().unwrap_or_else(|e| e.into_inner()) = old.check.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        *self.pg.lock().unwrap_or_else(|e| e.into_inner()) = *old.pg.lock().unwrap_or_else(|e| e.into_inner());
+        old.carried.store(true, Relaxed);
     }
 
     /// Total seconds spent DOWN, including the current outage.
@@ -292,19 +313,43 @@ pub struct Runtime {
     pub backends: Vec<Arc<BackendState>>,
     /// Global `maxconn`: a permit per open session.
     pub limit: Option<Arc<Semaphore>>,
-    pub cancel: CancelRegistry,
-    /// Cancelled when pglb starts stopping.
+    /// Shared by every configuration generation: a cancel may name a session
+    /// opened before a reload.
+    pub cancel: Arc<CancelRegistry>,
+    /// Cancelled when pglb starts stopping (shared by every generation).
     pub stopping: CancellationToken,
-    /// Cancelled when sessions must be closed now (hard-stop-after elapsed).
+    /// Cancelled when this generation's sessions must be closed now.
     pub hard_stop: CancellationToken,
+    /// Cancelled when a reload replaced this generation: its checks stop.
+    pub retired: CancellationToken,
+    /// Process start (kept across reloads).
     pub started: SystemTime,
-    /// Sessions open across all frontends.
-    pub sessions: Counters,
+    /// Sessions open across all frontends and generations.
+    pub sessions: Arc<Counters>,
+    /// 1 for the configuration pglb started with, +1 per reload.
+    pub generation: u64,
 }
 
 impl Runtime {
     pub fn new(config: Arc<Config>) -> Arc<Runtime> {
+        Self::next(config, None)
+    }
+
+    /// The generation after `prev` (a reload): unchanged servers keep their
+    /// health, admin state, weight and address; process-wide state is shared.
+    pub fn next(config: Arc<Config>, prev: Option<&Runtime>) -> Arc<Runtime> {
         let backends: Vec<Arc<BackendState>> = config.backends.iter().cloned().map(|b| Arc::new(BackendState::new(b))).collect();
+        if let Some(prev) = prev {
+            for be in &backends {
+                let Some(old_be) = prev.backend(&be.cfg.name) else { continue };
+                for srv in &be.servers {
+                    if let Some(old) = old_be.server(&srv.cfg.name).filter(|o| o.cfg == srv.cfg) {
+                        srv.carry_from(old);
+                    }
+                }
+                be.republish();
+            }
+        }
         let frontends = config
             .frontends
             .iter()
@@ -324,15 +369,36 @@ impl Runtime {
             config,
             frontends,
             backends,
-            cancel: CancelRegistry::default(),
-            stopping: CancellationToken::new(),
+            cancel: prev.map(|p| p.cancel.clone()).unwrap_or_default(),
+            stopping: prev.map(|p| p.stopping.clone()).unwrap_or_default(),
             hard_stop: CancellationToken::new(),
-            started: SystemTime::now(),
-            sessions: Counters::default(),
+            retired: CancellationToken::new(),
+            started: prev.map(|p| p.started).unwrap_or_else(SystemTime::now),
+            sessions: prev.map(|p| p.sessions.clone()).unwrap_or_default(),
+            generation: prev.map(|p| p.generation + 1).unwrap_or(1),
         })
+    }
+
+    /// The frontend that owns the listener bound for `key`.
+    pub fn frontend_for(&self, key: &BindKey) -> Option<&Arc<FrontendState>> {
+        self.frontends.iter().find(|f| f.cfg.binds.iter().any(|b| BindKey::of(&f.cfg, b) == *key))
     }
 
     pub fn backend(&self, name: &str) -> Option<&Arc<BackendState>> {
         self.backends.iter().find(|b| b.cfg.name == name)
+    }
+}
+
+/// Identifies a listening socket across reloads: the configured address,
+/// plus the frontend name for port 0 (each such bind is its own socket).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct BindKey {
+    pub addr: SocketAddr,
+    pub frontend: Option<String>,
+}
+
+impl BindKey {
+    pub fn of(fe: &Frontend, bind: &crate::config::Bind) -> BindKey {
+        BindKey { addr: bind.addr, frontend: (bind.addr.port() == 0).then(|| fe.name.clone()) }
     }
 }

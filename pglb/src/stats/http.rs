@@ -7,7 +7,8 @@
 
 use super::{csv, html, json, prometheus, snapshot};
 use crate::config::StatsSettings;
-use crate::state::{FrontendState, Runtime};
+use crate::run::Control;
+use crate::state::{BindKey, FrontendState, Runtime};
 use base64::Engine;
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
@@ -18,25 +19,33 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 /// Longest a client may take to send its request headers.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub async fn serve(rt: Arc<Runtime>, fe: Arc<FrontendState>, listener: TcpListener) {
+pub async fn serve(control: Arc<Control>, key: BindKey, listener: TcpListener, stop: CancellationToken) {
     loop {
         let accepted = tokio::select! {
             r = listener.accept() => r,
-            _ = rt.hard_stop.cancelled() => return,
+            _ = stop.cancelled() => return,
         };
         let Ok((stream, _peer)) = accepted else {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
-        let (rt, fe) = (rt.clone(), fe.clone());
+        let (control, key) = (control.clone(), key.clone());
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
-                let (rt, fe) = (rt.clone(), fe.clone());
-                async move { Ok::<_, Infallible>(handle(&rt, &fe, &req)) }
+                // Each request sees the current configuration generation.
+                let rt = control.runtime();
+                let fe = rt.frontend_for(&key).cloned();
+                async move {
+                    Ok::<_, Infallible>(match fe {
+                        Some(fe) => handle(&rt, &fe, &req),
+                        None => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
+                    })
+                }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())

@@ -10,5 +10,6 @@ mod healthd;
 mod lab;
 mod observe;
 mod proxy;
+mod reload;
 mod scenario;
 mod shutdown;

@@ -112,7 +112,7 @@ async fn stats_listener_serves_page_csv_json_metrics_and_probes() {
     let stats_port = dead_port();
     let cfg = observed_config(lab, &dir.path().join("admin.sock"), &dir.path().join("user.sock"), stats_port, dead_port());
     let pglb = start(&cfg).await;
-    let dead = pglb.runtime.backend("dead").unwrap().clone();
+    let dead = pglb.runtime().backend("dead").unwrap().clone();
     poll("dead backend DOWN", Duration::from_secs(5), || async { dead.usable.load().servers.is_empty().then_some(()) }).await;
     let live_port = pglb.addr("live").unwrap().port();
     server_port(live_port).await;
@@ -194,7 +194,7 @@ async fn runtime_api_works_with_socat_drain_maint_and_levels() {
 
     // Maint: same for sessions, and the checks stop.
     socat(&admin, "disable server live/replica1");
-    let be = pglb.runtime.backend("live").unwrap().clone();
+    let be = pglb.runtime().backend("live").unwrap().clone();
     let s = be.server("replica1").unwrap().clone();
     let fails = s.counters.check_failures.load(std::sync::atomic::Ordering::Relaxed);
     assert!(socat(&admin, "show stat").lines().any(|l| l.starts_with("live,replica1,") && l.contains(",MAINT,")));

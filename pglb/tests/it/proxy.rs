@@ -46,7 +46,7 @@ async fn seed_000_is_checked_then_balances_10_10_10() {
 
     let pglb = start(&corrected).await;
     let port = pglb.addr("postgres_frontend").unwrap().port();
-    let be = pglb.runtime.backend("postgres_backend").unwrap().clone();
+    let be = pglb.runtime().backend("postgres_backend").unwrap().clone();
     // The 1 s PostgreSQL-protocol checks really run and pass.
     poll("every server checked L7OK", Duration::from_secs(10), || async {
         be.servers.iter().all(|s| s.check.lock().unwrap().status == "L7OK").then_some(())
@@ -80,7 +80,7 @@ async fn retries_and_redispatch_survive_a_stopped_server() {
     }
     assert!(!served.contains_key(&dead));
     assert_eq!(served.values().sum::<i32>(), 200);
-    let be = pglb.runtime.backend("pg").unwrap();
+    let be = pglb.runtime().backend("pg").unwrap().clone();
     let redispatched = be.counters.redispatches.load(std::sync::atomic::Ordering::Relaxed);
     assert!(redispatched >= 60, "a third of the connections should have been redispatched, got {redispatched}");
     lab.down().await.unwrap();
@@ -130,13 +130,13 @@ async fn psql_ctrl_c_cancels_through_round_robin_plain_and_tls() {
         servers.insert(on);
     }
     assert_eq!(servers.len(), 3, "the six queries ran on all three servers");
-    assert!(pglb.runtime.cancel.routed.load(std::sync::atomic::Ordering::Relaxed) >= 6);
+    assert!(pglb.runtime().cancel.routed.load(std::sync::atomic::Ordering::Relaxed) >= 6);
 
     // TLS: pglb cannot read BackendKeyData, so the cancel goes to every server.
     let (out, _) = psql_ctrl_c(port, "require", lab, "tls0").await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("canceling statement due to user request"), "tls: {stderr}");
-    assert!(pglb.runtime.cancel.broadcast.load(std::sync::atomic::Ordering::Relaxed) >= 1);
+    assert!(pglb.runtime().cancel.broadcast.load(std::sync::atomic::Ordering::Relaxed) >= 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -158,7 +158,7 @@ async fn psql_prints_pglb_fatal_when_no_server_is_usable() {
          listen refused\n    bind 127.0.0.1:0\n    timeout connect 1s\n    retries 1\n    server b 127.0.0.1:{dead}\n"
     );
     let pglb = start(&cfg).await;
-    let be = pglb.runtime.backend("pg").unwrap().clone();
+    let be = pglb.runtime().backend("pg").unwrap().clone();
     poll("server a DOWN", Duration::from_secs(5), || async { be.usable.load().servers.is_empty().then_some(()) }).await;
     // psql's default sslmode=prefer sends an SSLRequest first: pglb declines it,
     // reads the StartupMessage and answers with its FATAL.
@@ -258,7 +258,7 @@ async fn server_maxconn_queues_and_timeout_queue_answers_53300() {
     first.query_one("select 1", &[]).await.unwrap();
     // A second client waits in the queue and is served when the first leaves.
     let waiter = tokio::spawn(async move { connect(port, "appdb").await.map(|c| c.is_closed()) });
-    let be = pglb.runtime.backend("pg").unwrap().clone();
+    let be = pglb.runtime().backend("pg").unwrap().clone();
     poll("second client queued", Duration::from_secs(5), || async {
         (be.counters.queue_cur.load(std::sync::atomic::Ordering::Relaxed) == 1).then_some(())
     })
