@@ -204,26 +204,30 @@ class Sim:
         shutil.chown(pwfile, "postgres")
         step("primary: initdb, as the postgres image does on first start")
         subprocess.run(["runuser", "-u", "postgres", "--", f"{self.bindir}/initdb", "-D", data, "--username", env["POSTGRES_USER"],
-                        "--pwfile", pwfile, "--auth-local=trust", "--auth-host=scram-sha-256"], check=True, capture_output=True)
+                        "--pwfile", pwfile, "--auth-local=trust", "--auth-host=scram-sha-256"], check=True, capture_output=True, timeout=120)
         with open(os.path.join(data, "pg_hba.conf"), "a") as f:
             f.write("\nhost all all all scram-sha-256\n")
         sock = os.path.join(self.work, "sock-primary")
         os.makedirs(sock)
         shutil.chown(sock, "postgres")
         ctl = ["runuser", "-u", "postgres", "--", f"{self.bindir}/pg_ctl", "-D", data, "-w", "-s"]
-        subprocess.run([*ctl, "-o", f"-c listen_addresses='' -c unix_socket_directories={sock}", "start"], check=True,
-                       capture_output=True)
+        # -l: the server must not inherit (and hold open) a pipe of ours.
+        init_log = os.path.join(self.work, "primary-init.log")
+        open(init_log, "w").close()
+        shutil.chown(init_log, "postgres")
+        subprocess.run([*ctl, "-l", init_log, "-o",
+                        f"-c listen_addresses='' -c unix_socket_directories={sock}", "start"], check=True, stdout=subprocess.DEVNULL, timeout=60)
         subprocess.run(["runuser", "-u", "postgres", "--", "psql", "-X", "-q", "-h", sock, "-U", env["POSTGRES_USER"], "-d", "postgres",
-                        "-c", f'create database "{env["POSTGRES_DB"]}"'], check=True)
+                        "-c", f'create database "{env["POSTGRES_DB"]}"'], check=True, timeout=60)
         for v in self.services[svc].get("volumes", []):
             src, dst = v.split(":")[:2]
             if dst.startswith("/docker-entrypoint-initdb.d/"):
                 step(f"primary: running {src} ({dst})")
                 r = subprocess.run(["runuser", "-u", "postgres", "--", "bash", os.path.join(ROOT, src)],
-                                   env=dict(os.environ, PGHOST=sock, PGDATA=data, **env), capture_output=True, text=True)
+                                   env=dict(os.environ, PGHOST=sock, PGDATA=data, **env), capture_output=True, text=True, timeout=60)
                 if r.returncode != 0:
                     fail(f"{src} failed: {r.stderr}")
-        subprocess.run([*ctl, "stop"], check=True, capture_output=True)
+        subprocess.run([*ctl, "-m", "fast", "stop"], check=True, stdout=subprocess.DEVNULL, timeout=60)
         command = self.services[svc]["command"]
         assert command[0] == "postgres", command
         self.start("primary", [f"{self.bindir}/postgres", "-D", data, "-c", f"listen_addresses={ADDRS['primary']}",

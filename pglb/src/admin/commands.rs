@@ -127,7 +127,7 @@ pub fn execute(rt: &Runtime, level: Level, line: &str) -> Outcome {
             let enable = words[0] == "enable";
             with_server(rt, target, |be, s| {
                 if !s.cfg.check {
-                    return "Health checks are not configured on this server, cannot enable.\n".into();
+                    return format!("Health checks are not configured on this server, cannot {}.\n", if enable { "enable" } else { "disable" });
                 }
                 s.checks_enabled.store(enable, Relaxed);
                 tracing::warn!(target: "pglb::admin", backend = %be.cfg.name, server = %s.cfg.name, enable, "runtime API: health checks toggled");

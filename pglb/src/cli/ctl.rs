@@ -45,7 +45,21 @@ pub fn run(args: CtlArgs, config: Option<PathBuf>) -> ExitCode {
         answer.clone()
     };
     let _ = std::io::stdout().write_all(out.as_bytes());
-    let failed = ["Unknown command", "Permission denied", "No such", "Require ", "Invalid", "Can't find"].iter().any(|p| answer.starts_with(p));
+    let failed = [
+        "Unknown command",
+        "Permission denied",
+        "No such",
+        "Require ",
+        "Invalid",
+        "Can't find",
+        "Weight is out of range",
+        "'set server",
+        "usage:",
+        "Health checks are not configured",
+        "Success=0",
+    ]
+    .iter()
+    .any(|p| answer.starts_with(p));
     if failed { ExitCode::from(1) } else { ExitCode::SUCCESS }
 }
 

@@ -1,6 +1,7 @@
 //! Command-line interface. Each subcommand lives in its own file; `main`
 //! dispatches and turns errors into an exit code.
 
+mod bench;
 mod check;
 mod ctl;
 mod demo;
@@ -45,6 +46,8 @@ pub enum Command {
     Lab(lab::LabArgs),
     /// Patroni-style health endpoints (/primary, /replica?lag=10s, ...) for a stock HAProxy.
     Healthd(healthd::HealthdArgs),
+    /// Benchmark: pgbench through direct, pglb, HAProxy and PgBouncer in interleaved rounds.
+    Bench(bench::BenchArgs),
     /// Send a command to the runtime API (like `echo CMD | socat stdio SOCKET`).
     Ctl(ctl::CtlArgs),
     /// A primary + 2 replicas with pglb in front (read-write, read-only, stats); Ctrl-C removes it all.
@@ -74,6 +77,7 @@ pub fn main(cli: Cli) -> ExitCode {
         Some(Command::Demo(args)) => Ok(demo::run(args, cli.log_format)),
         Some(Command::Ctl(args)) => Ok(ctl::run(args, cli.file.clone())),
         Some(Command::Healthd(args)) => Ok(healthd::run(args, cli.log_format)),
+        Some(Command::Bench(args)) => Ok(bench::run(args, cli.log_format)),
         None => {
             eprintln!("usage: pglb run -f FILE | pglb check -f FILE | pglb lab ... (see pglb --help)");
             Err(ExitCode::from(2))

@@ -303,6 +303,14 @@ pub struct Server {
     pub tcp_ut: Option<Duration>,
 }
 
+impl Server {
+    /// Same settings, wherever the line sits in the file (reloads compare
+    /// servers this way, so adding a comment keeps their state).
+    pub fn same_settings(&self, other: &Server) -> bool {
+        Server { line: 0, ..self.clone() } == Server { line: 0, ..other.clone() }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum OnMarkedDown {
     #[default]

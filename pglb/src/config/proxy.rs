@@ -70,6 +70,8 @@ pub(super) struct ProxyDraft {
     /// A bind line had an error (so "no bind line" would only repeat it).
     bind_error: bool,
     default_backend: Option<(String, usize)>,
+    /// True when this section (not its defaults) wrote default_backend.
+    default_backend_here: bool,
     servers: Vec<(String, usize, String, ServerOpts)>,
 }
 
@@ -79,6 +81,7 @@ impl ProxyDraft {
         // default_backend and disabled are inherited from defaults, as in HAProxy.
         self.binds.clear();
         self.bind_error = false;
+        self.default_backend_here = false;
         self.servers.clear();
         self.check.begin_section();
     }
@@ -135,6 +138,7 @@ impl ProxyDraft {
                 }
                 if let Some(b) = ctx.arg(line, 0, "a backend name") {
                     self.default_backend = Some((b.to_string(), n));
+                    self.default_backend_here = kind != SectionKind::Defaults;
                 }
             }
             "balance" => {
@@ -501,10 +505,13 @@ impl ProxyDraft {
                 ctx.error(line, format!("{} '{name}' has no bind line: add e.g. 'bind *:5432'", kind.name()));
             }
             let default_backend = match (kind, &self.default_backend) {
-                (SectionKind::Listen, Some((_, l))) => {
+                (SectionKind::Listen, Some((_, l))) if self.default_backend_here => {
                     ctx.error(*l, "a listen section is its own backend: remove default_backend or use a frontend section");
                     None
                 }
+                // A default_backend inherited from defaults does not apply to listen sections.
+                (SectionKind::Listen, Some(_)) if mode == Mode::Tcp => Some(name.to_string()),
+                (SectionKind::Listen, Some(_)) => None,
                 (SectionKind::Listen, None) if mode == Mode::Tcp => Some(name.to_string()),
                 (_, Some((b, _))) => Some(b.clone()),
                 (_, None) => {

@@ -102,13 +102,18 @@ async fn run_once(be: &BackendState, srv: &ServerState, fsm: &mut Fsm, sql: Opti
                 }
             }
             Err(e) => {
-                *srv.pg.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                // The last known role stays while the server is still UP (and
+                // routable): a primary whose check times out must keep
+                // counting as a claimant for split-brain protection.
                 let status = if matches!(e, sql::SqlError::Timeout) { "L7TOUT" } else { "L7STS" };
                 (false, status, e.to_string())
             }
         };
         let was_primary_claim = srv.pg.lock().unwrap_or_else(|e| e.into_inner()).is_some_and(|p| p.primary);
         record(be, srv, fsm, ok, status, desc, duration);
+        if srv.health() == Health::Down && !ok {
+            *srv.pg.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        }
         if be.requires_primary() && (was_primary_claim || be.split_brain.load(std::sync::atomic::Ordering::Relaxed)) {
             // A second primary must be noticed at once, not at the next transition.
             be.republish();

@@ -48,7 +48,8 @@ pub fn parse_lsn(text: &str) -> Option<u64> {
 
 pub struct SqlProbe {
     check: PgsqlCheck,
-    client: Option<(Client, Instant)>,
+    /// The kept connection, when it was opened, and to which address.
+    client: Option<(Client, Instant, SocketAddr)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -114,12 +115,14 @@ impl SqlProbe {
 
     /// Runs one check: reuses the kept connection, or logs in.
     pub async fn probe(&mut self, addr: SocketAddr, timeout: Duration) -> Result<PgInfo, SqlError> {
-        let stale = self.client.as_ref().is_none_or(|(c, since)| c.is_closed() || since.elapsed() >= FRESH_LOGIN_EVERY);
+        // A new address (DNS change, `set server addr`) needs a new login too.
+        let stale = self.client.as_ref().is_none_or(|(c, since, at)| c.is_closed() || since.elapsed() >= FRESH_LOGIN_EVERY || *at != addr);
         if stale {
+            self.client = None;
             let fresh = tokio::time::timeout(timeout, self.login(addr, timeout)).await.map_err(|_| SqlError::Timeout)??;
-            self.client = Some((fresh, Instant::now()));
+            self.client = Some((fresh, Instant::now(), addr));
         }
-        let (client, _) = self.client.as_ref().expect("just set");
+        let (client, ..) = self.client.as_ref().expect("just set");
         match tokio::time::timeout(timeout, read_info(client)).await {
             Err(_) => {
                 self.client = None;

@@ -87,7 +87,7 @@ pub fn answer(path_and_query: &str, state: &NodeState) -> (u16, String) {
     let lag = query.split('&').find_map(|kv| kv.strip_prefix("lag=")).map(parse_lag);
     let lag = match lag.transpose() {
         Ok(l) => l,
-        Err(e) => return (400, format!("bad request: {e}\n")),
+        Err(e) => return (400, format!("bad request: {}\n", e.replace("OK", "Ok"))),
     };
     let desc = state.describe();
     let ok = match path.trim_end_matches('/') {
@@ -163,6 +163,7 @@ mod tests {
         assert!(answer("/replica", &replica).1.contains("OK"));
         assert_eq!(answer("/nope", &replica).0, 404);
         assert_eq!(answer("/replica?lag=xyz", &replica).0, 400);
+        assert!(!answer("/replica?lag=OK", &replica).1.contains("OK"), "a 400 must not echo OK");
     }
 
     #[test]

@@ -35,7 +35,8 @@ pub struct ConnLog {
 
 impl ConnLog {
     pub fn emit(&self) {
-        let fmt_ms = |v: Option<u128>| v.map(|v| v as i128).unwrap_or(-1);
+        // -1 = the phase was not reached (HAProxy's convention); i64 so JSON gets numbers.
+        let fmt_ms = |v: Option<u128>| v.map(|v| v as i64).unwrap_or(-1);
         let client_ip = self.client.map(|c| c.ip().to_string()).unwrap_or_default();
         let client_port = self.client.map(|c| c.port()).unwrap_or(0);
         let fields = (
@@ -46,7 +47,7 @@ impl ConnLog {
             self.server.as_str(),
             fmt_ms(self.queue_ms),
             fmt_ms(self.connect_ms),
-            self.total_ms,
+            self.total_ms as u64,
         );
         let (ip, port, fe, be, srv, tw, tc, tt) = fields;
         let user = self.user.as_deref().unwrap_or("");

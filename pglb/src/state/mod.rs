@@ -343,7 +343,7 @@ impl Runtime {
             for be in &backends {
                 let Some(old_be) = prev.backend(&be.cfg.name) else { continue };
                 for srv in &be.servers {
-                    if let Some(old) = old_be.server(&srv.cfg.name).filter(|o| o.cfg == srv.cfg) {
+                    if let Some(old) = old_be.server(&srv.cfg.name).filter(|o| o.cfg.same_settings(&srv.cfg)) {
                         srv.carry_from(old);
                     }
                 }

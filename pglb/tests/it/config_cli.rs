@@ -78,6 +78,18 @@ fn valid_haproxy_idioms_are_accepted() {
 }
 
 #[test]
+fn inherited_default_backend_does_not_break_listen_sections() {
+    let text = "defaults\n    default_backend b\n    timeout connect 1s\nfrontend f\n    bind :1\nbackend b\n    server a 10.0.0.1:5432\nlisten l\n    bind :2\n    server c 10.0.0.2:5432\n";
+    let loaded = pglb::config::parse_str(Path::new("x.cfg"), text).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(loaded.config.frontends[0].default_backend.as_deref(), Some("b"), "inherited by the frontend");
+    assert_eq!(loaded.config.frontends[1].default_backend.as_deref(), Some("l"), "a listen section stays its own backend");
+    // Moving a server to another line keeps its identity for reloads.
+    let a = &loaded.config.backends[0].servers[0];
+    let moved = pglb::config::Server { line: a.line + 3, ..a.clone() };
+    assert!(a.same_settings(&moved));
+}
+
+#[test]
 fn check_command_exit_codes_and_haproxy_spelling() {
     let (_d, good) = write_config("listen pg\n    bind 127.0.0.1:0\n    timeout connect 1s\n    server a 127.0.0.1:1\n");
     for args in [&["check", "-f"][..], &["-c", "-f"][..]] {

@@ -1,0 +1,90 @@
+//! `pglb bench`: pgbench through direct connections, pglb, Debian's HAProxy
+//! and PgBouncer (session mode) against the same lab, in interleaved rounds
+//! (A B C D A B C D ...), so a noisy machine hurts every system alike.
+//! Reports medians with min and max, and ratios against the anchors
+//! measured in the same run. Benchmarks measure; nothing here passes or fails.
+
+mod proc;
+mod report;
+mod systems;
+mod workload;
+
+pub use report::render_markdown;
+
+use crate::lab::{Lab, LabOptions};
+use serde_json::{Value, json};
+use std::path::PathBuf;
+use std::time::Duration;
+use systems::System;
+use workload::Workload;
+
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    pub rounds: usize,
+    pub duration: Duration,
+    /// Idle client connections held for the memory measurement.
+    pub idle: usize,
+    /// pgbench scale.
+    pub scale: u32,
+    /// Where the lab lives (removed at the end).
+    pub dir: PathBuf,
+    /// Systems to skip (e.g. when haproxy or pgbouncer is not installed).
+    pub skip: Vec<String>,
+}
+
+/// One measured run.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    pub workload: String,
+    pub system: String,
+    pub round: usize,
+    /// The workload's main figure (TPS, MB/s, ms, KB per connection).
+    pub value: f64,
+    /// Proxy CPU seconds per 1,000 transactions (proxies only).
+    pub cpu_per_1k: Option<f64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("lab: {0}")]
+    Lab(#[from] crate::lab::LabError),
+    #[error("{0}")]
+    Failed(String),
+}
+
+pub async fn run(opts: BenchOptions) -> Result<Value, BenchError> {
+    crate::lab::cleanup_at_exit(opts.dir.clone());
+    eprintln!("bench: starting a primary + 2 replicas in {} ...", opts.dir.display());
+    let lab = Lab::up(LabOptions { dir: opts.dir.clone(), replicas: 2, port_base: None, ssl: false }).await?;
+    let result = measure(&lab, &opts).await;
+    let _ = lab.down().await;
+    result
+}
+
+async fn measure(lab: &Lab, opts: &BenchOptions) -> Result<Value, BenchError> {
+    workload::prepare(lab, opts).await?;
+    let dir = opts.dir.join("bench");
+    std::fs::create_dir_all(&dir).map_err(|e| BenchError::Failed(e.to_string()))?;
+    let mut systems = Vec::new();
+    for kind in systems::KINDS {
+        if opts.skip.iter().any(|s| s == kind) {
+            continue;
+        }
+        systems.push(System::start(kind, lab, &dir).await.map_err(BenchError::Failed)?);
+    }
+    let versions: Vec<Value> = systems.iter().map(|s| json!({"system": s.name, "version": s.version})).collect();
+    let mut samples = Vec::new();
+    for w in Workload::all() {
+        for round in 1..=opts.rounds {
+            for s in &systems {
+                eprintln!("bench: {} / {} / round {round}", w.name(), s.name);
+                let sample = w.run(lab, s, opts, round).await.map_err(|e| BenchError::Failed(format!("{} through {}: {e}", w.name(), s.name)))?;
+                samples.extend(sample);
+            }
+        }
+    }
+    for s in systems {
+        s.stop();
+    }
+    Ok(report::summarize(&samples, opts, versions))
+}

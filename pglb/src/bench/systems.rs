@@ -1,0 +1,119 @@
+//! The systems compared: direct connections, pglb, HAProxy and PgBouncer,
+//! each in front of the lab's primary. pglb and HAProxy read the same
+//! configuration text (only the port differs).
+
+use crate::lab::Lab;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+pub const KINDS: [&str; 4] = ["direct", "pglb", "haproxy", "pgbouncer"];
+
+pub struct System {
+    pub name: String,
+    pub port: u16,
+    /// The proxy's process, for CPU and memory readings.
+    pub pid: Option<u32>,
+    pub version: String,
+    child: Option<Child>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
+}
+
+/// The configuration both pglb and HAProxy run: seed 000's shape (tcplog,
+/// log to stdout, roundrobin), idle timeouts that do not cut pgbench.
+pub fn haproxy_language(port: u16, lab: &Lab) -> String {
+    format!(
+        "global\n    log stdout format raw local0 info\n    maxconn 20000\n\
+         defaults\n    mode tcp\n    log global\n    option tcplog\n    timeout connect 5s\n    timeout client 1h\n    timeout server 1h\n    retries 3\n\
+         listen pg\n    bind 127.0.0.1:{port}\n    balance roundrobin\n    server primary 127.0.0.1:{}\n",
+        lab.primary().port
+    )
+}
+
+fn version(cmd: &str, arg: &str) -> String {
+    Command::new(cmd).arg(arg).output().map(|o| String::from_utf8_lossy(&o.stdout).lines().next().unwrap_or("").to_string()).unwrap_or_default()
+}
+
+async fn wait_listening(port: u16) -> Result<(), String> {
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    Err(format!("nothing listens on port {port}"))
+}
+
+impl System {
+    pub async fn start(kind: &str, lab: &Lab, dir: &Path) -> Result<System, String> {
+        let spawn = |cmd: &mut Command| cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().map_err(|e| format!("{kind}: {e}"));
+        let port = free_port();
+        let (child, version) = match kind {
+            "direct" => return Ok(System { name: kind.into(), port: lab.primary().port, pid: None, version: "PostgreSQL".into(), child: None }),
+            "pglb" => {
+                let cfg = dir.join("pglb.cfg");
+                std::fs::write(&cfg, haproxy_language(port, lab)).map_err(|e| e.to_string())?;
+                let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+                (spawn(Command::new(&exe).args(["run", "-f"]).arg(&cfg))?, format!("pglb {}", env!("CARGO_PKG_VERSION")))
+            }
+            "haproxy" => {
+                let cfg = dir.join("haproxy.cfg");
+                std::fs::write(&cfg, haproxy_language(port, lab)).map_err(|e| e.to_string())?;
+                (spawn(Command::new("haproxy").arg("-db").arg("-f").arg(&cfg))?, version("haproxy", "-v"))
+            }
+            "pgbouncer" => {
+                let (user, password) = lab.superuser();
+                let users = dir.join("userlist.txt");
+                let log = dir.join("pgbouncer.log");
+                let ini = dir.join("pgbouncer.ini");
+                std::fs::write(&users, format!("\"{user}\" \"{password}\"\n")).map_err(|e| e.to_string())?;
+                std::fs::write(&log, "").map_err(|e| e.to_string())?;
+                std::fs::write(
+                    &ini,
+                    format!(
+                        "[databases]\n* = host=127.0.0.1 port={}\n[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n\
+                         auth_type = scram-sha-256\nauth_file = {}\npool_mode = session\nmax_client_conn = 20000\ndefault_pool_size = 1000\n\
+                         logfile = {}\nignore_startup_parameters = extra_float_digits\n",
+                        lab.primary().port,
+                        users.display(),
+                        log.display()
+                    ),
+                )
+                .map_err(|e| e.to_string())?;
+                let mut cmd = Command::new("pgbouncer");
+                // PgBouncer refuses to run as root.
+                // SAFETY: geteuid has no preconditions.
+                if unsafe { libc::geteuid() } == 0 {
+                    let _ = Command::new("chown").arg("postgres").arg(&log).status();
+                    let _ = Command::new("chmod").arg("0755").arg(dir).status();
+                    cmd.arg("-u").arg("postgres");
+                }
+                (spawn(cmd.arg(&ini))?, version("pgbouncer", "--version"))
+            }
+            other => return Err(format!("unknown system {other}")),
+        };
+        let pid = Some(child.id());
+        let sys = System { name: kind.into(), port, pid, version, child: Some(child) };
+        wait_listening(port).await?;
+        Ok(sys)
+    }
+
+    pub fn stop(mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for System {
+    fn drop(&mut self) {
+        if let Some(c) = self.child.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}

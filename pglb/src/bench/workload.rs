@@ -1,0 +1,162 @@
+//! The workloads: pgbench select-only at 1, 16 and 64 clients (simple and
+//! prepared protocol), connect-per-transaction, a large result, and the
+//! memory an idle client connection costs the proxy.
+
+use super::proc;
+use super::systems::System;
+use super::{BenchError, BenchOptions, Sample};
+use crate::lab::{Fault, Lab};
+use std::process::Command;
+use std::time::Duration;
+
+/// The large-result query: 1,000 rows of 1,000 bytes (about 1 MB per transaction).
+const LARGE_SQL: &str = "select repeat('x', 1000) from generate_series(1, 1000);\n";
+/// Bytes on the wire per large-result transaction (DataRow: 1+4+2+4+1000 per row).
+const LARGE_BYTES: f64 = 1000.0 * 1011.0;
+
+#[derive(Debug, Clone, Copy)]
+pub enum Workload {
+    Select { clients: u32, prepared: bool },
+    Connect,
+    Large,
+    Idle,
+}
+
+impl Workload {
+    pub fn all() -> Vec<Workload> {
+        let mut v = Vec::new();
+        for prepared in [false, true] {
+            for clients in [1, 16, 64] {
+                v.push(Workload::Select { clients, prepared });
+            }
+        }
+        v.extend([Workload::Connect, Workload::Large, Workload::Idle]);
+        v
+    }
+
+    pub fn name(&self) -> String {
+        match self {
+            Workload::Select { clients, prepared } => format!("-S -c {clients} -M {}", if *prepared { "prepared" } else { "simple" }),
+            Workload::Connect => "-S -C -c 8".into(),
+            Workload::Large => "large result -c 4".into(),
+            Workload::Idle => "idle client connection".into(),
+        }
+    }
+
+    pub async fn run(&self, lab: &Lab, sys: &System, opts: &BenchOptions, round: usize) -> Result<Vec<Sample>, String> {
+        let sample = |workload: String, value: f64, cpu: Option<f64>| Sample { workload, system: sys.name.clone(), round, value, cpu_per_1k: cpu };
+        match *self {
+            Workload::Select { clients, prepared } => {
+                let mode = if prepared { "prepared" } else { "simple" };
+                let r = pgbench(sys, opts, &["-S", "-c", &clients.to_string(), "-M", mode], None).await?;
+                Ok(vec![sample(self.name(), r.tps, r.cpu_per_1k)])
+            }
+            Workload::Connect => {
+                let r = pgbench(sys, opts, &["-S", "-C", "-c", "8"], None).await?;
+                Ok(vec![sample(self.name(), r.tps, r.cpu_per_1k), sample("connect time (ms), -C -c 8".into(), r.connect_ms.unwrap_or(0.0), None)])
+            }
+            Workload::Large => {
+                let script = opts.dir.join("bench").join("large.sql");
+                std::fs::write(&script, LARGE_SQL).map_err(|e| e.to_string())?;
+                let r = pgbench(sys, opts, &["-c", "4", "-f", &script.display().to_string()], None).await?;
+                Ok(vec![sample(self.name(), r.tps * LARGE_BYTES / 1e6, r.cpu_per_1k)])
+            }
+            Workload::Idle => match sys.pid {
+                None => Ok(Vec::new()),
+                Some(pid) => Ok(vec![sample(self.name(), idle_cost(lab, sys, pid, opts.idle).await?, None)]),
+            },
+        }
+    }
+}
+
+pub struct Run {
+    pub tps: f64,
+    pub connect_ms: Option<f64>,
+    pub cpu_per_1k: Option<f64>,
+}
+
+async fn pgbench(sys: &System, opts: &BenchOptions, args: &[&str], _env: Option<()>) -> Result<Run, String> {
+    let cpu_before = sys.pid.and_then(proc::cpu_seconds);
+    let clients: u32 = args.iter().position(|a| *a == "-c").and_then(|i| args.get(i + 1)).and_then(|c| c.parse().ok()).unwrap_or(1);
+    let mut cmd = Command::new("pgbench");
+    cmd.args([
+        "-n",
+        "-T",
+        &opts.duration.as_secs().max(1).to_string(),
+        "-j",
+        &clients.min(2).to_string(),
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &sys.port.to_string(),
+        "-U",
+        "postgres",
+    ])
+    .args(args)
+    .arg("bench")
+    .env("PGPASSWORD", "postgres")
+    .env("PGSSLMODE", "disable");
+    let out = tokio::task::spawn_blocking(move || cmd.output()).await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        return Err(format!("pgbench failed: {text}"));
+    }
+    let find = |key: &str| {
+        text.lines().find_map(|l| l.trim().strip_prefix(key)).and_then(|r| r.split_whitespace().next()).and_then(|v| v.parse::<f64>().ok())
+    };
+    let tps = find("tps = ").ok_or_else(|| format!("no tps in: {text}"))?;
+    let done = find("number of transactions actually processed: ").unwrap_or(0.0);
+    let failed = find("number of failed transactions: ").unwrap_or(0.0);
+    if failed > 0.0 {
+        return Err(format!("{failed} failed transactions"));
+    }
+    let cpu = match (cpu_before, sys.pid.and_then(proc::cpu_seconds)) {
+        (Some(a), Some(b)) if done > 0.0 => Some((b - a) / (done / 1000.0)),
+        _ => None,
+    };
+    Ok(Run { tps, connect_ms: find("average connection time = "), cpu_per_1k: cpu })
+}
+
+/// KiB of proxy memory per idle, authenticated client connection.
+async fn idle_cost(lab: &Lab, sys: &System, pid: u32, n: usize) -> Result<f64, String> {
+    let before = proc::rss_kib(pid).ok_or("no RSS")?;
+    let (user, password) = lab.superuser();
+    let dsn = format!("host=127.0.0.1 port={} user={user} password={password} dbname=bench sslmode=disable", sys.port);
+    let mut held = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (c, conn) = tokio_postgres::connect(&dsn, tokio_postgres::NoTls).await.map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        c.simple_query("select 1").await.map_err(|e| e.to_string())?;
+        held.push(c);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = proc::rss_kib(pid).ok_or("no RSS")?;
+    drop(held);
+    // Let the sessions close before the next measurement.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    Ok(after.saturating_sub(before) as f64 / n.max(1) as f64)
+}
+
+/// Creates the pgbench tables and raises max_connections for the idle test.
+pub async fn prepare(lab: &Lab, opts: &BenchOptions) -> Result<(), BenchError> {
+    let primary = lab.primary();
+    let (c, conn) =
+        tokio_postgres::connect(&lab.dsn(primary, "postgres"), tokio_postgres::NoTls).await.map_err(|e| BenchError::Failed(e.to_string()))?;
+    tokio::spawn(conn);
+    let _ = c.batch_execute("drop database if exists bench").await;
+    c.batch_execute("create database bench").await.map_err(|e| BenchError::Failed(e.to_string()))?;
+    let max = (opts.idle + 300).max(300);
+    c.batch_execute(&format!("alter system set max_connections = {max}")).await.map_err(|e| BenchError::Failed(e.to_string()))?;
+    drop(c);
+    lab.fault("primary", Fault::Stop).await?;
+    lab.fault("primary", Fault::Start).await?;
+    let out = Command::new("pgbench")
+        .args(["-i", "-q", "-s", &opts.scale.to_string(), "-h", "127.0.0.1", "-p", &primary.port.to_string(), "-U", "postgres", "bench"])
+        .env("PGPASSWORD", "postgres")
+        .output()
+        .map_err(|e| BenchError::Failed(format!("pgbench -i: {e}")))?;
+    if !out.status.success() {
+        return Err(BenchError::Failed(format!("pgbench -i: {}", String::from_utf8_lossy(&out.stderr))));
+    }
+    Ok(())
+}
