@@ -1,6 +1,8 @@
 # syntax=docker/dockerfile:1
 #
-# pglb container image.
+# pglb container image. (The docker commands need a Docker engine; CI has
+# none: deploy/validate.sh lints this file with checkov and hadolint, and
+# checks that pglb links only what the runtime stage installs.)
 #
 #   docker build -t pglb:0.1.0 .
 #   docker run --rm -v "$PWD/pglb.cfg:/etc/pglb/pglb.cfg:ro" -p 5432:5432 -p 8404:8404 pglb:0.1.0

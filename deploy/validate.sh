@@ -32,7 +32,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-KUSTOMIZATIONS=(pglb overlays/argo overlays/failover-testing)
+KUSTOMIZATIONS=(pglb overlays/argo overlays/failover-testing overlays/parallel)
 OUT=target/deploy-validate
 VENV=target/deploy-venv
 TOOLS=(
@@ -170,6 +170,7 @@ haproxy -v | head -n 1
 hosts=$OUT/hosts
 printf '127.0.0.1 localhost\n127.0.0.2 primary\n127.0.0.3 replica1\n127.0.0.4 replica2\n127.0.0.5 healthd\n' >"$hosts"
 if [[ $(id -u) -eq 0 ]] && unshare --mount true 2>/dev/null; then
+  # shellcheck disable=SC2016 # $1 is expanded by the inner sh
   unshare --mount --propagation private sh -c 'mount --bind "$1" /etc/hosts && haproxy -c -f deploy/compose/haproxy.cfg' sh "$hosts" \
     || die "haproxy -c deploy/compose/haproxy.cfg"
 else

@@ -318,9 +318,10 @@ class Sim:
         step("pglb: read-write port 5433 reaches the primary")
         _, metrics = self.http("http://127.0.0.1:8404/metrics")
         for needle in ('haproxy_backend_up{proxy="replicas"} 1', 'pglb_server_streaming{proxy="replicas",server="replica1"} 1',
-                       'pglb_split_brain{proxy="primary"} 0'):
+                       'pglb_server_replication_lag_seconds{proxy="replicas",server="replica2"} ', 'pglb_split_brain{proxy="primary"} 0'):
             if needle not in metrics:
                 fail(f"/metrics has no line starting {needle!r}")
+        step("pglb: /metrics has the alerts' inputs (backend up, replication lag, split brain)")
 
         self.failover("pglb", lambda: self.show_stat().get(("replicas", "replica1")), 5434)
         self.stop("pglb")

@@ -26,7 +26,7 @@ fn free_port() -> u16 {
 /// log to stdout, roundrobin), idle timeouts that do not cut pgbench.
 pub fn haproxy_language(port: u16, lab: &Lab) -> String {
     format!(
-        "global\n    log stdout format raw local0 info\n    maxconn 20000\n\
+        "global\n    log stdout format raw local0 info\n    maxconn 4000\n\
          defaults\n    mode tcp\n    log global\n    option tcplog\n    timeout connect 5s\n    timeout client 1h\n    timeout server 1h\n    retries 3\n\
          listen pg\n    bind 127.0.0.1:{port}\n    balance roundrobin\n    server primary 127.0.0.1:{}\n",
         lab.primary().port
@@ -49,7 +49,12 @@ async fn wait_listening(port: u16) -> Result<(), String> {
 
 impl System {
     pub async fn start(kind: &str, lab: &Lab, dir: &Path) -> Result<System, String> {
-        let spawn = |cmd: &mut Command| cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().map_err(|e| format!("{kind}: {e}"));
+        // stdout (connection logs) is discarded; stderr is kept to explain a failed start.
+        let errlog = dir.join(format!("{kind}.stderr"));
+        let spawn = |cmd: &mut Command| {
+            let err = std::fs::File::create(&errlog).map_err(|e| e.to_string())?;
+            cmd.stdout(Stdio::null()).stderr(err).spawn().map_err(|e| format!("{kind}: {e}"))
+        };
         let port = free_port();
         let (child, version) = match kind {
             "direct" => return Ok(System { name: kind.into(), port: lab.primary().port, pid: None, version: "PostgreSQL".into(), child: None }),
@@ -97,7 +102,10 @@ impl System {
         };
         let pid = Some(child.id());
         let sys = System { name: kind.into(), port, pid, version, child: Some(child) };
-        wait_listening(port).await?;
+        if let Err(e) = wait_listening(port).await {
+            let why = std::fs::read_to_string(&errlog).unwrap_or_default();
+            return Err(format!("{kind} did not start ({e}): {}", why.lines().rev().take(5).collect::<Vec<_>>().join(" | ")));
+        }
         Ok(sys)
     }
 

@@ -67,6 +67,8 @@ struct Direction {
     eof: bool,
     done: bool,
     moved: u64,
+    /// Part of `moved` already added to the shared counters.
+    flushed: u64,
 }
 
 impl Direction {
@@ -96,8 +98,6 @@ fn pump(
     dir: &mut Direction,
     sniffer: &mut Option<Sniffer>,
     on_event: &mut impl FnMut(Event),
-    counters: &[&Counters],
-    inbound: bool,
 ) -> Result<Step, Side> {
     let mut progressed = false;
     if !dir.pending.is_empty() {
@@ -148,9 +148,6 @@ fn pump(
                 }
             }
             dir.moved += n as u64;
-            for c in counters {
-                Counters::add(if inbound { &c.bytes_in } else { &c.bytes_out }, n as u64);
-            }
             let written = match dst.try_write(data) {
                 Ok(w) => w,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
@@ -189,26 +186,59 @@ pub struct Relay<'a> {
 }
 
 impl Relay<'_> {
-    pub async fn run(mut self, mut on_event: impl FnMut(Event)) -> Outcome {
+    pub async fn run(self, mut on_event: impl FnMut(Event)) -> Outcome {
+        let Relay { client, server, timeouts, mut sniffer, counters, mut kill, hard_stop } = self;
         let mut up = Direction::default();
         let mut down = Direction::default();
         let mut last = Instant::now();
+        // Futures that live for the whole session: re-creating them at every
+        // wake-up would register a timer and two waiters per message.
+        let mut kill = std::pin::pin!(kill.changed());
+        let mut hard_stop = std::pin::pin!(hard_stop.cancelled());
+        // The idle timer is armed at or before the real deadline and only
+        // re-armed when it fires early: activity does not touch the timer wheel.
+        let far = Instant::now() + Duration::from_secs(86400 * 365);
+        let mut timer = std::pin::pin!(tokio::time::sleep_until(far));
+        let mut armed: Option<Instant> = None;
         let end = loop {
             if up.done && down.done {
                 break End::Normal;
             }
-            let (deadline, which) = self.deadline(&up, &down, last);
+            let (deadline, which) = deadline(&timeouts, &up, &down, last);
+            match (deadline, armed) {
+                (Some(d), Some(a)) if a <= d => {}
+                (Some(d), _) => {
+                    timer.as_mut().reset(d);
+                    armed = Some(d);
+                }
+                (None, Some(_)) => {
+                    timer.as_mut().reset(far);
+                    armed = None;
+                }
+                (None, None) => {}
+            }
             let step = tokio::select! {
-                r = self.client.readable(), if up.wants_read() => r.map_err(Side::Src).and_then(|_| pump(self.client, self.server, &mut up, &mut None, &mut on_event, &self.counters, true)),
-                r = self.server.writable(), if up.wants_write() => r.map_err(Side::Dst).and_then(|_| pump(self.client, self.server, &mut up, &mut None, &mut on_event, &self.counters, true)),
-                r = self.server.readable(), if down.wants_read() => r.map_err(Side::Src).and_then(|_| pump(self.server, self.client, &mut down, &mut self.sniffer, &mut on_event, &self.counters, false)).map_err(swap),
-                r = self.client.writable(), if down.wants_write() => r.map_err(Side::Dst).and_then(|_| pump(self.server, self.client, &mut down, &mut self.sniffer, &mut on_event, &self.counters, false)).map_err(swap),
-                _ = sleep_until(deadline) => break which,
-                _ = self.kill.changed() => break End::Killed,
-                _ = self.hard_stop.cancelled() => break End::Killed,
+                r = client.readable(), if up.wants_read() => r.map_err(Side::Src).and_then(|_| pump(client, server, &mut up, &mut None, &mut on_event)),
+                r = server.writable(), if up.wants_write() => r.map_err(Side::Dst).and_then(|_| pump(client, server, &mut up, &mut None, &mut on_event)),
+                r = server.readable(), if down.wants_read() => r.map_err(Side::Src).and_then(|_| pump(server, client, &mut down, &mut sniffer, &mut on_event)).map_err(swap),
+                r = client.writable(), if down.wants_write() => r.map_err(Side::Dst).and_then(|_| pump(server, client, &mut down, &mut sniffer, &mut on_event)).map_err(swap),
+                _ = &mut timer, if armed.is_some() => {
+                    armed = None;
+                    timer.as_mut().reset(far);
+                    match deadline {
+                        Some(d) if Instant::now() >= d => break which,
+                        // Activity since the timer was armed: re-arm at the new deadline.
+                        _ => continue,
+                    }
+                }
+                _ = &mut kill => break End::Killed,
+                _ = &mut hard_stop => break End::Killed,
             };
             match step {
-                Ok(Step::Progress) => last = Instant::now(),
+                Ok(Step::Progress) => {
+                    last = Instant::now();
+                    flush(&counters, &mut up, &mut down, FLUSH_EVERY);
+                }
                 Ok(Step::Idle) => {}
                 // Once one side has closed cleanly, a reset from the other is
                 // how many peers finish (TLS close_notify, PostgreSQL after
@@ -218,14 +248,33 @@ impl Relay<'_> {
                 Err(Side::Dst(_)) => break End::ServerError,
             }
         };
+        flush(&counters, &mut up, &mut down, 0);
         Outcome { end, bytes_in: up.moved, bytes_out: down.moved }
     }
+}
 
-    /// The idle deadline: HAProxy's client/server timeouts apply while
-    /// waiting on that side; once a side has closed, its `-fin` timeout
-    /// (if set) applies to the other.
-    fn deadline(&self, up: &Direction, down: &Direction, last: Instant) -> (Option<Instant>, End) {
-        let t = &self.timeouts;
+/// Shared byte counters are updated in batches: every session adding to
+/// the same frontend/backend counters at each read would make their cache
+/// lines bounce between cores.
+const FLUSH_EVERY: u64 = 256 * 1024;
+
+fn flush(counters: &[&Counters; 3], up: &mut Direction, down: &mut Direction, at_least: u64) {
+    let (i, o) = (up.moved - up.flushed, down.moved - down.flushed);
+    if i + o > at_least {
+        for c in counters {
+            Counters::add(&c.bytes_in, i);
+            Counters::add(&c.bytes_out, o);
+        }
+        up.flushed = up.moved;
+        down.flushed = down.moved;
+    }
+}
+
+/// The idle deadline: HAProxy's client/server timeouts apply while waiting
+/// on that side; once a side has closed, its `-fin` timeout (if set)
+/// applies to the other.
+fn deadline(t: &Timeouts, up: &Direction, down: &Direction, last: Instant) -> (Option<Instant>, End) {
+    {
         let client = if down.done { t.client_fin.or(t.client) } else { t.client };
         let server = if up.done { t.server_fin.or(t.server) } else { t.server };
         match (client, server) {
@@ -242,12 +291,5 @@ fn swap(side: Side) -> Side {
     match side {
         Side::Src(e) => Side::Dst(e),
         Side::Dst(e) => Side::Src(e),
-    }
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
     }
 }

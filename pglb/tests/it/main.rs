@@ -3,6 +3,7 @@
 
 mod common;
 mod config_cli;
+mod deploy;
 mod demo;
 mod dns;
 mod health;
