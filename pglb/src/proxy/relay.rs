@@ -8,10 +8,15 @@
 use super::sniff::{Event, Sniffer};
 use crate::state::counters::Counters;
 use std::cell::RefCell;
+use std::future::Future;
 use std::io;
 use std::net::Shutdown;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::net::tcp::{ReadHalf, WriteHalf};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -71,96 +76,91 @@ struct Direction {
     flushed: u64,
 }
 
-impl Direction {
-    fn wants_read(&self) -> bool {
-        !self.done && !self.eof && self.pending.is_empty()
-    }
-    fn wants_write(&self) -> bool {
-        !self.done && !self.pending.is_empty()
-    }
-}
-
-enum Step {
-    Progress,
-    Idle,
-}
-
-/// Which side an I/O error came from.
+/// Which side an I/O error came from (the error itself only decides the
+/// termination state).
 enum Side {
-    Src(io::Error),
-    Dst(io::Error),
+    Src(#[allow(dead_code)] io::Error),
+    Dst(#[allow(dead_code)] io::Error),
 }
 
-/// Moves what `src` has to `dst` without blocking.
+/// Moves what `src` has to `dst` until either would block. tokio's
+/// `poll_read` treats a short read as "drained" (edge-triggered epoll), so a
+/// request/response exchange costs one read and one write per message, with
+/// no extra EAGAIN round.
 fn pump(
-    src: &TcpStream,
-    dst: &TcpStream,
+    cx: &mut Context<'_>,
+    src: &mut ReadHalf<'_>,
+    dst: &mut WriteHalf<'_>,
     dir: &mut Direction,
     sniffer: &mut Option<Sniffer>,
     on_event: &mut impl FnMut(Event),
-) -> Result<Step, Side> {
+) -> Poll<Result<(), Side>> {
     let mut progressed = false;
-    if !dir.pending.is_empty() {
-        match dst.try_write(&dir.pending[dir.offset..]) {
-            Ok(n) => {
-                dir.offset += n;
-                progressed = n > 0;
-                if dir.offset == dir.pending.len() {
-                    // Free the memory: an idle session should hold no buffer.
-                    dir.pending = Vec::new();
-                    dir.offset = 0;
-                } else {
-                    return Ok(Step::Progress);
+    for _ in 0..MAX_READS_PER_WAKE {
+        // First the bytes the destination could not take yet.
+        while dir.offset < dir.pending.len() {
+            match Pin::new(&mut *dst).poll_write(cx, &dir.pending[dir.offset..]) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(Side::Dst(io::ErrorKind::WriteZero.into()))),
+                Poll::Ready(Ok(n)) => {
+                    dir.offset += n;
+                    progressed = true;
                 }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(Side::Dst(e))),
+                Poll::Pending => return if progressed { Poll::Ready(Ok(())) } else { Poll::Pending },
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Step::Idle),
-            Err(e) => return Err(Side::Dst(e)),
         }
-    }
-    if dir.eof {
-        if dir.pending.is_empty() {
-            let _ = socket2::SockRef::from(dst).shutdown(Shutdown::Write);
+        if !dir.pending.is_empty() {
+            // Free the memory: an idle session should hold no buffer.
+            dir.pending = Vec::new();
+            dir.offset = 0;
+        }
+        if dir.eof {
+            let _ = socket2::SockRef::from(dst.as_ref()).shutdown(Shutdown::Write);
             dir.done = true;
+            return Poll::Ready(Ok(()));
         }
-        return Ok(if progressed { Step::Progress } else { Step::Idle });
+        let read = BUF.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            let mut rb = ReadBuf::new(&mut buf[..]);
+            match Pin::new(&mut *src).poll_read(cx, &mut rb) {
+                Poll::Ready(Ok(())) => {
+                    let n = rb.filled().len();
+                    if n == 0 {
+                        dir.eof = true;
+                        return Poll::Ready(Ok(0));
+                    }
+                    let data = rb.filled();
+                    if let Some(s) = sniffer.as_mut() {
+                        s.feed(data, &mut *on_event);
+                        if s.done {
+                            *sniffer = None;
+                        }
+                    }
+                    dir.moved += n as u64;
+                    // Write straight from the per-thread buffer; keep only what does not fit.
+                    let written = match Pin::new(&mut *dst).poll_write(cx, data) {
+                        Poll::Ready(Ok(w)) => w,
+                        Poll::Ready(Err(e)) => return Poll::Ready(Err(Side::Dst(e))),
+                        Poll::Pending => 0,
+                    };
+                    if written < n {
+                        dir.pending = data[written..].to_vec();
+                        dir.offset = 0;
+                    }
+                    Poll::Ready(Ok(n))
+                }
+                Poll::Ready(Err(e)) => Poll::Ready(Err(Side::Src(e))),
+                Poll::Pending => Poll::Pending,
+            }
+        });
+        match read {
+            Poll::Ready(Ok(_)) => progressed = true,
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Pending => return if progressed { Poll::Ready(Ok(())) } else { Poll::Pending },
+        }
     }
-    BUF.with(|buf| {
-        let mut buf = buf.borrow_mut();
-        for _ in 0..MAX_READS_PER_WAKE {
-            let n = match src.try_read(&mut buf) {
-                Ok(0) => {
-                    dir.eof = true;
-                    let _ = socket2::SockRef::from(dst).shutdown(Shutdown::Write);
-                    dir.done = true;
-                    return Ok(Step::Progress);
-                }
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(Side::Src(e)),
-            };
-            progressed = true;
-            let data = &buf[..n];
-            if let Some(s) = sniffer.as_mut() {
-                s.feed(data, &mut *on_event);
-                if s.done {
-                    *sniffer = None;
-                }
-            }
-            dir.moved += n as u64;
-            let written = match dst.try_write(data) {
-                Ok(w) => w,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
-                Err(e) => return Err(Side::Dst(e)),
-            };
-            if written < n {
-                dir.pending = data[written..].to_vec();
-                dir.offset = 0;
-                break;
-            }
-        }
-        Ok(if progressed { Step::Progress } else { Step::Idle })
-    })
+    // Busy: report progress and let the caller yield.
+    Poll::Ready(Ok(()))
 }
 
 /// What the relay reports when it ends.
@@ -174,8 +174,8 @@ pub struct Outcome {
 }
 
 pub struct Relay<'a> {
-    pub client: &'a TcpStream,
-    pub server: &'a TcpStream,
+    pub client: &'a mut TcpStream,
+    pub server: &'a mut TcpStream,
     pub timeouts: Timeouts,
     /// Watches the server's startup answer, if it is unencrypted.
     pub sniffer: Option<Sniffer>,
@@ -188,6 +188,8 @@ pub struct Relay<'a> {
 impl Relay<'_> {
     pub async fn run(self, mut on_event: impl FnMut(Event)) -> Outcome {
         let Relay { client, server, timeouts, mut sniffer, counters, mut kill, hard_stop } = self;
+        let (mut client_r, mut client_w) = client.split();
+        let (mut server_r, mut server_w) = server.split();
         let mut up = Direction::default();
         let mut down = Direction::default();
         let mut last = Instant::now();
@@ -200,54 +202,71 @@ impl Relay<'_> {
         let far = Instant::now() + Duration::from_secs(86400 * 365);
         let mut timer = std::pin::pin!(tokio::time::sleep_until(far));
         let mut armed: Option<Instant> = None;
-        let end = loop {
-            if up.done && down.done {
-                break End::Normal;
-            }
-            let (deadline, which) = deadline(&timeouts, &up, &down, last);
-            match (deadline, armed) {
-                (Some(d), Some(a)) if a <= d => {}
-                (Some(d), _) => {
-                    timer.as_mut().reset(d);
-                    armed = Some(d);
+        let end = std::future::poll_fn(|cx| {
+            let mut rounds = 0;
+            loop {
+                if up.done && down.done {
+                    return Poll::Ready(End::Normal);
                 }
-                (None, Some(_)) => {
-                    timer.as_mut().reset(far);
-                    armed = None;
-                }
-                (None, None) => {}
-            }
-            let step = tokio::select! {
-                r = client.readable(), if up.wants_read() => r.map_err(Side::Src).and_then(|_| pump(client, server, &mut up, &mut None, &mut on_event)),
-                r = server.writable(), if up.wants_write() => r.map_err(Side::Dst).and_then(|_| pump(client, server, &mut up, &mut None, &mut on_event)),
-                r = server.readable(), if down.wants_read() => r.map_err(Side::Src).and_then(|_| pump(server, client, &mut down, &mut sniffer, &mut on_event)).map_err(swap),
-                r = client.writable(), if down.wants_write() => r.map_err(Side::Dst).and_then(|_| pump(server, client, &mut down, &mut sniffer, &mut on_event)).map_err(swap),
-                _ = &mut timer, if armed.is_some() => {
-                    armed = None;
-                    timer.as_mut().reset(far);
-                    match deadline {
-                        Some(d) if Instant::now() >= d => break which,
-                        // Activity since the timer was armed: re-arm at the new deadline.
-                        _ => continue,
+                let a = if up.done { Poll::Pending } else { pump(cx, &mut client_r, &mut server_w, &mut up, &mut None, &mut on_event) };
+                let b = if down.done { Poll::Pending } else { pump(cx, &mut server_r, &mut client_w, &mut down, &mut sniffer, &mut on_event) };
+                let mut progressed = false;
+                for (r, swap_sides) in [(a, false), (b, true)] {
+                    match r {
+                        Poll::Ready(Ok(())) => progressed = true,
+                        Poll::Pending => {}
+                        // Once one side has closed cleanly, a reset from the other is
+                        // how many peers finish (TLS close_notify, PostgreSQL after
+                        // Terminate): not an error.
+                        Poll::Ready(Err(_)) if up.eof || down.eof => return Poll::Ready(End::Normal),
+                        Poll::Ready(Err(side)) => {
+                            let client_side = matches!(side, Side::Src(_)) != swap_sides;
+                            return Poll::Ready(if client_side { End::ClientError } else { End::ServerError });
+                        }
                     }
                 }
-                _ = &mut kill => break End::Killed,
-                _ = &mut hard_stop => break End::Killed,
-            };
-            match step {
-                Ok(Step::Progress) => {
+                if progressed {
                     last = Instant::now();
                     flush(&counters, &mut up, &mut down, FLUSH_EVERY);
+                    rounds += 1;
+                    if rounds < 8 {
+                        continue;
+                    }
+                    // Busy session: give other tasks a turn, then come back.
+                    cx.waker().wake_by_ref();
                 }
-                Ok(Step::Idle) => {}
-                // Once one side has closed cleanly, a reset from the other is
-                // how many peers finish (TLS close_notify, PostgreSQL after
-                // Terminate): not an error.
-                Err(_) if up.eof || down.eof => break End::Normal,
-                Err(Side::Src(_)) => break End::ClientError,
-                Err(Side::Dst(_)) => break End::ServerError,
+                if kill.as_mut().poll(cx).is_ready() || hard_stop.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(End::Killed);
+                }
+                let (deadline, which) = deadline(&timeouts, &up, &down, last);
+                match (deadline, armed) {
+                    (Some(d), Some(a)) if a <= d => {}
+                    (Some(d), _) => {
+                        timer.as_mut().reset(d);
+                        armed = Some(d);
+                    }
+                    (None, Some(_)) => {
+                        timer.as_mut().reset(far);
+                        armed = None;
+                    }
+                    (None, None) => {}
+                }
+                if armed.is_some() && timer.as_mut().poll(cx).is_ready() {
+                    match deadline {
+                        Some(d) if Instant::now() >= d => return Poll::Ready(which),
+                        // Activity since the timer was armed: re-arm at the new deadline.
+                        Some(d) => {
+                            timer.as_mut().reset(d);
+                            armed = Some(d);
+                            let _ = timer.as_mut().poll(cx);
+                        }
+                        None => armed = None,
+                    }
+                }
+                return Poll::Pending;
             }
-        };
+        })
+        .await;
         flush(&counters, &mut up, &mut down, 0);
         Outcome { end, bytes_in: up.moved, bytes_out: down.moved }
     }
@@ -283,13 +302,5 @@ fn deadline(t: &Timeouts, up: &Direction, down: &Direction, last: Instant) -> (O
             (None, Some(s)) => (Some(last + s), End::ServerTimeout),
             (None, None) => (None, End::Normal),
         }
-    }
-}
-
-/// In the server-to-client direction the source is the server.
-fn swap(side: Side) -> Side {
-    match side {
-        Side::Src(e) => Side::Dst(e),
-        Side::Dst(e) => Side::Src(e),
     }
 }

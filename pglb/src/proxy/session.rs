@@ -253,8 +253,8 @@ async fn serve(
                 },
             };
             let relay = Relay {
-                client: &client,
-                server: &server,
+                client: &mut client,
+                server: &mut server,
                 timeouts,
                 sniffer: plain.then(Sniffer::default),
                 counters: [&fe.counters, &be.counters, &srv.counters],

@@ -3,8 +3,8 @@
 
 mod common;
 mod config_cli;
-mod deploy;
 mod demo;
+mod deploy;
 mod dns;
 mod health;
 mod healthd;
