@@ -74,17 +74,26 @@ async fn measure(lab: &Lab, opts: &BenchOptions) -> Result<Value, BenchError> {
     }
     let versions: Vec<Value> = systems.iter().map(|s| json!({"system": s.name, "version": s.version})).collect();
     let mut samples = Vec::new();
+    let mut failures = Vec::new();
     for w in Workload::all() {
         for round in 1..=opts.rounds {
             for s in &systems {
                 eprintln!("bench: {} / {} / round {round}", w.name(), s.name);
-                let sample = w.run(lab, s, opts, round).await.map_err(|e| BenchError::Failed(format!("{} through {}: {e}", w.name(), s.name)))?;
-                samples.extend(sample);
+                // A failed run is reported, not fatal: the other figures still count.
+                match w.run(lab, s, opts, round).await {
+                    Ok(sample) => samples.extend(sample),
+                    Err(e) => {
+                        eprintln!("bench: {} through {} failed: {e}", w.name(), s.name);
+                        failures.push(json!({"workload": w.name(), "system": s.name, "round": round, "error": e}));
+                    }
+                }
             }
         }
     }
     for s in systems {
         s.stop();
     }
-    Ok(report::summarize(&samples, opts, versions))
+    let mut report = report::summarize(&samples, opts, versions);
+    report["failures"] = Value::Array(failures);
+    Ok(report)
 }

@@ -124,9 +124,9 @@ async fn idle_cost(lab: &Lab, sys: &System, pid: u32, n: usize) -> Result<f64, S
     let dsn = format!("host=127.0.0.1 port={} user={user} password={password} dbname=bench sslmode=disable", sys.port);
     let mut held = Vec::with_capacity(n);
     for _ in 0..n {
-        let (c, conn) = tokio_postgres::connect(&dsn, tokio_postgres::NoTls).await.map_err(|e| e.to_string())?;
+        let (c, conn) = tokio_postgres::connect(&dsn, tokio_postgres::NoTls).await.map_err(|e| crate::health::sql::login_error(&e))?;
         tokio::spawn(conn);
-        c.simple_query("select 1").await.map_err(|e| e.to_string())?;
+        c.simple_query("select 1").await.map_err(|e| crate::health::sql::login_error(&e))?;
         held.push(c);
     }
     tokio::time::sleep(Duration::from_millis(500)).await;

@@ -61,13 +61,25 @@ fn logs_to_stdout(text: &str) -> bool {
     false
 }
 
-/// `ulimit-n` and `pidfile`.
+/// `ulimit-n` and `pidfile`. Without `ulimit-n`, the soft file-descriptor
+/// limit is raised to the hard one, as HAProxy sizes its own: each session
+/// needs two descriptors and the usual soft limit of 1024 would cap pglb at
+/// about 500 sessions.
 fn prepare_process(config: &Config) -> Result<(), String> {
     if let Some(n) = config.global.ulimit_n {
         let lim = libc::rlimit { rlim_cur: n, rlim_max: n };
         // SAFETY: setrlimit with a valid, initialised struct.
         if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
             return Err(format!("ulimit-n {n}: {}", std::io::Error::last_os_error()));
+        }
+    } else {
+        let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: getrlimit/setrlimit with a valid struct.
+        unsafe {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+                lim.rlim_cur = lim.rlim_max;
+                libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+            }
         }
     }
     if let Some(p) = &config.global.pidfile {
