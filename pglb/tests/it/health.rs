@@ -173,8 +173,10 @@ async fn sql_check_logs_in_with_scram_from_env_and_never_shows_the_password() {
         .unwrap();
     replicas_caught_up(lab).await;
     let port = dead_port();
+    let stats = dead_port();
     let cfg = format!(
-        "listen pg\n    bind 127.0.0.1:{port}\n    timeout connect 1s\n    option pgsql-check user monitor password-env MON_PW role any\n{}\
+        "listen stats\n    bind 127.0.0.1:{stats}\n    mode http\n    stats enable\n    stats uri /stats\n\
+         listen pg\n    bind 127.0.0.1:{port}\n    timeout connect 1s\n    option pgsql-check user monitor password-env MON_PW role any\n{}\
          listen ghost\n    bind 127.0.0.1:0\n    timeout connect 1s\n    option pgsql-check user ghost password-env MON_PW\n    server primary 127.0.0.1:{} check inter 200ms\n",
         server_lines(lab, "check inter 200ms"),
         lab.primary().port
@@ -190,6 +192,12 @@ async fn sql_check_logs_in_with_scram_from_env_and_never_shows_the_password() {
         .unwrap();
     poll("pglb up", Duration::from_secs(10), || async { connect(port, "appdb").await.ok() }).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
+    // Nor in the stats surfaces.
+    for path in ["/stats", "/stats;csv", "/stats;json", "/metrics"] {
+        let (code, body) = crate::observe::http_get(stats, path, None).await;
+        assert_eq!(code, 200, "{path}");
+        assert!(!body.contains("S3cret-pw-42"), "the password leaked into {path}");
+    }
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()).await.unwrap();
