@@ -27,7 +27,7 @@ pub async fn failover(lab: &Lab, o: FailoverOptions) -> Result<Report, ScenarioE
     unsafe { std::env::set_var(PASSWORD_VAR, lab.superuser().1) };
     let inter = o.inter.as_millis();
     let cfg = format!(
-        "defaults\n    mode tcp\n    timeout connect 1s\n    timeout check 1s\n    timeout tunnel 1h\n    retries 3\n    option redispatch 1\n\
+        "defaults\n    mode tcp\n    timeout connect 1s\n    timeout check 2s\n    timeout tunnel 1h\n    retries 3\n    option redispatch 1\n\
          listen ro\n    bind 127.0.0.1:0\n    balance roundrobin\n    option pgsql-check user {user} password-env {PASSWORD_VAR} role replica\n{}",
         servers(lab.replicas(), &format!("check inter {inter}ms rise {} fall {}", o.rise, o.fall)),
         user = lab.superuser().0,

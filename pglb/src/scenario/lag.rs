@@ -24,7 +24,7 @@ pub async fn lag(lab: &Lab, o: LagOptions) -> Result<Report, ScenarioError> {
     unsafe { std::env::set_var(PASSWORD_VAR, lab.superuser().1) };
     let (max_lag, inter) = (o.max_lag.as_millis(), o.inter.as_millis());
     let cfg = format!(
-        "defaults\n    mode tcp\n    timeout connect 1s\n    timeout tunnel 1h\n\
+        "defaults\n    mode tcp\n    timeout connect 1s\n    timeout check 2s\n    timeout tunnel 1h\n\
          listen ro\n    bind 127.0.0.1:0\n    option pgsql-check user {user} password-env {PASSWORD_VAR} role replica max-lag {max_lag}ms\n{}",
         servers(lab.replicas(), &format!("check inter {inter}ms rise 2 fall 2")),
         user = lab.superuser().0,

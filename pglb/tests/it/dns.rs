@@ -52,7 +52,7 @@ async fn unresolvable_server_comes_up_when_dns_answers_and_follows_address_chang
     let dns = dns_server(zone.clone()).await;
     let cfg = format!(
         "resolvers testdns\n    nameserver ns1 127.0.0.1:{dns}\n    hold valid 200ms\n    timeout resolve 200ms\n    timeout retry 200ms\n\
-         listen pg\n    bind 127.0.0.1:0\n    timeout connect 1s\n    option pgsql-check user postgres\n\
+         listen pg\n    bind 127.0.0.1:0\n    timeout connect 1s\n    timeout check 1s\n    option pgsql-check user postgres\n\
          \x20   server db db.pglb.test:{} check inter 200ms resolvers testdns init-addr none\n",
         lab.primary().port
     );

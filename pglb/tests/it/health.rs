@@ -52,7 +52,7 @@ async fn lagging_replica_goes_down_by_lag_and_back_up() {
     unsafe { std::env::set_var("PGLB_TEST_LAG_PW", "postgres") };
     let replica = lab.node("replica1").unwrap();
     let cfg = format!(
-        "listen ro\n    bind 127.0.0.1:0\n    timeout connect 1s\n    option pgsql-check user postgres password-env PGLB_TEST_LAG_PW role replica max-lag 1s require-streaming\n    server replica1 127.0.0.1:{} check inter 300ms rise 2 fall 2\n",
+        "listen ro\n    bind 127.0.0.1:0\n    timeout connect 1s\n    timeout check 2s\n    option pgsql-check user postgres password-env PGLB_TEST_LAG_PW role replica max-lag 1s require-streaming\n    server replica1 127.0.0.1:{} check inter 300ms rise 2 fall 2\n",
         replica.port
     );
     let pglb = start(&cfg).await;
@@ -84,7 +84,7 @@ async fn role_primary_follows_failover_and_refuses_split_brain() {
     // SAFETY: test-local variable name.
     unsafe { std::env::set_var("PGLB_TEST_FO_PW", "postgres") };
     let cfg = format!(
-        "listen rw\n    bind 127.0.0.1:0\n    timeout connect 1s\n    option pgsql-check user postgres password-env PGLB_TEST_FO_PW role primary\n{}",
+        "listen rw\n    bind 127.0.0.1:0\n    timeout connect 1s\n    timeout check 2s\n    option pgsql-check user postgres password-env PGLB_TEST_FO_PW role primary\n{}",
         server_lines(&lab, "check inter 300ms rise 2 fall 2")
     );
     let pglb = start(&cfg).await;
@@ -140,8 +140,8 @@ async fn startup_check_is_up_for_scram_down_for_rejected_and_leaves_no_log_lines
         admin.batch_execute("select pg_reload_conf()").await.unwrap();
     }
     let cfg = format!(
-        "backend ok\n    timeout connect 1s\n    option pgsql-check user checker\n    server primary 127.0.0.1:{p} check inter 100ms\n\
-         backend rejected\n    timeout connect 1s\n    option pgsql-check user refused\n    server primary 127.0.0.1:{p} check inter 100ms\n\
+        "backend ok\n    timeout connect 1s\n    timeout check 1s\n    option pgsql-check user checker\n    server primary 127.0.0.1:{p} check inter 100ms\n\
+         backend rejected\n    timeout connect 1s\n    timeout check 1s\n    option pgsql-check user refused\n    server primary 127.0.0.1:{p} check inter 100ms\n\
          frontend f\n    bind 127.0.0.1:0\n    default_backend ok\n",
         p = primary.port
     );
@@ -176,7 +176,7 @@ async fn sql_check_logs_in_with_scram_from_env_and_never_shows_the_password() {
     let stats = dead_port();
     let cfg = format!(
         "listen stats\n    bind 127.0.0.1:{stats}\n    mode http\n    stats enable\n    stats uri /stats\n\
-         listen pg\n    bind 127.0.0.1:{port}\n    timeout connect 1s\n    option pgsql-check user monitor password-env MON_PW role any\n{}\
+         listen pg\n    bind 127.0.0.1:{port}\n    timeout connect 1s\n    timeout check 3s\n    option pgsql-check user monitor password-env MON_PW role any\n{}\
          listen ghost\n    bind 127.0.0.1:0\n    timeout connect 1s\n    option pgsql-check user ghost password-env MON_PW\n    server primary 127.0.0.1:{} check inter 200ms\n",
         server_lines(lab, "check inter 200ms"),
         lab.primary().port

@@ -66,7 +66,7 @@ fn socat(socket: &std::path::Path, cmd: &str) -> String {
 fn observed_config(lab: &pglb::lab::Lab, socket: &std::path::Path, user_socket: &std::path::Path, stats_port: u16, dead: u16) -> String {
     format!(
         "global\n    stats socket {} mode 660 level admin\n    stats socket {} mode 600 level user\n\
-         defaults\n    mode tcp\n    timeout connect 1s\n    timeout client 1h\n    timeout server 1h\n\
+         defaults\n    mode tcp\n    timeout connect 1s\n    timeout check 1s\n    timeout client 1h\n    timeout server 1h\n\
          listen stats\n    bind 127.0.0.1:{stats_port}\n    mode http\n    stats enable\n    stats uri /stats\n    stats refresh 5s\n    stats auth admin:s3cret\n\
          listen live\n    bind 127.0.0.1:0\n    balance roundrobin\n    option pgsql-check user postgres\n{}\
          listen dead\n    bind 127.0.0.1:0\n    option pgsql-check user postgres\n    server gone 127.0.0.1:{dead} check inter 200ms\n",
