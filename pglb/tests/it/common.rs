@@ -126,3 +126,14 @@ pub async fn replicas_caught_up(lab: &pglb::lab::Lab) {
         .await;
     }
 }
+
+/// Kills a child process when dropped, so a failed assertion leaves no
+/// HAProxy or healthd behind.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

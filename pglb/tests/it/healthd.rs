@@ -6,15 +6,6 @@ use crate::observe::{http_get, try_http_get};
 use pglb::lab::Fault;
 use std::time::Duration;
 
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn haproxy_status(socket: &std::path::Path, server: &str) -> String {
     let out = std::process::Command::new("sh").arg("-c").arg(format!("echo 'show stat' | socat stdio {}", socket.display())).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout).into_owned();

@@ -1,41 +1,16 @@
 //! The lab against real PostgreSQL: needs the server binaries
 //! (`apt-get install -y postgresql`) and `openssl`.
 
-use std::future::Future;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use crate::common::{lab_dir, poll};
 use pglb::lab::{Fault, Lab, LabError, LabOptions, NodeStatus, Role, cleanup_at_exit};
 use tokio_postgres::NoTls;
-
-/// A fresh short directory under /tmp (unix socket paths must stay short).
-/// Kept, not auto-deleted: removing it under running servers would leave
-/// them orphaned; `down` or the at-exit cleanup removes it.
-fn lab_dir() -> PathBuf {
-    let dir = tempfile::Builder::new().prefix("pglb-lab-").tempdir_in("/tmp").expect("create tempdir").keep();
-    cleanup_at_exit(dir.clone());
-    dir
-}
 
 async fn up(replicas: usize, ssl: bool) -> Lab {
     let dir = lab_dir();
     Lab::up(LabOptions { dir, replicas, port_base: None, ssl }).await.unwrap_or_else(|e| panic!("lab up failed: {e}"))
-}
-
-/// Polls `f` every 50 ms until it returns `Some`, failing after `limit`.
-async fn poll<T, F, Fut>(what: &str, limit: Duration, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 async fn client(lab: &Lab, node: &str, db: &str) -> tokio_postgres::Client {

@@ -40,17 +40,6 @@ fn dechunk(mut s: &str) -> String {
     out
 }
 
-/// Kills a child process when dropped, so a failed assertion leaves no
-/// HAProxy behind.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn base64_encode(s: &str) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(s)
