@@ -196,6 +196,11 @@ async fn pgsql(check: &PgsqlCheck, target: Target) -> Outcome {
             // (EOF) is what it treats as "never mind", without logging.
             (true, "L7OK", "PostgreSQL server is ok".to_string())
         }
+        // A full server (max_connections, SQLSTATE 53300) is alive: marking
+        // it DOWN would push its load onto the others and cascade.
+        (Some(b'E'), _) if error_code(&buf).as_deref() == Some("53300") => {
+            (true, "L7OK", format!("PostgreSQL is up but full: {}", error_message(&buf)))
+        }
         (Some(b'E'), _) => (false, "L7STS", format!("PostgreSQL error: {}", error_message(&buf))),
         (_, Err("timeout")) => (false, "L7TOUT", "Layer7 timeout: no answer to the startup packet".to_string()),
         (None, _) => (false, "L7RSP", "the server closed without answering the startup packet".to_string()),
@@ -216,6 +221,11 @@ fn contains_message(b: &[u8], ty: u8) -> bool {
         i += 1 + len;
     }
     false
+}
+
+/// The SQLSTATE ('C' field) of an ErrorResponse.
+pub fn error_code(msg: &[u8]) -> Option<String> {
+    msg.get(5..)?.split(|b| *b == 0).find(|f| f.first() == Some(&b'C')).map(|f| String::from_utf8_lossy(&f[1..]).into_owned())
 }
 
 /// The 'M' field of an ErrorResponse.
@@ -275,6 +285,7 @@ mod tests {
     fn error_message_reads_the_fields() {
         let m = crate::pg::fatal("28000", "no pg_hba.conf entry", None, None);
         assert_eq!(error_message(&m), "FATAL: no pg_hba.conf entry");
+        assert_eq!(error_code(&m).as_deref(), Some("28000"));
     }
 
     #[test]

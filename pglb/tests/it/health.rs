@@ -259,3 +259,43 @@ async fn on_marked_down_and_up_close_the_affected_sessions() {
     let back: i32 = connect(port, "appdb").await.unwrap().query_one("select inet_server_port()", &[]).await.unwrap().get(0);
     assert_eq!(back, i32::from(lab.primary().port));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_server_stays_up_and_its_fatal_reaches_the_client() {
+    let lab = own_lab(0).await;
+    let admin = connect(lab.primary().port, "postgres").await.unwrap();
+    admin.batch_execute("alter system set max_connections = 8").await.unwrap();
+    drop(admin);
+    lab.fault("primary", Fault::Stop).await.unwrap();
+    lab.fault("primary", Fault::Start).await.unwrap();
+    let cfg = format!(
+        "listen pg\n    bind 127.0.0.1:0\n    timeout connect 1s\n    timeout check 1s\n    retries 0\n    option pgsql-check user postgres\n    server primary 127.0.0.1:{} check inter 200ms fall 1\n",
+        lab.primary().port
+    );
+    let pglb = start(&cfg).await;
+    let port = pglb.addr("pg").unwrap().port();
+    let be = pglb.runtime().backend("pg").unwrap().clone();
+    until(&be, "checked", Duration::from_secs(5), |b| check_desc(b, "primary").starts_with("L7OK")).await;
+    // Fill every connection slot.
+    let mut held = Vec::new();
+    loop {
+        match connect(lab.primary().port, "postgres").await {
+            Ok(c) => held.push(c),
+            Err(e) => {
+                assert_eq!(e.as_db_error().map(|d| d.code().code()), Some("53300"), "{e}");
+                break;
+            }
+        }
+        assert!(held.len() < 50, "max_connections was not applied");
+    }
+    until(&be, "the check sees the server full", Duration::from_secs(5), |b| check_desc(b, "primary").contains("full")).await;
+    assert_eq!(usable_names(&be), ["primary"], "a full server is not DOWN");
+    // The client gets PostgreSQL's own FATAL through pglb.
+    let Err(e) = connect(port, "appdb").await else { panic!("the server is full") };
+    let db = e.as_db_error().expect("the server's error, relayed");
+    assert_eq!(db.code().code(), "53300");
+    assert!(db.message().contains("too many clients"), "{}", db.message());
+    drop(held);
+    poll("served again once slots free", Duration::from_secs(5), || async { connect(port, "appdb").await.ok() }).await;
+    lab.down().await.unwrap();
+}
