@@ -299,3 +299,30 @@ async fn a_full_server_stays_up_and_its_fatal_reaches_the_client() {
     poll("served again once slots free", Duration::from_secs(5), || async { connect(port, "appdb").await.ok() }).await;
     lab.down().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_postmaster_is_detected_by_timeout_check_and_avoided() {
+    let lab = own_lab(1).await;
+    // fall 2, inter 300ms, timeout check 500ms: a black-holed server (TCP
+    // still accepted by the kernel, no answer) is DOWN within about 1.6s.
+    let cfg = format!(
+        "listen pg\n    bind 127.0.0.1:0\n    timeout connect 1s\n    timeout check 500ms\n    option pgsql-check user postgres\n{}",
+        server_lines(&lab, "check inter 300ms rise 2 fall 2")
+    );
+    let pglb = start(&cfg).await;
+    let port = pglb.addr("pg").unwrap().port();
+    let be = pglb.runtime().backend("pg").unwrap().clone();
+    until(&be, "both checked", Duration::from_secs(5), |b| b.servers.iter().all(|s| s.check.lock().unwrap().status == "L7OK")).await;
+    lab.fault("replica1", Fault::Freeze).await.unwrap();
+    let took = until(&be, "frozen replica DOWN", Duration::from_secs(10), |b| usable_names(b) == ["primary"]).await;
+    assert!(took <= Duration::from_millis(2 * 300 + 2 * 500 + 1500), "detection took {took:?}");
+    assert!(check_desc(&be, "replica1").starts_with("L7TOUT"), "{}", check_desc(&be, "replica1"));
+    // Every new session now goes to the live server, none hangs on the frozen one.
+    for _ in 0..4 {
+        let p = tokio::time::timeout(Duration::from_secs(5), server_port(port)).await.expect("no session hangs");
+        assert_eq!(p, i32::from(lab.primary().port));
+    }
+    lab.fault("replica1", Fault::Thaw).await.unwrap();
+    until(&be, "thawed replica UP", Duration::from_secs(10), |b| usable_names(b).len() == 2).await;
+    lab.down().await.unwrap();
+}
