@@ -6,6 +6,8 @@ pub mod balance;
 pub mod bench;
 pub mod cli;
 pub mod config;
+#[cfg(test)]
+mod fuzz;
 pub mod health;
 pub mod healthd;
 pub mod lab;
