@@ -140,20 +140,18 @@ impl SqlProbe {
 /// Asks a server what it is (one query).
 pub async fn read_info(client: &Client) -> Result<PgInfo, tokio_postgres::Error> {
     let row = client.query_one(QUERY, &[]).await?;
-    {
-        let in_recovery: bool = row.get(0);
-        let lag_seconds: f64 = row.get(1);
-        let lsn = row.get::<_, Option<String>>(2).as_deref().and_then(parse_lsn).unwrap_or(0);
-        let received = row.get::<_, Option<String>>(3).as_deref().and_then(parse_lsn);
-        let receiver: Option<String> = row.get(4);
-        Ok(PgInfo {
-            primary: !in_recovery,
-            lag_seconds: lag_seconds.max(0.0),
-            lag_bytes: received.map(|r| r.saturating_sub(lsn)).unwrap_or(0),
-            streaming: receiver.as_deref() == Some("streaming"),
-            lsn,
-        })
-    }
+    let in_recovery: bool = row.get(0);
+    let lag_seconds: f64 = row.get(1);
+    let lsn = row.get::<_, Option<String>>(2).as_deref().and_then(parse_lsn).unwrap_or(0);
+    let received = row.get::<_, Option<String>>(3).as_deref().and_then(parse_lsn);
+    let receiver: Option<String> = row.get(4);
+    Ok(PgInfo {
+        primary: !in_recovery,
+        lag_seconds: lag_seconds.max(0.0),
+        lag_bytes: received.map(|r| r.saturating_sub(lsn)).unwrap_or(0),
+        streaming: receiver.as_deref() == Some("streaming"),
+        lsn,
+    })
 }
 
 /// A TLS connector for `sslmode prefer|require`: like libpq's `require`,

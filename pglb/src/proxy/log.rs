@@ -37,31 +37,26 @@ impl ConnLog {
     pub fn emit(&self) {
         // -1 = the phase was not reached (HAProxy's convention); i64 so JSON gets numbers.
         let fmt_ms = |v: Option<u128>| v.map(|v| v as i64).unwrap_or(-1);
-        let client_ip = self.client.map(|c| c.ip().to_string()).unwrap_or_default();
-        let client_port = self.client.map(|c| c.port()).unwrap_or(0);
-        let fields = (
-            client_ip.as_str(),
-            client_port,
-            self.frontend.as_str(),
-            self.backend.as_str(),
-            self.server.as_str(),
-            fmt_ms(self.queue_ms),
-            fmt_ms(self.connect_ms),
-            self.total_ms as u64,
-        );
-        let (ip, port, fe, be, srv, tw, tc, tt) = fields;
+        let ip = self.client.map(|c| c.ip().to_string()).unwrap_or_default();
+        let port = self.client.map(|c| c.port()).unwrap_or(0);
+        let (tw, tc, tt) = (fmt_ms(self.queue_ms), fmt_ms(self.connect_ms), self.total_ms as u64);
         let user = self.user.as_deref().unwrap_or("");
         let db = self.database.as_deref().unwrap_or("");
         let app = self.application_name.as_deref().unwrap_or("");
         let reason = self.reason.as_deref().unwrap_or("");
-        if self.termination == "--" || self.termination == "CD" || self.termination == "cD" {
-            tracing::info!(target: "pglb::conn", client_ip = ip, client_port = port, frontend = fe, backend = be, server = srv,
-                tw, tc, tt, bytes_in = self.bytes_in, bytes_out = self.bytes_out, retries = self.retries, redispatched = self.redispatched,
-                termination_state = self.termination, transport = self.transport, user, database = db, application_name = app, reason, "connection closed");
+        // The same fields at info (normal ends) or warn (anything pglb or a server cut short).
+        macro_rules! line {
+            ($level:ident) => {
+                tracing::$level!(target: "pglb::conn", client_ip = ip.as_str(), client_port = port, frontend = self.frontend.as_str(),
+                    backend = self.backend.as_str(), server = self.server.as_str(), tw, tc, tt, bytes_in = self.bytes_in, bytes_out = self.bytes_out,
+                    retries = self.retries, redispatched = self.redispatched, termination_state = self.termination, transport = self.transport,
+                    user, database = db, application_name = app, reason, "connection closed")
+            };
+        }
+        if matches!(self.termination, "--" | "CD" | "cD") {
+            line!(info);
         } else {
-            tracing::warn!(target: "pglb::conn", client_ip = ip, client_port = port, frontend = fe, backend = be, server = srv,
-                tw, tc, tt, bytes_in = self.bytes_in, bytes_out = self.bytes_out, retries = self.retries, redispatched = self.redispatched,
-                termination_state = self.termination, transport = self.transport, user, database = db, application_name = app, reason, "connection closed");
+            line!(warn);
         }
     }
 }

@@ -120,22 +120,21 @@ pub async fn handle(rt: Arc<Runtime>, fe: Arc<FrontendState>, mut client: TcpStr
         note_startup(&mut log, s);
     }
 
-    let refuse = |code: &'static str, message: String, termination: &'static str| (code, message, termination);
     let attempt = if rt.stopping.is_cancelled() {
-        Err(refuse(sqlstate::ADMIN_SHUTDOWN, "pglb is shutting down".to_string(), "PC"))
+        Err((sqlstate::ADMIN_SHUTDOWN, "pglb is shutting down".to_string(), "PC"))
     } else {
         match &backend {
-            None => Err(refuse(sqlstate::CONNECTION_FAILURE, format!("frontend \"{}\" has no backend", fe.cfg.name), "PC")),
+            None => Err((sqlstate::CONNECTION_FAILURE, format!("frontend \"{}\" has no backend", fe.cfg.name), "PC")),
             Some(be) => {
                 let mut attempts = Attempts::default();
                 let r = tokio::select! {
                     r = connect::connect(be, peer.ip(), &mut attempts) => r.map_err(|e| {
                         let termination = e.termination();
                         let code = e.sqlstate();
-                        refuse(code, e.to_string(), termination)
+                        (code, e.to_string(), termination)
                     }),
-                    _ = rt.stopping.cancelled() => Err(refuse(sqlstate::ADMIN_SHUTDOWN, "pglb is shutting down".to_string(), "PC")),
-                    _ = client_gone(&client) => Err(refuse(sqlstate::CONNECTION_FAILURE, "client left while waiting for a server".into(), "CQ")),
+                    _ = rt.stopping.cancelled() => Err((sqlstate::ADMIN_SHUTDOWN, "pglb is shutting down".to_string(), "PC")),
+                    _ = client_gone(&client) => Err((sqlstate::CONNECTION_FAILURE, "client left while waiting for a server".into(), "CQ")),
                 };
                 log.retries = attempts.retries;
                 log.redispatched = attempts.redispatched;

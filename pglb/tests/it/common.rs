@@ -137,3 +137,20 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+/// Writes `config` to DIR/haproxy.cfg and runs Debian's HAProxy on it in the
+/// foreground; it is killed when the guard drops.
+pub fn spawn_haproxy(dir: &std::path::Path, config: &str) -> KillOnDrop {
+    let path = dir.join("haproxy.cfg");
+    std::fs::write(&path, config).expect("write haproxy.cfg");
+    KillOnDrop(
+        std::process::Command::new("haproxy")
+            .arg("-db")
+            .arg("-f")
+            .arg(&path)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("haproxy (apt-get install haproxy)"),
+    )
+}

@@ -55,18 +55,7 @@ async fn stock_haproxy_with_healthd_marks_a_lagging_replica_down() {
         lab.node("replica1").unwrap().port,
         lab.node("replica2").unwrap().port,
     );
-    let cfg_path = dir.path().join("haproxy.cfg");
-    std::fs::write(&cfg_path, cfg).unwrap();
-    let _haproxy = KillOnDrop(
-        std::process::Command::new("haproxy")
-            .arg("-db")
-            .arg("-f")
-            .arg(&cfg_path)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("haproxy (apt-get install haproxy)"),
-    );
+    let _haproxy = spawn_haproxy(dir.path(), &cfg);
     poll("HAProxy sees both replicas UP", Duration::from_secs(10), || async {
         (haproxy_status(&socket, "replica1") == "UP" && haproxy_status(&socket, "replica2") == "UP").then_some(())
     })

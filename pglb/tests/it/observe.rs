@@ -219,18 +219,7 @@ async fn csv_header_matches_debian_haproxy() {
         )
     };
     let hp_sock = dir.path().join("haproxy.sock");
-    let hp_cfg = dir.path().join("haproxy.cfg");
-    std::fs::write(&hp_cfg, make(&hp_sock, hp_stats)).unwrap();
-    let _haproxy = KillOnDrop(
-        std::process::Command::new("haproxy")
-            .arg("-db")
-            .arg("-f")
-            .arg(&hp_cfg)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("haproxy (apt-get install haproxy)"),
-    );
+    let _haproxy = spawn_haproxy(dir.path(), &make(&hp_sock, hp_stats));
     poll("haproxy socket", Duration::from_secs(10), || async { hp_sock.exists().then_some(()) }).await;
     let pg_sock = dir.path().join("pglb.sock");
     let _pglb = start(&make(&pg_sock, pg_stats)).await;
