@@ -113,7 +113,7 @@ async fn demo(args: DemoArgs) -> ExitCode {
             Ok(running) => {
                 print!("{}", lab.render_table(&lab.status().await));
                 println!(
-                    "\npglb is running with {cfg}\n\n  writes:  PGPASSWORD=postgres psql -h 127.0.0.1 -p {rw} -U postgres appdb\n  reads:   PGPASSWORD=postgres psql -h 127.0.0.1 -p {ro} -U postgres appdb -c 'select inet_server_port()'\n  stats:   http://127.0.0.1:{st}/stats\n  faults:  pglb lab fault --dir {dir} kill replica1   (also stop, start, freeze, thaw, pause-replay, resume-replay, promote)\n\nCtrl-C stops pglb and removes the lab.",
+                    "\npglb is running with {cfg}\n\n  writes:  PGPASSWORD=postgres psql -h 127.0.0.1 -p {rw} -U postgres appdb\n  reads:   PGPASSWORD=postgres psql -h 127.0.0.1 -p {ro} -U postgres appdb -c 'select inet_server_port()'\n  stats:   http://127.0.0.1:{st}/stats\n  faults:  pglb lab fault --dir {dir} kill replica1   (also stop, start, freeze, thaw, pause-replay, resume-replay, promote, rejoin)\n\nCtrl-C stops pglb and removes the lab.",
                     cfg = path.display(),
                     rw = args.rw_port,
                     ro = args.ro_port,

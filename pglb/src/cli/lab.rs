@@ -39,7 +39,7 @@ pub enum LabCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Inject a fault: kill, stop, start, freeze, thaw, pause-replay, resume-replay, promote.
+    /// Inject a fault: kill, stop, start, freeze, thaw, pause-replay, resume-replay, promote, rejoin.
     Fault {
         #[arg(long, default_value = DEFAULT_DIR)]
         dir: PathBuf,

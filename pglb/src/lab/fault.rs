@@ -27,12 +27,17 @@ pub enum Fault {
     ResumeReplay,
     /// `pg_ctl promote -w`: the replica becomes a primary.
     Promote,
+    /// Start a stopped node as a streaming replica of the current primary:
+    /// the old primary's way back after a planned switchover (a clean stop,
+    /// then `promote` of a replica). After a crash its WAL may have diverged
+    /// and it needs `pg_rewind` first, which the lab does not do.
+    Rejoin,
 }
 
 impl Fault {
     /// Every fault, in the order of the CLI's help.
-    pub const ALL: [Fault; 8] =
-        [Fault::Kill, Fault::Stop, Fault::Start, Fault::Freeze, Fault::Thaw, Fault::PauseReplay, Fault::ResumeReplay, Fault::Promote];
+    pub const ALL: [Fault; 9] =
+        [Fault::Kill, Fault::Stop, Fault::Start, Fault::Freeze, Fault::Thaw, Fault::PauseReplay, Fault::ResumeReplay, Fault::Promote, Fault::Rejoin];
 
     /// The CLI name of the fault.
     pub fn name(self) -> &'static str {
@@ -45,6 +50,7 @@ impl Fault {
             Fault::PauseReplay => "pause-replay",
             Fault::ResumeReplay => "resume-replay",
             Fault::Promote => "promote",
+            Fault::Rejoin => "rejoin",
         }
     }
 }

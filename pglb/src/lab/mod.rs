@@ -244,6 +244,16 @@ impl Lab {
             Fault::PauseReplay => self.replay_control(n, "pg_wal_replay_pause").await,
             Fault::ResumeReplay => self.replay_control(n, "pg_wal_replay_resume").await,
             Fault::Promote => node::promote(&self.pg, n).await,
+            Fault::Rejoin => {
+                let status = self.status().await;
+                let primary = status
+                    .iter()
+                    .find(|s| s.running && s.role == Some(Role::Primary) && s.name != n.name)
+                    .and_then(|s| self.node(&s.name))
+                    .ok_or_else(|| LabError::NodeState { node: n.name.clone(), problem: "has no running primary to follow".into() })?;
+                node::rejoin(&self.pg, n, primary, &self.superuser, &self.password).await?;
+                status::wait_ready(&self.creds(), n, Duration::from_secs(30)).await
+            }
         }
     }
 

@@ -231,6 +231,27 @@ pub(crate) async fn promote(pg: &Pg, node: &Node) -> Result<(), LabError> {
     pg.run(cmd, &format!("pg_ctl promote of {}", node.name)).await.map(|_| ())
 }
 
+/// Starts a stopped node as a standby of `primary`: `standby.signal` and a
+/// `primary_conninfo` appended to `postgresql.auto.conf` (the last setting
+/// wins), the way `pg_basebackup -R` set up the replicas.
+pub(crate) async fn rejoin(pg: &Pg, node: &Node, primary: &Node, superuser: &str, password: &str) -> Result<(), LabError> {
+    if postmaster::running_pid(&node.data_dir).is_some() {
+        return Err(LabError::NodeState { node: node.name.clone(), problem: "is running; stop it first (a clean stop: `stop`, not `kill`)".into() });
+    }
+    let signal = node.data_dir.join("standby.signal");
+    std::fs::write(&signal, "").map_err(|e| LabError::io(format!("writing {}", signal.display()), e))?;
+    pg.chown(&signal)?;
+    let conninfo = format!(
+        "host=127.0.0.1 port={} user={} password={} application_name={}",
+        primary.port,
+        super::conninfo_value(superuser),
+        super::conninfo_value(password),
+        super::conninfo_value(&node.name)
+    );
+    append(&node.data_dir.join("postgresql.auto.conf"), &format!("primary_conninfo = {}\n", conf_quote(&conninfo)))?;
+    start(pg, node).await
+}
+
 /// Sends SIGSTOP/SIGCONT to the postmaster (freeze/thaw).
 pub(crate) fn signal_postmaster(node: &Node, sig: libc::c_int) -> Result<(), LabError> {
     let pid =
