@@ -1,6 +1,6 @@
 //! Property tests over the inputs an attacker controls: the configuration
-//! text, the client's first packet, the server's startup answer, and
-//! runtime API lines. Seeded, so a failure reproduces; each runs thousands
+//! text, the client's first packet, the server's startup answer, runtime
+//! API lines and requests to the stats HTTP listener. Seeded, so a failure reproduces; each runs thousands
 //! of cases in well under a second. (cargo-fuzz needs a nightly compiler,
 //! which this project's machines do not have.)
 
@@ -177,5 +177,98 @@ mod tests {
                 assert!(s.weight.load(std::sync::atomic::Ordering::Relaxed) <= 256);
             }
         }
+    }
+
+    /// A request to the stats listener: random bytes, or an HTTP request
+    /// assembled from pieces that reach every branch of the handler.
+    fn http_request(rng: &mut fastrand::Rng) -> (Vec<u8>, bool) {
+        if rng.u8(..) < 64 {
+            return (bytes(rng, 4096), false);
+        }
+        let methods = ["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "TRACE", "CONNECT", "get", "G ET", ""];
+        let paths = [
+            "/",
+            "/stats",
+            "/stats;csv",
+            "/stats;json",
+            "/stats;csv;norefresh",
+            "/stats;up",
+            "/metrics",
+            "/healthz",
+            "/ready",
+            "/stats?x=1",
+            "/%00",
+            "/../../etc/passwd",
+            "*",
+            "http://h/stats",
+            "/stats;csv;json",
+            "//",
+            "/\u{7f}",
+        ];
+        let method = methods[rng.usize(..methods.len())];
+        let mut path = paths[rng.usize(..paths.len())].to_string();
+        if rng.bool() {
+            path += &"a".repeat(rng.usize(0..20_000));
+        }
+        let version = ["HTTP/1.1", "HTTP/1.0", "HTTP/2.0", "HTTP/9", "", "HTTP/1.1 extra"][rng.usize(..6)];
+        let mut req = format!("{method} {path} {version}\r\nHost: x\r\n");
+        for _ in 0..rng.usize(0..8) {
+            match rng.u8(..4) {
+                0 => req += &format!("Authorization: Basic {}\r\n", String::from_utf8_lossy(&bytes(rng, 40)).replace(['\r', '\n'], "")),
+                1 => req += "Authorization: Basic YWRtaW46c2VjcmV0\r\n",
+                2 => req += &format!("X-{}: {}\r\n", rng.u32(..), "v".repeat(rng.usize(0..10_000))),
+                _ => req += &format!("Content-Length: {}\r\n", ["0", "5", "-1", "99999999999999999999", "x"][rng.usize(..5)]),
+            }
+        }
+        req += "\r\n";
+        let valid = ["GET", "HEAD", "POST", "PUT", "DELETE"].contains(&method)
+            && matches!(version, "HTTP/1.1" | "HTTP/1.0")
+            && path.len() < 8_000
+            && !path.contains(['\u{7f}', '\\'])
+            && !req.contains("Content-Length: -1")
+            && !req.contains("Content-Length: 9999")
+            && !req.contains("Content-Length: x")
+            && !req.contains("Content-Length: 5")
+            && req.len() < 16_000;
+        (req.into_bytes(), valid)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stats_http_answers_every_valid_request_and_survives_garbage() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let text = "listen stats\n    bind 127.0.0.1:0\n    mode http\n    stats enable\n    stats uri /stats\n    stats auth admin:secret\n\
+                    listen pg\n    bind 127.0.0.1:0\n    server a 127.0.0.1:1 check\n";
+        let cfg = parse_str(Path::new("fuzz.cfg"), text).unwrap().config;
+        let running = crate::run::start(cfg).await.unwrap();
+        let addr = running.addr("stats").unwrap();
+        let mut rng = fastrand::Rng::with_seed(0x5eed_0004);
+        let mut answered = 0;
+        for case in 0..2_000 {
+            let (req, valid) = http_request(&mut rng);
+            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            // The server may close early on garbage: write errors are fine.
+            let _ = s.write_all(&req).await;
+            let _ = s.shutdown().await;
+            let mut out = Vec::new();
+            let read = tokio::time::timeout(std::time::Duration::from_secs(5), s.read_to_end(&mut out)).await;
+            assert!(read.is_ok(), "case {case}: no answer and no close within 5 s: {:?}", String::from_utf8_lossy(&req[..req.len().min(200)]));
+            if !out.is_empty() {
+                assert!(out.starts_with(b"HTTP/1."), "case {case}: not an HTTP answer: {:?}", String::from_utf8_lossy(&out[..out.len().min(200)]));
+                answered += 1;
+            }
+            assert!(
+                !valid || !out.is_empty(),
+                "case {case}: a valid request got no answer: {:?}",
+                String::from_utf8_lossy(&req[..req.len().min(300)])
+            );
+        }
+        assert!(answered > 1_000, "{answered}");
+        // Still serving.
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /healthz HTTP/1.0\r\n\r\n").await.unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        assert!(out.starts_with("HTTP/1.0 200"), "{out}");
+        running.shutdown(std::future::ready(())).await;
     }
 }

@@ -176,6 +176,7 @@ mod tests {
             timeout_queue: None,
             timeout_check: None,
             srvtcpka: false,
+            srvtcpka_params: Default::default(),
             check: CheckSpec::Connect,
             log_health_checks: false,
             allbackups: false,

@@ -80,9 +80,44 @@ pub struct Frontend {
     pub log: LogOptions,
     /// TCP keepalive towards clients (`option clitcpka` / `option tcpka`).
     pub clitcpka: bool,
+    /// `clitcpka-idle`, `clitcpka-intvl`, `clitcpka-cnt`.
+    pub clitcpka_params: Keepalive,
     pub stats: Option<StatsSettings>,
     /// Declared by a `listen` section (which HAProxy also shows as a backend).
     pub listen: bool,
+}
+
+/// TCP keepalive timing; `None` leaves the kernel's default
+/// (`net.ipv4.tcp_keepalive_time`, `_intvl`, `_probes`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Keepalive {
+    /// Idle time before the first probe (TCP_KEEPIDLE).
+    pub idle: Option<Duration>,
+    /// Time between probes (TCP_KEEPINTVL).
+    pub intvl: Option<Duration>,
+    /// Unanswered probes before the connection is dropped (TCP_KEEPCNT).
+    pub cnt: Option<u32>,
+}
+
+impl Keepalive {
+    /// Turns keepalive on for `sock` with these timings.
+    pub fn apply(&self, sock: &socket2::Socket) -> std::io::Result<()> {
+        sock.set_keepalive(true)?;
+        if *self == Keepalive::default() {
+            return Ok(());
+        }
+        let mut k = socket2::TcpKeepalive::new();
+        if let Some(d) = self.idle {
+            k = k.with_time(d);
+        }
+        if let Some(d) = self.intvl {
+            k = k.with_interval(d);
+        }
+        if let Some(n) = self.cnt {
+            k = k.with_retries(n);
+        }
+        sock.set_tcp_keepalive(&k)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -138,6 +173,8 @@ pub struct Backend {
     pub timeout_check: Option<Duration>,
     /// TCP keepalive towards servers (`option srvtcpka` / `option tcpka`).
     pub srvtcpka: bool,
+    /// `srvtcpka-idle`, `srvtcpka-intvl`, `srvtcpka-cnt`.
+    pub srvtcpka_params: Keepalive,
     pub check: CheckSpec,
     /// `option log-health-checks`: log every check result change, not only UP/DOWN.
     pub log_health_checks: bool,

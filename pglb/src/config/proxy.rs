@@ -58,6 +58,12 @@ pub(super) struct ProxyDraft {
     dontlognull: bool,
     clitcpka: bool,
     srvtcpka: bool,
+    clitcpka_params: Keepalive,
+    srvtcpka_params: Keepalive,
+    /// Line of the first `srvtcpka-*` / `clitcpka-*` keyword, for the warning
+    /// when the option itself is off.
+    srvtcpka_line: Option<usize>,
+    clitcpka_line: Option<usize>,
     allbackups: bool,
     log_health_checks: bool,
     check: CheckDraft,
@@ -166,6 +172,13 @@ impl ProxyDraft {
                 }
             }
             "timeout" => self.parse_timeout(ctx, kind, line),
+            "clitcpka-idle" | "clitcpka-intvl" | "clitcpka-cnt" | "srvtcpka-idle" | "srvtcpka-intvl" | "srvtcpka-cnt" => {
+                let client = kw.starts_with("cli");
+                if (client && wrong_section(ctx, true, false, true)) || (!client && wrong_section(ctx, false, true, true)) {
+                    return;
+                }
+                self.parse_keepalive(ctx, line, client);
+            }
             "option" => self.parse_option(ctx, kind, line, true),
             "no" => {
                 if line.args().first().map(String::as_str) == Some("option") {
@@ -325,6 +338,38 @@ impl ProxyDraft {
         if line.args().len() > 1 {
             ctx.warn(n, format!("balance arguments '{}' have no effect in pglb", line.args()[1..].join(" ")));
         }
+    }
+
+    /// `clitcpka-*` / `srvtcpka-*`: keepalive timings (seconds by default,
+    /// like HAProxy's; whole seconds for the kernel).
+    fn parse_keepalive(&mut self, ctx: &mut Ctx, line: &Line, client: bool) {
+        let (n, kw) = (line.number, line.keyword());
+        let what = if kw.ends_with("-cnt") { "a number of probes" } else { "a time such as 10s" };
+        let Some(value) = ctx.arg(line, 0, what) else { return };
+        ctx.no_more_args(line, 1);
+        let (params, first) =
+            if client { (&mut self.clitcpka_params, &mut self.clitcpka_line) } else { (&mut self.srvtcpka_params, &mut self.srvtcpka_line) };
+        if kw.ends_with("-cnt") {
+            match ctx.number::<u32>(n, kw, value) {
+                Some(0) => return ctx.error(n, format!("'{kw} 0' would drop connections without probing: give at least 1")),
+                Some(c) => params.cnt = Some(c),
+                None => return,
+            }
+        } else {
+            // Seconds when no unit is given, as in HAProxy.
+            let value = if value.bytes().all(|b| b.is_ascii_digit()) { format!("{value}s") } else { value.to_string() };
+            let d = match parse_timeout(&value) {
+                Ok(Some(d)) if d >= Duration::from_secs(1) => d,
+                Ok(_) => return ctx.error(n, format!("'{kw} {value}': the kernel counts keepalive time in whole seconds; give at least 1s")),
+                Err(e) => return ctx.error(n, e),
+            };
+            if kw.ends_with("-idle") {
+                params.idle = Some(d);
+            } else {
+                params.intvl = Some(d);
+            }
+        }
+        first.get_or_insert(n);
     }
 
     fn parse_timeout(&mut self, ctx: &mut Ctx, kind: SectionKind, line: &Line) {
@@ -500,6 +545,20 @@ impl ProxyDraft {
         } else if self.stats.enabled {
             ctx.error(self.stats_line.unwrap_or(line), format!("'{name}': stats need 'mode http' in this section"));
         }
+        if kind.has_frontend()
+            && mode == Mode::Tcp
+            && !self.clitcpka
+            && let Some(l) = self.clitcpka_line
+        {
+            ctx.warn(l, "clitcpka-* timings have no effect without 'option clitcpka' (or 'option tcpka'): add it");
+        }
+        if kind.has_backend()
+            && mode == Mode::Tcp
+            && !self.srvtcpka
+            && let Some(l) = self.srvtcpka_line
+        {
+            ctx.warn(l, "srvtcpka-* timings have no effect without 'option srvtcpka' (or 'option tcpka'): add it");
+        }
         if kind.has_frontend() {
             if self.binds.is_empty() && !self.bind_error {
                 ctx.error(line, format!("{} '{name}' has no bind line: add e.g. 'bind *:5432'", kind.name()));
@@ -532,6 +591,7 @@ impl ProxyDraft {
                 timeout_client_fin: self.timeout_client_fin,
                 log: LogOptions { tcplog: self.tcplog, dontlognull: self.dontlognull },
                 clitcpka: self.clitcpka,
+                clitcpka_params: self.clitcpka_params,
                 stats: self.stats.enabled.then(|| self.stats.clone()),
                 listen: kind == SectionKind::Listen,
             });
@@ -564,11 +624,44 @@ impl ProxyDraft {
                 timeout_queue: self.timeout_queue.or(self.timeout_connect),
                 timeout_check: self.timeout_check,
                 srvtcpka: self.srvtcpka,
+                srvtcpka_params: self.srvtcpka_params,
                 check,
                 log_health_checks: self.log_health_checks,
                 allbackups: self.allbackups,
                 servers,
             });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Keepalive, report_str};
+    use std::path::Path;
+    use std::time::Duration;
+
+    #[test]
+    fn keepalive_timings_are_read_in_seconds_and_checked() {
+        let text = "defaults\n    srvtcpka-idle 30\n    timeout connect 5s\n\
+                    listen pg\n    bind 127.0.0.1:5432\n    option tcpka\n    clitcpka-idle 1m\n    clitcpka-intvl 10s\n    clitcpka-cnt 3\n    \
+                    srvtcpka-intvl 5\n    srvtcpka-cnt 2\n    server a 127.0.0.1:5433\n";
+        let r = report_str(Path::new("k.cfg"), text);
+        assert!(r.errors.is_empty() && r.warnings.is_empty(), "{:?} {:?}", r.errors, r.warnings);
+        let c = r.config.unwrap();
+        let s = |n| Some(Duration::from_secs(n));
+        assert_eq!(c.frontends[0].clitcpka_params, Keepalive { idle: s(60), intvl: s(10), cnt: Some(3) });
+        assert_eq!(c.backends[0].srvtcpka_params, Keepalive { idle: s(30), intvl: s(5), cnt: Some(2) });
+
+        // Without the option: a warning naming the fix.
+        let r = report_str(Path::new("k.cfg"), "listen pg\n    bind 127.0.0.1:5432\n    srvtcpka-idle 10s\n    server a 127.0.0.1:5433\n");
+        assert!(r.warnings.iter().any(|w| w.to_string().contains(":3") && w.to_string().contains("option srvtcpka")), "{:?}", r.warnings);
+        // Below the kernel's granularity, zero probes, the wrong section: errors.
+        for (line, needle) in
+            [("srvtcpka-idle 500ms", "whole seconds"), ("srvtcpka-cnt 0", "at least 1"), ("clitcpka-cnt 2", "not allowed in a backend")]
+        {
+            let text = format!("backend b\n    option srvtcpka\n    {line}\n    server a 127.0.0.1:5433\n");
+            let r = report_str(Path::new("k.cfg"), &text);
+            assert!(r.errors.iter().any(|e| e.to_string().contains("k.cfg:3") && e.to_string().contains(needle)), "{line}: {:?}", r.errors);
         }
     }
 }

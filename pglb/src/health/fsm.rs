@@ -82,6 +82,14 @@ impl Fsm {
         }
     }
 
+    /// A failure that needs no confirmation (a server that answers with the
+    /// wrong role): straight to DOWN, whatever `fall` says.
+    pub fn fail_now(&mut self) -> Option<Transition> {
+        let was_up = self.is_up();
+        self.health = 0;
+        was_up.then_some(Transition::Down)
+    }
+
     /// The delay before the next check: `downinter` while DOWN, `fastinter`
     /// while a change is in progress, `inter` when stable.
     pub fn interval(&self, inter: Duration, fastinter: Duration, downinter: Duration) -> Duration {
@@ -98,6 +106,19 @@ impl Fsm {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fail_now_goes_down_whatever_fall_says() {
+        let mut f = Fsm::new(2, 5);
+        assert_eq!(f.record(true), None);
+        assert!(f.is_up());
+        assert_eq!(f.fail_now(), Some(Transition::Down));
+        assert_eq!(f.health(), 0);
+        assert_eq!(f.fail_now(), None, "already DOWN: no second transition");
+        // Back UP needs `rise` passes as from any DOWN.
+        assert_eq!(f.record(true), None);
+        assert_eq!(f.record(true), Some(Transition::Up));
+    }
 
     #[test]
     fn starts_up_and_a_first_failure_marks_down() {

@@ -73,7 +73,7 @@ async fn check_loop(be: &BackendState, srv: &ServerState) {
 async fn run_once(be: &BackendState, srv: &ServerState, fsm: &mut Fsm, sql: Option<&mut sql::SqlProbe>) {
     let cfg = &srv.cfg;
     let Some(addr) = srv.addr.load().as_deref().copied() else {
-        record(be, srv, fsm, false, "unresolvable", format!("{} does not resolve", cfg.host), Duration::ZERO);
+        record(be, srv, fsm, Verdict::Failed, "unresolvable", format!("{} does not resolve", cfg.host), Duration::ZERO);
         return;
     };
     let ip = cfg.check_addr.as_deref().and_then(|a| a.parse().ok()).unwrap_or(addr.ip());
@@ -88,8 +88,10 @@ async fn run_once(be: &BackendState, srv: &ServerState, fsm: &mut Fsm, sql: Opti
         let started = tokio::time::Instant::now();
         let answer = probe.probe(target.addr, target.read_timeout.max(target.connect_timeout)).await;
         let duration = started.elapsed();
+        let mut definitive = false;
         let (ok, status, desc) = match answer {
             Ok(mut info) => {
+                definitive = sql::wrong_role(check, &info);
                 if !info.primary
                     && let Some(primary_lsn) = primary_lsn(be, srv)
                 {
@@ -110,7 +112,10 @@ async fn run_once(be: &BackendState, srv: &ServerState, fsm: &mut Fsm, sql: Opti
             }
         };
         let was_primary_claim = srv.pg.lock().unwrap_or_else(|e| e.into_inner()).is_some_and(|p| p.primary);
-        record(be, srv, fsm, ok, status, desc, duration);
+        // A primary that came back as a replica (or the reverse) must not get
+        // `fall - 1` more checks' worth of sessions: DOWN at once.
+        let verdict = if definitive { Verdict::WrongRole } else { Verdict::from(ok) };
+        record(be, srv, fsm, verdict, status, desc, duration);
         if srv.health() == Health::Down && !ok {
             *srv.pg.lock().unwrap_or_else(|e| e.into_inner()) = None;
         }
@@ -121,7 +126,13 @@ async fn run_once(be: &BackendState, srv: &ServerState, fsm: &mut Fsm, sql: Opti
         return;
     }
     let r = probe::run(&be.cfg.check, target).await;
-    record(be, srv, fsm, r.ok, r.status, r.desc, r.duration);
+    record(be, srv, fsm, Verdict::from(r.ok), r.status, r.desc, r.duration);
+}
+
+/// An error text carrying EMFILE or ENFILE (std and tokio-postgres both end
+/// an OS error's text with "(os error N)").
+fn is_local_resource_error(desc: &str) -> bool {
+    [libc::EMFILE, libc::ENFILE].iter().any(|n| desc.contains(&format!("(os error {n})")))
 }
 
 /// The WAL position of a server of the same backend that reports primary.
@@ -135,8 +146,33 @@ fn primary_lsn(be: &BackendState, except: &ServerState) -> Option<u64> {
         .max()
 }
 
+/// What one check concluded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Passed,
+    Failed,
+    /// The server answered with a role the backend must not route to:
+    /// DOWN without waiting for `fall` failures.
+    WrongRole,
+}
+
+impl From<bool> for Verdict {
+    fn from(ok: bool) -> Self {
+        if ok { Verdict::Passed } else { Verdict::Failed }
+    }
+}
+
 /// Applies one result: state machine, check info, transition side effects.
-pub fn record(be: &BackendState, srv: &ServerState, fsm: &mut Fsm, ok: bool, status: &str, desc: String, duration: Duration) {
+pub fn record(be: &BackendState, srv: &ServerState, fsm: &mut Fsm, verdict: Verdict, status: &str, desc: String, duration: Duration) {
+    let ok = verdict == Verdict::Passed;
+    if !ok && is_local_resource_error(&desc) {
+        // pglb itself is out of file descriptors: that says nothing about
+        // the server, whose state stays as it was (HAProxy's SOCKERR).
+        tracing::warn!(target: "pglb::health", backend = %be.cfg.name, server = %srv.cfg.name, reason = %desc, "Health check for server {}/{} could not run: {desc}", be.cfg.name, srv.cfg.name);
+        *srv.check.lock().unwrap_or_else(|e| e.into_inner()) =
+            CheckInfo { status: "SOCKERR".to_string(), desc, duration_ms: duration.as_millis() as u64 };
+        return;
+    }
     let changed_info = {
         let mut info = srv.check.lock().unwrap_or_else(|e| e.into_inner());
         let changed = info.status != status;
@@ -146,7 +182,7 @@ pub fn record(be: &BackendState, srv: &ServerState, fsm: &mut Fsm, ok: bool, sta
     if !ok {
         crate::state::counters::Counters::add(&srv.counters.check_failures, 1);
     }
-    let transition = fsm.record(ok);
+    let transition = if verdict == Verdict::WrongRole { fsm.fail_now() } else { fsm.record(ok) };
     srv.check_health.store(fsm.health(), std::sync::atomic::Ordering::Relaxed);
     if transition.is_none() && changed_info && be.cfg.log_health_checks {
         tracing::info!(target: "pglb::health", backend = %be.cfg.name, server = %srv.cfg.name, check_status = status, check_desc = %desc,

@@ -44,6 +44,10 @@ pub enum ConnectError {
     QueueFull { backend: String, limit: u64 },
     #[error("no server of backend \"{backend}\" had a free slot within timeout queue {waited_ms} ms")]
     QueueTimeout { backend: String, waited_ms: u128 },
+    #[error(
+        "out of file descriptors connecting to server {backend}/{server} ({reason}); raise pglb's limit (ulimit -n, LimitNOFILE) or lower maxconn"
+    )]
+    Resource { backend: String, server: String, reason: String },
     #[error("could not connect to server {backend}/{server} ({addr}) after {attempts} attempt(s): {reason}")]
     Failed { backend: String, server: String, addr: String, attempts: u32, reason: String, timeout: bool },
 }
@@ -55,6 +59,7 @@ impl ConnectError {
             ConnectError::NoServer { .. } => "SC",
             ConnectError::QueueFull { .. } => "PQ",
             ConnectError::QueueTimeout { .. } => "sQ",
+            ConnectError::Resource { .. } => "RC",
             ConnectError::Failed { timeout: true, .. } => "sC",
             ConnectError::Failed { .. } => "SC",
         }
@@ -63,7 +68,7 @@ impl ConnectError {
     pub fn sqlstate(&self) -> &'static str {
         use crate::pg::sqlstate::*;
         match self {
-            ConnectError::QueueFull { .. } | ConnectError::QueueTimeout { .. } => TOO_MANY_CONNECTIONS,
+            ConnectError::QueueFull { .. } | ConnectError::QueueTimeout { .. } | ConnectError::Resource { .. } => TOO_MANY_CONNECTIONS,
             _ => CONNECTION_FAILURE,
         }
     }
@@ -99,7 +104,14 @@ pub async fn connect(backend: &Arc<BackendState>, client: IpAddr, attempts: &mut
                 let s = &backend.servers[i];
                 // Turn-around timer before hitting the same server again.
                 tokio::time::sleep(cfg.timeout_connect.unwrap_or(Duration::from_secs(1)).min(Duration::from_secs(1))).await;
-                if s.try_acquire() {
+                if !s.usable() {
+                    // Marked DOWN (or put in maintenance) meanwhile: never
+                    // retry it. What answers at its address now may be a
+                    // demoted primary; HAProxy redispatches in this case too.
+                    attempts.redispatched = true;
+                    crate::state::counters::Counters::add(&backend.counters.redispatches, 1);
+                    wait_for_slot(backend, client, Some(i), attempts).await?
+                } else if s.try_acquire() {
                     Slot { server: s.clone(), backend: backend.clone() }
                 } else {
                     wait_for_slot(backend, client, None, attempts).await?
@@ -132,6 +144,11 @@ pub async fn connect(backend: &Arc<BackendState>, client: IpAddr, attempts: &mut
                     queue_wait: attempts.queue_wait,
                     connect_time,
                 });
+            }
+            // pglb's own descriptors ran out: not the server's fault, and
+            // retrying elsewhere would fail the same way.
+            Err(e) if super::listener::is_resource_exhaustion(&e) => {
+                return Err(ConnectError::Resource { backend: cfg.name.clone(), server: server.cfg.name.clone(), reason: e.to_string() });
             }
             Err(e) => {
                 drop(slot);
@@ -233,7 +250,7 @@ async fn open(addr: SocketAddr, backend: &BackendState, server: &ServerState) ->
     {
         let sock = socket2::SockRef::from(&socket);
         if backend.cfg.srvtcpka {
-            sock.set_keepalive(true)?;
+            backend.cfg.srvtcpka_params.apply(&sock)?;
         }
         if let Some(ut) = server.cfg.tcp_ut {
             sock.set_tcp_user_timeout(Some(ut))?;

@@ -31,6 +31,9 @@ pub fn bind(b: &Bind) -> io::Result<TcpListener> {
 /// before accepting again, so further clients wait in the kernel's backlog
 /// (back-pressure) instead of being accepted and dropped.
 pub async fn accept_loop(control: Arc<Control>, key: BindKey, listener: TcpListener, stop: CancellationToken) {
+    // One descriptor held back so that a client arriving while the process
+    // is out of them can still be told why (and not left in the backlog).
+    let mut reserve = open_reserve();
     loop {
         let accepted = tokio::select! {
             r = listener.accept() => r,
@@ -39,11 +42,36 @@ pub async fn accept_loop(control: Arc<Control>, key: BindKey, listener: TcpListe
         let (stream, peer) = match accepted {
             Ok(a) => a,
             Err(e) if is_resource_exhaustion(&e) => {
-                // Out of file descriptors: back off instead of spinning; the
-                // client stays in the backlog and is accepted once fds free.
-                tracing::warn!(addr = %key.addr, error = %e, "accept failed: out of file descriptors, retrying in 100ms");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
+                // Out of file descriptors. With the reserve: free it and take
+                // the client that is waiting, if any. If the reserve cannot be
+                // reopened the process is still out: refuse that client in
+                // PostgreSQL's words. Without a reserve: back off instead of
+                // spinning; clients wait in the backlog until descriptors free.
+                let Some(fd) = reserve.take() else {
+                    tracing::warn!(addr = %key.addr, error = %e, "accept failed: out of file descriptors, retrying in 100ms");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                        _ = stop.cancelled() => return,
+                    }
+                    reserve = open_reserve();
+                    continue;
+                };
+                drop(fd);
+                // Only a client already waiting (a zero timeout still polls once).
+                let waiting = tokio::time::timeout(Duration::ZERO, listener.accept()).await;
+                reserve = open_reserve();
+                match waiting {
+                    Ok(Ok(a)) if reserve.is_some() => a,
+                    Ok(Ok((stream, peer))) => {
+                        let rt = control.runtime();
+                        if let Some(fe) = rt.frontend_for(&key).cloned() {
+                            session::refuse_out_of_fds(&fe, stream, peer, &e).await;
+                        }
+                        reserve = open_reserve();
+                        continue;
+                    }
+                    _ => continue,
+                }
             }
             Err(e) => {
                 tracing::debug!(addr = %key.addr, error = %e, "accept failed");
@@ -58,7 +86,7 @@ pub async fn accept_loop(control: Arc<Control>, key: BindKey, listener: TcpListe
             p = acquire(&rt.limit, &fe.limit) => p,
             _ = stop.cancelled() => return,
         };
-        if let Err(e) = session::prepare_client(&stream, fe.cfg.clitcpka) {
+        if let Err(e) = session::prepare_client(&stream, fe.cfg.clitcpka.then_some(&fe.cfg.clitcpka_params)) {
             tracing::debug!(%peer, error = %e, "client socket setup failed");
             continue;
         }
@@ -84,6 +112,12 @@ async fn acquire(global: &Option<Arc<Semaphore>>, local: &Option<Arc<Semaphore>>
     (g, l)
 }
 
-fn is_resource_exhaustion(e: &io::Error) -> bool {
+fn open_reserve() -> Option<std::fs::File> {
+    std::fs::File::open("/dev/null").ok()
+}
+
+/// The process or the system is out of file descriptors (or buffers):
+/// pglb's own limit, not a fault of the peer.
+pub fn is_resource_exhaustion(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM))
 }

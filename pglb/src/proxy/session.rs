@@ -187,6 +187,30 @@ pub async fn handle(rt: Arc<Runtime>, fe: Arc<FrontendState>, mut client: TcpStr
     log.emit();
 }
 
+/// A client accepted on the reserved descriptor while pglb is out of file
+/// descriptors: told so with SQLSTATE 53300 (as PostgreSQL says "too many
+/// clients"), logged with HAProxy's resource termination state "RR".
+pub async fn refuse_out_of_fds(fe: &FrontendState, mut client: TcpStream, peer: SocketAddr, error: &io::Error) {
+    let started = Instant::now();
+    let mut log = ConnLog { client: Some(peer), frontend: fe.cfg.name.clone(), transport: "plain", termination: "RR", ..Default::default() };
+    let message = format!("pglb: out of file descriptors ({error}); raise its limit (ulimit -n, LimitNOFILE) or lower maxconn");
+    log.reason = Some(message.clone());
+    crate::state::counters::Counters::add(&fe.counters.errors_sent, 1);
+    let limit = Duration::from_secs(1);
+    if let Ok(first) = read_packet(&mut client, limit).await
+        && let Ok(parsed) = startup::parse_first(&first)
+    {
+        if let FirstPacket::Startup(s) = &parsed {
+            note_startup(&mut log, s);
+        }
+        if !matches!(parsed, FirstPacket::Cancel(_)) {
+            super::reject::refuse(&mut client, &parsed, sqlstate::TOO_MANY_CONNECTIONS, &message, limit).await;
+        }
+    }
+    log.total_ms = ms(started.elapsed());
+    log.emit();
+}
+
 fn note_startup(log: &mut ConnLog, s: &Startup) {
     log.user = s.user.clone();
     log.database = s.database.clone().or_else(|| s.user.clone());
@@ -352,10 +376,10 @@ async fn negotiate(
 }
 
 /// Accepted connection options (TCP_NODELAY, keepalive).
-pub fn prepare_client(stream: &TcpStream, keepalive: bool) -> io::Result<()> {
+pub fn prepare_client(stream: &TcpStream, keepalive: Option<&crate::config::Keepalive>) -> io::Result<()> {
     stream.set_nodelay(true)?;
-    if keepalive {
-        socket2::SockRef::from(stream).set_keepalive(true)?;
+    if let Some(k) = keepalive {
+        k.apply(&socket2::SockRef::from(stream))?;
     }
     Ok(())
 }

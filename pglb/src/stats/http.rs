@@ -50,6 +50,9 @@ pub async fn serve(control: Arc<Control>, key: BindKey, listener: TcpListener, s
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT)
+                // A client that shuts its write side after the request
+                // (`socat`, `nc -N`, scripts) still gets the answer.
+                .half_close(true)
                 .serve_connection(TokioIo::new(stream), service);
             let _ = conn.await;
         });

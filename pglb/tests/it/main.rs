@@ -6,6 +6,7 @@ mod config_cli;
 mod demo;
 mod deploy;
 mod dns;
+mod faults;
 mod health;
 mod healthd;
 mod lab;
