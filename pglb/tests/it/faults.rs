@@ -208,6 +208,71 @@ async fn primary_crash_with_synchronous_replication_loses_no_acknowledged_write(
     lab.down().await.unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overload_fifty_clients_on_maxconn_ten_queue_and_are_served_and_the_queue_wait_is_bounded() {
+    let lab = shared_lab().await;
+    let cfg = format!(
+        "listen pg\n    bind 127.0.0.1:0\n    timeout connect 2s\n    timeout queue QUEUE\n    timeout tunnel 1h\n    server primary 127.0.0.1:{} maxconn 10\n",
+        lab.primary().port
+    );
+    // 50 clients, each holding a server connection for 0.3 s: 10 at a time, the rest queue.
+    let pglb = start(&cfg.replace("QUEUE", "30s")).await;
+    let port = pglb.addr("pg").unwrap().port();
+    let srv = pglb.runtime().backend("pg").unwrap().servers[0].clone();
+    let be = pglb.runtime().backend("pg").unwrap().clone();
+    let clients: Vec<_> = (0..50)
+        .map(|_| {
+            tokio::spawn(async move {
+                let c = connect(port, "appdb").await?;
+                c.batch_execute("select pg_sleep(0.3)").await
+            })
+        })
+        .collect();
+    for c in clients {
+        c.await.unwrap().expect("every queued client is served");
+    }
+    let max = srv.counters.max.load(Ordering::Relaxed);
+    let queued = be.counters.queue_max.load(Ordering::Relaxed);
+    assert!(max <= 10, "server maxconn 10 exceeded: {max}");
+    assert!(queued >= 20, "most clients should have queued: {queued}");
+    drop(pglb);
+
+    // With `timeout queue 500ms` and 50 clients holding their connection
+    // for 2 s, the 40 that find no slot are told so within the bound.
+    let pglb = start(&cfg.replace("QUEUE", "500ms")).await;
+    let port = pglb.addr("pg").unwrap().port();
+    let started = Instant::now();
+    let clients: Vec<_> = (0..50)
+        .map(|_| {
+            tokio::spawn(async move {
+                let r = async {
+                    let c = connect(port, "appdb").await?;
+                    c.batch_execute("select pg_sleep(2)").await
+                }
+                .await;
+                (r.err().and_then(|e| e.as_db_error().map(|d| d.code().code().to_string())), started.elapsed())
+            })
+        })
+        .collect();
+    let mut refused = Vec::new();
+    let mut served = 0;
+    for c in clients {
+        match c.await.unwrap() {
+            (None, _) => served += 1,
+            (Some(code), took) => {
+                assert_eq!(code, "53300");
+                refused.push(took);
+            }
+        }
+    }
+    assert_eq!((served, refused.len()), (10, 40));
+    let slowest = refused.iter().max().unwrap();
+    assert!(*slowest < Duration::from_millis(1500), "a queued client waited {slowest:?} with timeout queue 500ms");
+    println!(
+        "overload: 50 clients on maxconn 10 all served (queue peaked at {queued}); with timeout queue 500ms: 10 served, 40 refused 53300, slowest refusal {slowest:?}"
+    );
+}
+
 // ---------------------------------------------------------------------------
 // The pglb binary in a child process, for faults that need its own limits,
 // signals or memory figure.
