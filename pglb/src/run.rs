@@ -11,6 +11,7 @@
 use crate::config::{self, Config, Level, Mode};
 use crate::health;
 use crate::proxy::listener;
+use crate::proxy::workers::Workers;
 use crate::state::{BindKey, Runtime};
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
@@ -27,6 +28,8 @@ use tokio_util::task::TaskTracker;
 pub enum StartError {
     #[error("{file}:{line}: frontend '{frontend}' cannot listen on {addr}: {source}")]
     Bind { file: String, line: usize, frontend: String, addr: SocketAddr, source: std::io::Error },
+    #[error("cannot start the session threads: {0}")]
+    Threads(std::io::Error),
     #[error("{file}:{line}: cannot open stats socket {path}: {source}")]
     Socket { file: String, line: usize, path: String, source: std::io::Error },
 }
@@ -55,6 +58,8 @@ pub struct Control {
     background: TaskTracker,
     /// One reload at a time.
     reloading: tokio::sync::Mutex<()>,
+    /// The threads that accept and run client sessions.
+    workers: Workers,
 }
 
 impl Control {
@@ -202,9 +207,37 @@ impl Control {
         if mode == Mode::Http {
             self.background.spawn(crate::stats::http::serve(self.clone(), key.clone(), l, stop.clone()));
         } else {
-            self.background.spawn(listener::accept_loop(self.clone(), key.clone(), l, stop.clone()));
+            self.accept_on_workers(&key, l, &stop);
         }
         self.binds.lock().unwrap_or_else(|e| e.into_inner()).insert(key, Bound { local, frontend, stop });
+    }
+
+    /// Every session thread accepts on the listener (a duplicate of its
+    /// descriptor, registered with that thread's runtime).
+    fn accept_on_workers(self: &Arc<Self>, key: &BindKey, l: TcpListener, stop: &CancellationToken) {
+        let std_listener = match l.into_std() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(addr = %key.addr, error = %e, "cannot hand the listener to the session threads");
+                return;
+            }
+        };
+        for handle in self.workers.handles() {
+            let dup = match std_listener.try_clone() {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::error!(addr = %key.addr, error = %e, "cannot hand the listener to a session thread");
+                    continue;
+                }
+            };
+            let (control, key, stop) = (self.clone(), key.clone(), stop.clone());
+            handle.spawn(self.background.track_future(async move {
+                match TcpListener::from_std(dup) {
+                    Ok(l) => listener::accept_loop(control, key, l, stop).await,
+                    Err(e) => tracing::error!(addr = %key.addr, error = %e, "a session thread cannot listen"),
+                }
+            }));
+        }
     }
 
     fn serve_unix(self: &Arc<Self>, s: &config::StatsSocket, l: UnixListener) {
@@ -219,9 +252,17 @@ fn wanted_binds(cfg: &Config) -> Vec<(BindKey, String, config::Bind)> {
     cfg.frontends.iter().flat_map(|f| f.binds.iter().map(move |b| (BindKey::of(f, b), f.name.clone(), b.clone()))).collect()
 }
 
-/// A running instance.
+/// A running instance. Dropping it stops the session threads (and so
+/// every session); [`Running::shutdown`] is the graceful way.
 pub struct Running {
     pub control: Arc<Control>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.control.closed.cancel();
+        self.control.workers.stop();
+    }
 }
 
 impl Running {
@@ -283,6 +324,7 @@ impl Running {
 
 /// Binds every listener and starts serving.
 pub async fn start(config: Config) -> Result<Running, StartError> {
+    let workers = Workers::start(Workers::count(config.global.nbthread)).map_err(StartError::Threads)?;
     let rt = Runtime::new(Arc::new(config));
     let cfg = rt.config.clone();
     let control = Arc::new(Control {
@@ -294,6 +336,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         sessions: TaskTracker::new(),
         background: TaskTracker::new(),
         reloading: tokio::sync::Mutex::new(()),
+        workers,
     });
     let file = cfg.file.display().to_string();
     let mut tcp = Vec::new();

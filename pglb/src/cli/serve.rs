@@ -26,12 +26,9 @@ pub fn run(file: &Path, format: LogFormat) -> ExitCode {
         eprintln!("pglb: {e}");
         return ExitCode::from(1);
     }
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    builder.enable_all();
-    if let Some(n) = config.global.nbthread {
-        builder.worker_threads(n);
-    }
-    let runtime = match builder.build() {
+    // This thread runs checks, stats, the runtime API and signals; sessions
+    // run on `nbthread` threads of their own (proxy::workers).
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("pglb: cannot start the runtime: {e}");

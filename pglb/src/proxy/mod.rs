@@ -10,3 +10,4 @@ mod reject;
 pub mod relay;
 pub mod session;
 pub mod sniff;
+pub mod workers;
