@@ -39,7 +39,7 @@ pub async fn accept_loop(control: Arc<Control>, key: BindKey, listener: TcpListe
             r = listener.accept() => r,
             _ = stop.cancelled() => return,
         };
-        let (stream, peer) = match accepted {
+        let (mut stream, peer) = match accepted {
             Ok(a) => a,
             Err(e) if is_resource_exhaustion(&e) => {
                 // Out of file descriptors. With the reserve: free it and take
@@ -92,7 +92,8 @@ pub async fn accept_loop(control: Arc<Control>, key: BindKey, listener: TcpListe
         }
         control.sessions().spawn(async move {
             let _permits = permits;
-            session::handle(rt, fe, stream, peer).await;
+            // Borrowed in place, not moved into the session: one copy of the socket.
+            session::handle(rt, fe, &mut stream, peer).await;
         });
     }
 }

@@ -186,17 +186,23 @@ pub struct Relay<'a> {
 }
 
 impl Relay<'_> {
-    pub async fn run(self, mut on_event: impl FnMut(Event)) -> Outcome {
-        let Relay { client, server, timeouts, mut sniffer, counters, mut kill, hard_stop } = self;
-        let (mut client_r, mut client_w) = client.split();
-        let (mut server_r, mut server_w) = server.split();
+    /// Runs until both sides close, an error, a timeout or a kill. Takes
+    /// `&mut self` and uses the fields in place: an async fn keeps its
+    /// arguments' storage for its whole life, so a relay moved in (or fields
+    /// moved out) would take their size twice in every idle session.
+    pub async fn run(&mut self, mut on_event: impl FnMut(Event)) -> Outcome {
+        let this = self;
+        let (timeouts, counters) = (this.timeouts, this.counters);
+        let sniffer = &mut this.sniffer;
+        let (mut client_r, mut client_w) = this.client.split();
+        let (mut server_r, mut server_w) = this.server.split();
         let mut up = Direction::default();
         let mut down = Direction::default();
         let mut last = Instant::now();
         // Futures that live for the whole session: re-creating them at every
         // wake-up would register a timer and two waiters per message.
-        let mut kill = std::pin::pin!(kill.changed());
-        let mut hard_stop = std::pin::pin!(hard_stop.cancelled());
+        let mut kill = std::pin::pin!(this.kill.changed());
+        let mut hard_stop = std::pin::pin!(this.hard_stop.cancelled());
         // The idle timer is armed at or before the real deadline and only
         // re-armed when it fires early: activity does not touch the timer wheel.
         let far = Instant::now() + Duration::from_secs(86400 * 365);
@@ -209,7 +215,7 @@ impl Relay<'_> {
                     return Poll::Ready(End::Normal);
                 }
                 let a = if up.done { Poll::Pending } else { pump(cx, &mut client_r, &mut server_w, &mut up, &mut None, &mut on_event) };
-                let b = if down.done { Poll::Pending } else { pump(cx, &mut server_r, &mut client_w, &mut down, &mut sniffer, &mut on_event) };
+                let b = if down.done { Poll::Pending } else { pump(cx, &mut server_r, &mut client_w, &mut down, sniffer, &mut on_event) };
                 let mut progressed = false;
                 for (r, swap_sides) in [(a, false), (b, true)] {
                     match r {

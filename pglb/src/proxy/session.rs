@@ -58,18 +58,22 @@ async fn read_packet(client: &mut TcpStream, limit: Duration) -> Result<Vec<u8>,
     tokio::time::timeout(limit, read).await.unwrap_or(Err(ReadError::Timeout))
 }
 
-pub async fn handle(rt: Arc<Runtime>, fe: Arc<FrontendState>, mut client: TcpStream, peer: SocketAddr) {
-    let started = Instant::now();
-    let mut log = ConnLog { client: Some(peer), frontend: fe.cfg.name.clone(), transport: "plain", termination: "--", ..Default::default() };
+/// The first packet, cancel requests, refusals and the server connection.
+/// `None` when the session ends here (already logged).
+async fn open(
+    rt: &Arc<Runtime>,
+    fe: &Arc<FrontendState>,
+    client: &mut TcpStream,
+    peer: SocketAddr,
+    started: Instant,
+    log: &mut ConnLog,
+) -> Option<(Arc<crate::state::BackendState>, Connected, Box<(Vec<u8>, FirstPacket)>)> {
     let backend = fe.backend.clone();
     if let Some(be) = &backend {
         log.backend = be.cfg.name.clone();
     }
     let startup_limit = fe.cfg.timeout_client.unwrap_or(DEFAULT_STARTUP_TIMEOUT);
-    let _fe_open = Open::new(&fe.counters);
-    let _rt_open = Open::new(&rt.sessions);
-
-    let first = match read_packet(&mut client, startup_limit).await {
+    let first = match read_packet(client, startup_limit).await {
         Ok(p) => p,
         Err(e) => {
             let e_null = matches!(e, ReadError::Empty);
@@ -89,7 +93,7 @@ pub async fn handle(rt: Arc<Runtime>, fe: Arc<FrontendState>, mut client: TcpStr
             if !(fe.cfg.log.dontlognull && e_null) {
                 log.emit();
             }
-            return;
+            return None;
         }
     };
     let parsed = match startup::parse_first(&first) {
@@ -102,7 +106,7 @@ pub async fn handle(rt: Arc<Runtime>, fe: Arc<FrontendState>, mut client: TcpStr
             let _ = tokio::time::timeout(Duration::from_secs(1), client.write_all(&msg)).await;
             log.total_ms = ms(started.elapsed());
             log.emit();
-            return;
+            return None;
         }
     };
     if let FirstPacket::Cancel(key) = parsed {
@@ -114,10 +118,10 @@ pub async fn handle(rt: Arc<Runtime>, fe: Arc<FrontendState>, mut client: TcpStr
         }
         log.total_ms = ms(started.elapsed());
         log.emit();
-        return;
+        return None;
     }
     if let FirstPacket::Startup(s) = &parsed {
-        note_startup(&mut log, s);
+        note_startup(log, s);
     }
 
     let attempt = if rt.stopping.is_cancelled() {
@@ -127,15 +131,18 @@ pub async fn handle(rt: Arc<Runtime>, fe: Arc<FrontendState>, mut client: TcpStr
             None => Err((sqlstate::CONNECTION_FAILURE, format!("frontend \"{}\" has no backend", fe.cfg.name), "PC")),
             Some(be) => {
                 let mut attempts = Attempts::default();
-                let r = tokio::select! {
+                let r = (async {
+                    tokio::select! {
                     r = connect::connect(be, peer.ip(), &mut attempts) => r.map_err(|e| {
                         let termination = e.termination();
                         let code = e.sqlstate();
                         (code, e.to_string(), termination)
                     }),
                     _ = rt.stopping.cancelled() => Err((sqlstate::ADMIN_SHUTDOWN, "pglb is shutting down".to_string(), "PC")),
-                    _ = client_gone(&client) => Err((sqlstate::CONNECTION_FAILURE, "client left while waiting for a server".into(), "CQ")),
-                };
+                    _ = client_gone(client) => Err((sqlstate::CONNECTION_FAILURE, "client left while waiting for a server".into(), "CQ")),
+                    }
+                })
+                .await;
                 log.retries = attempts.retries;
                 log.redispatched = attempts.redispatched;
                 log.queue_ms = Some(ms(attempts.queue_wait));
@@ -153,18 +160,31 @@ pub async fn handle(rt: Arc<Runtime>, fe: Arc<FrontendState>, mut client: TcpStr
             }
             crate::state::counters::Counters::add(&fe.counters.errors_sent, 1);
             if termination != "CQ" {
-                super::reject::refuse(&mut client, &parsed, code, &format!("pglb: {message}"), startup_limit).await;
+                super::reject::refuse(client, &parsed, code, &format!("pglb: {message}"), startup_limit).await;
             }
             log.total_ms = ms(started.elapsed());
             log.emit();
-            return;
+            return None;
         }
     };
     let be = backend.expect("connected implies a backend");
     log.server = conn.slot.server.cfg.name.clone();
     log.connect_ms = Some(ms(conn.connect_time));
+    Some((be, conn, Box::new((first, parsed))))
+}
 
-    let outcome = serve(&rt, &fe, &be, client, conn, first, parsed, &mut log).await;
+pub async fn handle(rt: Arc<Runtime>, fe: Arc<FrontendState>, client: &mut TcpStream, peer: SocketAddr) {
+    let started = Instant::now();
+    let mut log = ConnLog { client: Some(peer), frontend: fe.cfg.name.clone(), transport: "plain", termination: "--", ..Default::default() };
+    let _fe_open = Open::new(&fe.counters);
+    let _rt_open = Open::new(&rt.sessions);
+    // The phase before the relay is boxed: a session spends its life in the
+    // relay, and an unboxed phase's state would make every idle session's
+    // future as large as that phase.
+    let Some((be, mut conn, first)) = Box::pin(open(&rt, &fe, client, peer, started, &mut log)).await else { return };
+    let outcome = serve(&rt, &fe, &be, client, &mut conn, first, &mut log).await;
+    // Frees the server slot (and wakes a queued session).
+    drop(conn);
     if let Some(key) = outcome.key {
         rt.cancel.unregister(&key);
     }
@@ -237,19 +257,22 @@ struct Served {
     key: Option<CancelKey>,
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Negotiation, then the relay. Everything large is borrowed or boxed:
+/// this future is what an idle session costs, and an async fn keeps room
+/// for its arguments for its whole life.
 async fn serve(
     rt: &Arc<Runtime>,
     fe: &FrontendState,
     be: &crate::state::BackendState,
-    mut client: TcpStream,
-    conn: Connected,
-    first: Vec<u8>,
-    parsed: FirstPacket,
+    client: &mut TcpStream,
+    conn: &mut Connected,
+    first_packet: Box<(Vec<u8>, FirstPacket)>,
     log: &mut ConnLog,
 ) -> Served {
-    let Connected { stream: mut server, addr, slot, .. } = conn;
-    let srv = slot.server.clone();
+    let (first, parsed) = *first_packet;
+    let addr = conn.addr;
+    let server = &mut conn.stream;
+    let srv = conn.slot.server.clone();
     let mut kill = srv.kill.subscribe();
     kill.mark_unchanged();
     let _be_open = Open::new(&be.counters);
@@ -260,8 +283,8 @@ async fn serve(
     // Replay the negotiation: SSLRequest / GSSENCRequest answers decide
     // whether the startup answer will be readable.
     let negotiated =
-        negotiate(&mut client, &mut server, first, parsed, startup_limit, be.cfg.timeout_server, &mut bytes_in, &mut bytes_out, log).await;
-    let result = match negotiated {
+        Box::pin(negotiate(client, server, first, parsed, startup_limit, be.cfg.timeout_server, &mut bytes_in, &mut bytes_out, log)).await;
+    match negotiated {
         Err(termination) => Served { termination, bytes_in, bytes_out, key: None },
         Ok(plain) => {
             let timeouts = match be.cfg.timeout_tunnel {
@@ -275,9 +298,9 @@ async fn serve(
                     server_fin: be.cfg.timeout_server_fin,
                 },
             };
-            let relay = Relay {
-                client: &mut client,
-                server: &mut server,
+            let mut relay = Relay {
+                client,
+                server,
                 timeouts,
                 sniffer: plain.then(Sniffer::default),
                 counters: [&fe.counters, &be.counters, &srv.counters],
@@ -298,9 +321,7 @@ async fn serve(
             }
             Served { termination: outcome.end.code(), bytes_in: bytes_in + outcome.bytes_in, bytes_out: bytes_out + outcome.bytes_out, key }
         }
-    };
-    drop(slot);
-    result
+    }
 }
 
 /// Counts a session as open in `counters` for as long as it lives.
@@ -389,4 +410,28 @@ pub fn prepare_client(stream: &TcpStream, keepalive: Option<&crate::config::Keep
 pub(super) async fn read_first_after_no(client: &mut TcpStream, limit: Duration) -> Option<FirstPacket> {
     let packet = read_packet(client, limit).await.ok()?;
     startup::parse_first(&packet).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    /// What an idle session costs is mostly this future: it must not grow
+    /// back (docs/performance.md, idle memory per client connection).
+    #[test]
+    fn the_session_future_stays_small() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let cfg = crate::config::parse_str(std::path::Path::new("x.cfg"), "listen pg\n    bind 127.0.0.1:0\n    server a 127.0.0.1:1\n")
+                .unwrap()
+                .config;
+            let r = crate::state::Runtime::new(std::sync::Arc::new(cfg));
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let mut c = tokio::net::TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+            let peer = c.local_addr().unwrap();
+            let size = std::mem::size_of_val(&super::handle(r.clone(), r.frontends[0].clone(), &mut c, peer));
+            // 1,808 bytes (release) and 1,824 (debug) with today's compiler;
+            // 2,560 before the relay and the startup phase stopped keeping
+            // copies of their arguments.
+            assert!(size <= 2_048, "the session future grew to {size} bytes");
+        });
+    }
 }
