@@ -30,6 +30,8 @@ pub struct BenchOptions {
     pub dir: PathBuf,
     /// Systems to skip (e.g. when haproxy or pgbouncer is not installed).
     pub skip: Vec<String>,
+    /// When not empty, only the workloads whose name contains one of these.
+    pub only: Vec<String>,
 }
 
 /// One measured run.
@@ -75,12 +77,24 @@ async fn measure(lab: &Lab, opts: &BenchOptions) -> Result<Value, BenchError> {
     let versions: Vec<Value> = systems.iter().map(|s| json!({"system": s.name, "version": s.version})).collect();
     let mut samples = Vec::new();
     let mut failures = Vec::new();
-    for w in Workload::all() {
+    for w in Workload::all().into_iter().filter(|w| opts.only.is_empty() || opts.only.iter().any(|o| w.name().contains(o.as_str()))) {
         for round in 1..=opts.rounds {
             for s in &systems {
                 eprintln!("bench: {} / {} / round {round}", w.name(), s.name);
+                // Memory is measured on a fresh process each round: an
+                // allocator reuses what the previous round freed, which would
+                // make every round after the first read close to zero.
+                let fresh = match w {
+                    Workload::Idle if s.pid.is_some() => Some(System::start(&s.name, lab, &dir).await.map_err(BenchError::Failed)?),
+                    _ => None,
+                };
+                let target = fresh.as_ref().unwrap_or(s);
                 // A failed run is reported, not fatal: the other figures still count.
-                match w.run(lab, s, opts, round).await {
+                let result = w.run(lab, target, opts, round).await;
+                if let Some(f) = fresh {
+                    f.stop();
+                }
+                match result {
                     Ok(sample) => samples.extend(sample),
                     Err(e) => {
                         eprintln!("bench: {} through {} failed: {e}", w.name(), s.name);

@@ -117,13 +117,21 @@ async fn pgbench(sys: &System, opts: &BenchOptions, args: &[&str], _env: Option<
     Ok(Run { tps, connect_ms: find("average connection time = "), cpu_per_1k: cpu })
 }
 
-/// KiB of proxy memory per idle, authenticated client connection.
+/// KiB of proxy memory per idle, authenticated client connection: the RSS
+/// growth from the 10th percentile of `n` connections to all of them, so
+/// that one-time costs (a thread's first buffers, allocator arenas) are not
+/// counted as per-connection ones.
 async fn idle_cost(lab: &Lab, sys: &System, pid: u32, n: usize) -> Result<f64, String> {
-    let before = proc::rss_kib(pid).ok_or("no RSS")?;
     let (user, password) = lab.superuser();
     let dsn = format!("host=127.0.0.1 port={} user={user} password={password} dbname=bench sslmode=disable", sys.port);
+    let warm = (n / 10).max(1);
     let mut held = Vec::with_capacity(n);
-    for _ in 0..n {
+    let mut before = 0;
+    for i in 0..n.max(warm + 1) {
+        if i == warm {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            before = proc::rss_kib(pid).ok_or("no RSS")?;
+        }
         let (c, conn) = tokio_postgres::connect(&dsn, tokio_postgres::NoTls).await.map_err(|e| crate::health::sql::login_error(&e))?;
         tokio::spawn(conn);
         c.simple_query("select 1").await.map_err(|e| crate::health::sql::login_error(&e))?;
@@ -131,10 +139,24 @@ async fn idle_cost(lab: &Lab, sys: &System, pid: u32, n: usize) -> Result<f64, S
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let after = proc::rss_kib(pid).ok_or("no RSS")?;
+    let counted = held.len() - warm;
     drop(held);
-    // Let the sessions close before the next measurement.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    Ok(after.saturating_sub(before) as f64 / n.max(1) as f64)
+    // The next measurement needs the server sessions gone, not just ours.
+    let admin = lab.dsn(lab.primary(), "postgres");
+    if let Ok((c, conn)) = tokio_postgres::connect(&admin, tokio_postgres::NoTls).await {
+        tokio::spawn(conn);
+        for _ in 0..200 {
+            let left: i64 = match c.query_one("select count(*) from pg_stat_activity where datname = 'bench'", &[]).await {
+                Ok(r) => r.get(0),
+                Err(_) => break,
+            };
+            if left == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    Ok(after.saturating_sub(before) as f64 / counted as f64)
 }
 
 /// Creates the pgbench tables and raises max_connections for the idle test.

@@ -28,6 +28,10 @@ pub struct BenchArgs {
     /// Systems to leave out (direct, pglb, haproxy, pgbouncer).
     #[arg(long)]
     pub skip: Vec<String>,
+    /// Run only the workloads whose name contains this text (repeatable),
+    /// e.g. `--only '-c 16'`; for a quick comparison while working.
+    #[arg(long, allow_hyphen_values = true)]
+    pub only: Vec<String>,
 }
 
 pub fn run(args: BenchArgs, format: LogFormat) -> ExitCode {
@@ -46,6 +50,7 @@ pub fn run(args: BenchArgs, format: LogFormat) -> ExitCode {
         scale: args.scale.max(1),
         dir: std::env::temp_dir().join(format!("pglb-bench-{}", std::process::id())),
         skip: args.skip,
+        only: args.only,
     };
     let report = match rt.block_on(bench::run(opts)) {
         Ok(r) => r,
