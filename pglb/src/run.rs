@@ -72,6 +72,11 @@ impl Control {
         &self.sessions
     }
 
+    /// The threads sessions run on.
+    pub fn workers(&self) -> &Workers {
+        &self.workers
+    }
+
     /// Re-reads the configuration file and applies it; on any error the
     /// running configuration is untouched and the error is returned.
     pub async fn reload(self: &Arc<Self>) -> Result<String, String> {
@@ -207,37 +212,9 @@ impl Control {
         if mode == Mode::Http {
             self.background.spawn(crate::stats::http::serve(self.clone(), key.clone(), l, stop.clone()));
         } else {
-            self.accept_on_workers(&key, l, &stop);
+            self.background.spawn(listener::accept_loop(self.clone(), key.clone(), l, stop.clone()));
         }
         self.binds.lock().unwrap_or_else(|e| e.into_inner()).insert(key, Bound { local, frontend, stop });
-    }
-
-    /// Every session thread accepts on the listener (a duplicate of its
-    /// descriptor, registered with that thread's runtime).
-    fn accept_on_workers(self: &Arc<Self>, key: &BindKey, l: TcpListener, stop: &CancellationToken) {
-        let std_listener = match l.into_std() {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!(addr = %key.addr, error = %e, "cannot hand the listener to the session threads");
-                return;
-            }
-        };
-        for handle in self.workers.handles() {
-            let dup = match std_listener.try_clone() {
-                Ok(d) => d,
-                Err(e) => {
-                    tracing::error!(addr = %key.addr, error = %e, "cannot hand the listener to a session thread");
-                    continue;
-                }
-            };
-            let (control, key, stop) = (self.clone(), key.clone(), stop.clone());
-            handle.spawn(self.background.track_future(async move {
-                match TcpListener::from_std(dup) {
-                    Ok(l) => listener::accept_loop(control, key, l, stop).await,
-                    Err(e) => tracing::error!(addr = %key.addr, error = %e, "a session thread cannot listen"),
-                }
-            }));
-        }
     }
 
     fn serve_unix(self: &Arc<Self>, s: &config::StatsSocket, l: UnixListener) {

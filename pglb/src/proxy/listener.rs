@@ -8,7 +8,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
@@ -39,7 +39,7 @@ pub async fn accept_loop(control: Arc<Control>, key: BindKey, listener: TcpListe
             r = listener.accept() => r,
             _ = stop.cancelled() => return,
         };
-        let (mut stream, peer) = match accepted {
+        let (stream, peer) = match accepted {
             Ok(a) => a,
             Err(e) if is_resource_exhaustion(&e) => {
                 // Out of file descriptors. With the reserve: free it and take
@@ -90,11 +90,20 @@ pub async fn accept_loop(control: Arc<Control>, key: BindKey, listener: TcpListe
             tracing::debug!(%peer, error = %e, "client socket setup failed");
             continue;
         }
-        control.sessions().spawn(async move {
+        // The session moves to a session thread: its socket leaves this
+        // runtime's reactor and joins that thread's.
+        let stream = match stream.into_std() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "cannot hand the client to a session thread");
+                continue;
+            }
+        };
+        control.workers().spawn(control.sessions().track_future(async move {
             let _permits = permits;
-            // Borrowed in place, not moved into the session: one copy of the socket.
+            let Ok(mut stream) = TcpStream::from_std(stream) else { return };
             session::handle(rt, fe, &mut stream, peer).await;
-        });
+        }));
     }
 }
 

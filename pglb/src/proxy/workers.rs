@@ -1,18 +1,20 @@
 //! The threads that run client sessions.
 //!
 //! One thread per core (or `nbthread`), each with a current-thread tokio
-//! runtime of its own, and each accepting on every proxy listener (the same
-//! listening socket, shared: whichever thread is free takes the client).
-//! A session then lives on the thread that accepted it, with both of its
-//! sockets in that thread's epoll set: a message wakes that thread only,
-//! with no hand-off between threads and no work stealing. This is how
-//! HAProxy's threads work, and on a machine whose cores are shared with
-//! PostgreSQL and the clients, the context switches saved are throughput.
+//! runtime of its own. The accept loops hand each new client to the thread
+//! with the fewest sessions, as HAProxy's listeners do; the session then
+//! lives there, with both of its sockets in that thread's epoll set: a
+//! message wakes that thread only, with no hand-off between threads and no
+//! work stealing. On a machine whose cores are shared with PostgreSQL and
+//! the clients, the context switches saved are throughput.
 //!
-//! Health checks, the stats listener, the runtime API and signals stay on
-//! the runtime that called [`crate::run::start`].
+//! Health checks, the stats listener, the runtime API, the accept loops and
+//! signals stay on the runtime that called [`crate::run::start`].
 
+use std::future::Future;
 use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::mpsc;
 use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
@@ -22,6 +24,8 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug)]
 pub struct Workers {
     handles: Vec<Handle>,
+    /// Live sessions per thread.
+    load: Vec<Arc<AtomicUsize>>,
     stop: CancellationToken,
 }
 
@@ -47,7 +51,8 @@ impl Workers {
             let handle = rx.recv().map_err(|_| io::Error::other("a session thread exited while starting"))??;
             handles.push(handle);
         }
-        Ok(Workers { handles, stop })
+        let load = handles.iter().map(|_| Arc::new(AtomicUsize::new(0))).collect();
+        Ok(Workers { handles, load, stop })
     }
 
     /// The number of threads in `nbthread`'s sense: one per core unless set.
@@ -55,13 +60,31 @@ impl Workers {
         nbthread.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
     }
 
-    pub fn handles(&self) -> &[Handle] {
-        &self.handles
+    /// Runs a session on the thread with the fewest sessions. The future
+    /// is first polled there, so sockets it registers belong to that
+    /// thread's runtime.
+    pub fn spawn(&self, session: impl Future<Output = ()> + Send + 'static) {
+        let i = (0..self.load.len()).min_by_key(|&i| self.load[i].load(Relaxed)).unwrap_or(0);
+        let load = self.load[i].clone();
+        load.fetch_add(1, Relaxed);
+        self.handles[i].spawn(async move {
+            let _done = Done(load);
+            session.await;
+        });
     }
 
     /// Stops every thread; their sessions are dropped (sockets closed).
     pub fn stop(&self) {
         self.stop.cancel();
+    }
+}
+
+/// Counts a session off its thread's load when it ends (or is dropped).
+struct Done(Arc<AtomicUsize>);
+
+impl Drop for Done {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
     }
 }
 
