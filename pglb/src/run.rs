@@ -95,7 +95,13 @@ impl Control {
         for w in &loaded.warnings {
             tracing::warn!(target: "pglb::config", "{w}");
         }
-        let new = Runtime::next(Arc::new(loaded.config), Some(&old));
+        let mut config = loaded.config;
+        if config.global.nbthread != old.config.global.nbthread {
+            // The session threads are started once; keep reporting the real count.
+            tracing::warn!(target: "pglb::reload", "nbthread changed: the new thread count takes effect at the next restart");
+            config.global.nbthread = old.config.global.nbthread;
+        }
+        let new = Runtime::next(Arc::new(config), Some(&old));
         // Bind what is new before changing anything, so a busy port fails the whole reload.
         let wanted = wanted_binds(&new.config);
         let (fresh_tcp, fresh_unix) = {

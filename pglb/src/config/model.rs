@@ -100,7 +100,10 @@ pub struct Keepalive {
 }
 
 impl Keepalive {
-    /// Turns keepalive on for `sock` with these timings.
+    /// Turns keepalive on for `sock` with these timings. The timings are
+    /// best effort, as in HAProxy: a kernel that refuses one leaves its
+    /// default, and the connection goes on (the parser already rejects
+    /// values Linux does not take).
     pub fn apply(&self, sock: &socket2::Socket) -> std::io::Result<()> {
         sock.set_keepalive(true)?;
         if *self == Keepalive::default() {
@@ -116,7 +119,10 @@ impl Keepalive {
         if let Some(n) = self.cnt {
             k = k.with_retries(n);
         }
-        sock.set_tcp_keepalive(&k)
+        if let Err(e) = sock.set_tcp_keepalive(&k) {
+            tracing::debug!(error = %e, "keepalive timings refused by the kernel; its defaults apply");
+        }
+        Ok(())
     }
 }
 

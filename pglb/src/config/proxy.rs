@@ -352,6 +352,7 @@ impl ProxyDraft {
         if kw.ends_with("-cnt") {
             match ctx.number::<u32>(n, kw, value) {
                 Some(0) => return ctx.error(n, format!("'{kw} 0' would drop connections without probing: give at least 1")),
+                Some(c) if c > 127 => return ctx.error(n, format!("'{kw} {c}': Linux allows at most 127 keepalive probes")),
                 Some(c) => params.cnt = Some(c),
                 None => return,
             }
@@ -359,8 +360,16 @@ impl ProxyDraft {
             // Seconds when no unit is given, as in HAProxy.
             let value = if value.bytes().all(|b| b.is_ascii_digit()) { format!("{value}s") } else { value.to_string() };
             let d = match parse_timeout(&value) {
-                Ok(Some(d)) if d >= Duration::from_secs(1) => d,
-                Ok(_) => return ctx.error(n, format!("'{kw} {value}': the kernel counts keepalive time in whole seconds; give at least 1s")),
+                Ok(Some(d)) if d > Duration::from_secs(32767) => {
+                    return ctx.error(n, format!("'{kw} {value}': Linux allows at most 32767s (about 9 hours)"));
+                }
+                Ok(Some(d)) if d >= Duration::from_secs(1) && d.subsec_nanos() == 0 => d,
+                Ok(_) => {
+                    return ctx.error(
+                        n,
+                        format!("'{kw} {value}': the kernel counts keepalive time in whole seconds; give a whole number of seconds, at least 1s"),
+                    );
+                }
                 Err(e) => return ctx.error(n, e),
             };
             if kw.ends_with("-idle") {
@@ -656,9 +665,14 @@ mod tests {
         let r = report_str(Path::new("k.cfg"), "listen pg\n    bind 127.0.0.1:5432\n    srvtcpka-idle 10s\n    server a 127.0.0.1:5433\n");
         assert!(r.warnings.iter().any(|w| w.to_string().contains(":3") && w.to_string().contains("option srvtcpka")), "{:?}", r.warnings);
         // Below the kernel's granularity, zero probes, the wrong section: errors.
-        for (line, needle) in
-            [("srvtcpka-idle 500ms", "whole seconds"), ("srvtcpka-cnt 0", "at least 1"), ("clitcpka-cnt 2", "not allowed in a backend")]
-        {
+        for (line, needle) in [
+            ("srvtcpka-idle 500ms", "whole number of seconds"),
+            ("srvtcpka-intvl 1500ms", "whole number of seconds"),
+            ("srvtcpka-idle 10h", "at most 32767s"),
+            ("srvtcpka-cnt 0", "at least 1"),
+            ("srvtcpka-cnt 200", "at most 127"),
+            ("clitcpka-cnt 2", "not allowed in a backend"),
+        ] {
             let text = format!("backend b\n    option srvtcpka\n    {line}\n    server a 127.0.0.1:5433\n");
             let r = report_str(Path::new("k.cfg"), &text);
             assert!(r.errors.iter().any(|e| e.to_string().contains("k.cfg:3") && e.to_string().contains(needle)), "{line}: {:?}", r.errors);

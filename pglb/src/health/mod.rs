@@ -168,9 +168,11 @@ pub fn record(be: &BackendState, srv: &ServerState, fsm: &mut Fsm, verdict: Verd
     if !ok && is_local_resource_error(&desc) {
         // pglb itself is out of file descriptors: that says nothing about
         // the server, whose state stays as it was (HAProxy's SOCKERR).
-        tracing::warn!(target: "pglb::health", backend = %be.cfg.name, server = %srv.cfg.name, reason = %desc, "Health check for server {}/{} could not run: {desc}", be.cfg.name, srv.cfg.name);
-        *srv.check.lock().unwrap_or_else(|e| e.into_inner()) =
-            CheckInfo { status: "SOCKERR".to_string(), desc, duration_ms: duration.as_millis() as u64 };
+        let mut info = srv.check.lock().unwrap_or_else(|e| e.into_inner());
+        if info.status != "SOCKERR" {
+            tracing::warn!(target: "pglb::health", backend = %be.cfg.name, server = %srv.cfg.name, reason = %desc, "Health check for server {}/{} could not run: {desc}", be.cfg.name, srv.cfg.name);
+        }
+        *info = CheckInfo { status: "SOCKERR".to_string(), desc, duration_ms: duration.as_millis() as u64 };
         return;
     }
     let changed_info = {

@@ -174,8 +174,6 @@ pub fn login_error(e: &tokio_postgres::Error) -> String {
     }
 }
 
-/// Judges an answer against the check's requirements; `Ok` carries the
-/// description shown in logs and stats ("role replica, lag 0.0s, streaming").
 /// The server answered with a role this backend must not route to: a
 /// definitive answer, not a failure to confirm with `fall` more checks.
 pub fn wrong_role(check: &PgsqlCheck, info: &PgInfo) -> bool {
@@ -186,6 +184,8 @@ pub fn wrong_role(check: &PgsqlCheck, info: &PgInfo) -> bool {
     }
 }
 
+/// Judges an answer against the check's requirements; `Ok` carries the
+/// description shown in logs and stats ("role replica, lag 0.0s, streaming").
 pub fn judge(check: &PgsqlCheck, info: &PgInfo) -> Result<String, String> {
     let role = if info.primary { "primary" } else { "replica" };
     let mut desc = format!("role {role}");

@@ -105,9 +105,11 @@ pub async fn connect(backend: &Arc<BackendState>, client: IpAddr, attempts: &mut
                 // Turn-around timer before hitting the same server again.
                 tokio::time::sleep(cfg.timeout_connect.unwrap_or(Duration::from_secs(1)).min(Duration::from_secs(1))).await;
                 if !s.usable() {
-                    // Marked DOWN (or put in maintenance) meanwhile: never
-                    // retry it. What answers at its address now may be a
-                    // demoted primary; HAProxy redispatches in this case too.
+                    // Marked DOWN (or put in maintenance, drain, weight 0)
+                    // meanwhile: never retry it, even without `option
+                    // redispatch` (HAProxy redispatches here only with the
+                    // option). What answers at its address now may be a
+                    // demoted primary restarted as a replica.
                     attempts.redispatched = true;
                     crate::state::counters::Counters::add(&backend.counters.redispatches, 1);
                     wait_for_slot(backend, client, Some(i), attempts).await?

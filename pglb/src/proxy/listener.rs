@@ -6,8 +6,10 @@ use crate::run::Control;
 use crate::state::BindKey;
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::unix::AsyncFd;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -31,12 +33,27 @@ pub fn bind(b: &Bind) -> io::Result<TcpListener> {
 /// before accepting again, so further clients wait in the kernel's backlog
 /// (back-pressure) instead of being accepted and dropped.
 pub async fn accept_loop(control: Arc<Control>, key: BindKey, listener: TcpListener, stop: CancellationToken) {
+    // Accepted sockets go to a session thread: they are accepted without
+    // registering them with this runtime (which would cost two epoll_ctl
+    // calls and a registration per client for nothing).
+    let registered = listener.into_std().and_then(|l| {
+        // SAFETY: the std listener owns its descriptor, which stays open
+        // (and the same) until the AsyncFd that owns the listener drops.
+        unsafe { AsyncFd::register_with_interest(l, tokio::io::Interest::READABLE) }.map_err(|e| e.into_parts().1)
+    });
+    let listener = match registered {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(addr = %key.addr, error = %e, "cannot watch the listener");
+            return;
+        }
+    };
     // One descriptor held back so that a client arriving while the process
     // is out of them can still be told why (and not left in the backlog).
     let mut reserve = open_reserve();
     loop {
         let accepted = tokio::select! {
-            r = listener.accept() => r,
+            r = accept(&listener) => r,
             _ = stop.cancelled() => return,
         };
         let (stream, peer) = match accepted {
@@ -57,17 +74,24 @@ pub async fn accept_loop(control: Arc<Control>, key: BindKey, listener: TcpListe
                     continue;
                 };
                 drop(fd);
-                // Only a client already waiting (a zero timeout still polls once).
-                let waiting = tokio::time::timeout(Duration::ZERO, listener.accept()).await;
+                // Only a client already waiting (the socket is non-blocking).
+                let waiting = accept_now(&listener);
                 reserve = open_reserve();
                 match waiting {
-                    Ok(Ok(a)) if reserve.is_some() => a,
-                    Ok(Ok((stream, peer))) => {
-                        let rt = control.runtime();
-                        if let Some(fe) = rt.frontend_for(&key).cloned() {
-                            session::refuse_out_of_fds(&fe, stream, peer, &e).await;
+                    Ok(a) if reserve.is_some() => a,
+                    Ok((stream, peer)) => {
+                        // Refused beside the loop (bounded to about 2 s), so a
+                        // silent client cannot hold up accepting, reloads or stop.
+                        if let Some(fe) = control.runtime().frontend_for(&key).cloned() {
+                            let stop = stop.clone();
+                            tokio::spawn(async move {
+                                let Ok(stream) = TcpStream::from_std(stream) else { return };
+                                tokio::select! {
+                                    _ = session::refuse_out_of_fds(&fe, stream, peer, &e) => {}
+                                    _ = stop.cancelled() => {}
+                                }
+                            });
                         }
-                        reserve = open_reserve();
                         continue;
                     }
                     _ => continue,
@@ -90,19 +114,14 @@ pub async fn accept_loop(control: Arc<Control>, key: BindKey, listener: TcpListe
             tracing::debug!(%peer, error = %e, "client socket setup failed");
             continue;
         }
-        // The session moves to a session thread: its socket leaves this
-        // runtime's reactor and joins that thread's.
-        let stream = match stream.into_std() {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::debug!(%peer, error = %e, "cannot hand the client to a session thread");
-                continue;
-            }
-        };
+        // The session runs on a session thread; its socket is registered
+        // there, with that thread's runtime.
         control.workers().spawn(control.sessions().track_future(async move {
             let _permits = permits;
-            let Ok(mut stream) = TcpStream::from_std(stream) else { return };
-            session::handle(rt, fe, &mut stream, peer).await;
+            match TcpStream::from_std(stream) {
+                Ok(mut stream) => session::handle(rt, fe, &mut stream, peer).await,
+                Err(e) => tracing::warn!(%peer, error = %e, "a session thread cannot take the client; closed"),
+            }
         }));
     }
 }
@@ -120,6 +139,28 @@ async fn acquire(global: &Option<Arc<Semaphore>>, local: &Option<Arc<Semaphore>>
         None => None,
     };
     (g, l)
+}
+
+/// Waits for a client and accepts it (non-blocking, close-on-exec).
+async fn accept(listener: &AsyncFd<std::net::TcpListener>) -> io::Result<(std::net::TcpStream, SocketAddr)> {
+    loop {
+        let mut ready = listener.readable().await?;
+        match ready.try_io(|l| accept_now_std(l.get_ref())) {
+            Ok(r) => return r,
+            Err(_would_block) => continue,
+        }
+    }
+}
+
+/// A client already waiting, or WouldBlock.
+fn accept_now(listener: &AsyncFd<std::net::TcpListener>) -> io::Result<(std::net::TcpStream, SocketAddr)> {
+    accept_now_std(listener.get_ref())
+}
+
+fn accept_now_std(listener: &std::net::TcpListener) -> io::Result<(std::net::TcpStream, SocketAddr)> {
+    let (stream, peer) = listener.accept()?;
+    stream.set_nonblocking(true)?;
+    Ok((stream, peer))
 }
 
 fn open_reserve() -> Option<std::fs::File> {

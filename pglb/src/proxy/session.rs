@@ -397,7 +397,7 @@ async fn negotiate(
 }
 
 /// Accepted connection options (TCP_NODELAY, keepalive).
-pub fn prepare_client(stream: &TcpStream, keepalive: Option<&crate::config::Keepalive>) -> io::Result<()> {
+pub fn prepare_client(stream: &std::net::TcpStream, keepalive: Option<&crate::config::Keepalive>) -> io::Result<()> {
     stream.set_nodelay(true)?;
     if let Some(k) = keepalive {
         k.apply(&socket2::SockRef::from(stream))?;

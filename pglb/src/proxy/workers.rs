@@ -36,7 +36,7 @@ impl Workers {
         let mut handles = Vec::new();
         for i in 0..n.max(1) {
             let (tx, rx) = mpsc::channel();
-            let stop = stop.clone();
+            let thread_stop = stop.clone();
             std::thread::Builder::new().name(format!("pglb-worker-{i}")).spawn(move || {
                 let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                     Ok(rt) => rt,
@@ -46,10 +46,17 @@ impl Workers {
                     }
                 };
                 let _ = tx.send(Ok(rt.handle().clone()));
-                rt.block_on(stop.cancelled());
+                rt.block_on(thread_stop.cancelled());
             })?;
-            let handle = rx.recv().map_err(|_| io::Error::other("a session thread exited while starting"))??;
-            handles.push(handle);
+            let started = rx.recv().map_err(|_| io::Error::other("a session thread exited while starting")).and_then(|r| r);
+            match started {
+                Ok(handle) => handles.push(handle),
+                Err(e) => {
+                    // The threads already started must not wait for ever.
+                    stop.cancel();
+                    return Err(e);
+                }
+            }
         }
         let load = handles.iter().map(|_| Arc::new(AtomicUsize::new(0))).collect();
         Ok(Workers { handles, load, stop })
@@ -65,10 +72,16 @@ impl Workers {
     /// thread's runtime.
     pub fn spawn(&self, session: impl Future<Output = ()> + Send + 'static) {
         let i = (0..self.load.len()).min_by_key(|&i| self.load[i].load(Relaxed)).unwrap_or(0);
-        let load = self.load[i].clone();
-        load.fetch_add(1, Relaxed);
+        self.load[i].fetch_add(1, Relaxed);
+        // Made before the spawn: a task dropped before its first poll (a
+        // stopping thread) still counts itself off.
+        let done = Done(self.load[i].clone());
+        // Boxed: awaiting a future moved into an async block would store it
+        // twice (the captured value and the awaited one), doubling what
+        // every idle session costs.
+        let session = Box::pin(session);
         self.handles[i].spawn(async move {
-            let _done = Done(load);
+            let _done = done;
             session.await;
         });
     }
