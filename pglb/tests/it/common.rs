@@ -154,3 +154,84 @@ pub fn spawn_haproxy(dir: &std::path::Path, config: &str) -> KillOnDrop {
             .expect("haproxy (apt-get install haproxy)"),
     )
 }
+
+/// The pglb binary in a child process, for tests that need its own limits,
+/// signals, exit code or memory figure. Killed when dropped.
+pub struct Pglb {
+    pub child: std::process::Child,
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    pub path: std::path::PathBuf,
+}
+
+/// Writes `cfg` (`PORT` replaced by a free port) and runs `pglb run` on it,
+/// logging JSON to `DIR/pglb.log`; `nofile` sets both RLIMIT_NOFILE limits.
+pub fn spawn_pglb(cfg: &str, nofile: Option<u64>) -> Pglb {
+    let port = dead_port();
+    let text = cfg.replace("PORT", &port.to_string());
+    let (dir, path) = write_config(&text);
+    let mut cmd = std::process::Command::new(pglb_bin());
+    // Logs go to a file: a pipe nobody reads until the end would fill up and
+    // block pglb's logging.
+    let log = std::fs::File::create(dir.path().join("pglb.log")).unwrap();
+    cmd.args(["run", "--log-format", "json", "-f"]).arg(&path).stdout(std::process::Stdio::null()).stderr(log);
+    if let Some(n) = nofile {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: only setrlimit, async-signal-safe, between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                let lim = libc::rlimit { rlim_cur: n, rlim_max: n };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    Pglb { child: cmd.spawn().expect("spawn pglb"), port, dir, path }
+}
+
+impl Drop for Pglb {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Pglb {
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+
+    pub fn alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok()).unwrap()
+    }
+
+    /// Waits up to `limit` for it to exit by itself; returns its exit code,
+    /// what it logged and how long the wait took.
+    pub async fn wait_exit(&mut self, limit: Duration) -> (Option<i32>, String, Duration) {
+        let started = Instant::now();
+        let deadline = started + limit;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(Instant::now() < deadline, "pglb did not exit within {limit:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        (status.code(), std::fs::read_to_string(self.dir.path().join("pglb.log")).unwrap(), started.elapsed())
+    }
+
+    /// Stops it (SIGKILL) and returns what it logged.
+    pub fn finish(&mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::fs::read_to_string(self.dir.path().join("pglb.log")).unwrap()
+    }
+}

@@ -4,7 +4,7 @@
 
 use crate::common::*;
 use pglb::lab::{Fault, Lab};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -28,6 +28,29 @@ impl Ledger {
     /// The longest time without an acknowledged write.
     fn longest_gap(&self) -> Duration {
         self.acks.windows(2).map(|w| w[1].2 - w[0].2).max().unwrap_or_default()
+    }
+}
+
+/// A running writer: its stop flag, its ledger and its task.
+struct Writer {
+    stop: Arc<AtomicBool>,
+    ledger: Arc<Mutex<Ledger>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Writer {
+    fn start(port: u16) -> Writer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ledger = Arc::new(Mutex::new(Ledger::default()));
+        let task = spawn_writer(port, stop.clone(), ledger.clone());
+        Writer { stop, ledger, task }
+    }
+
+    /// Stops writing and returns what was recorded.
+    async fn finish(self) -> Ledger {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.unwrap();
+        std::mem::take(&mut *self.ledger.lock().unwrap())
     }
 }
 
@@ -114,9 +137,8 @@ async fn planned_switchover_loses_no_acknowledged_write_and_sends_none_to_the_de
     let (old, new) = (lab.primary().port, lab.node("replica1").unwrap().port);
     let pglb = start(&primary_only_config(&lab)).await;
     let port = pglb.addr("rw").unwrap().port();
-    let stop = Arc::new(AtomicBool::new(false));
-    let ledger = Arc::new(Mutex::new(Ledger::default()));
-    let writer = spawn_writer(port, stop.clone(), ledger.clone());
+    let writer = Writer::start(port);
+    let ledger = writer.ledger.clone();
     wait_acks(&ledger, old, 50, "writes on the primary").await;
 
     // The switchover: a clean stop (the walsender ships every record to the
@@ -130,10 +152,7 @@ async fn planned_switchover_loses_no_acknowledged_write_and_sends_none_to_the_de
     let lsn = primary_lsn(new).await;
     poll("the demoted node replays the new primary's WAL", Duration::from_secs(20), || async { replayed(old, &lsn).await.then_some(()) }).await;
     wait_acks(&ledger, new, 150, "more writes with the demoted node back").await;
-    stop.store(true, Ordering::Relaxed);
-    writer.await.unwrap();
-
-    let ledger = std::mem::take(&mut *ledger.lock().unwrap());
+    let ledger = writer.finish().await;
     assert_all_acked_present(&ledger, new).await;
     let late = ledger.acks.iter().filter(|a| a.1 == i32::from(old) && a.2 > stopped).count();
     assert_eq!(late, 0, "writes acknowledged by the old primary once it had stopped");
@@ -168,9 +187,8 @@ async fn primary_crash_with_synchronous_replication_loses_no_acknowledged_write(
     let pglb = start(&primary_only_config(&lab)).await;
     let port = pglb.addr("rw").unwrap().port();
     let be = pglb.runtime().backend("rw").unwrap().clone();
-    let stop = Arc::new(AtomicBool::new(false));
-    let ledger = Arc::new(Mutex::new(Ledger::default()));
-    let writer = spawn_writer(port, stop.clone(), ledger.clone());
+    let writer = Writer::start(port);
+    let ledger = writer.ledger.clone();
     wait_acks(&ledger, old, 50, "writes on the primary").await;
 
     lab.fault("primary", Fault::Kill).await.unwrap();
@@ -192,10 +210,7 @@ async fn primary_crash_with_synchronous_replication_loses_no_acknowledged_write(
     lab.fault("primary", Fault::Stop).await.unwrap();
     let before = ledger.lock().unwrap().acks_from(new);
     wait_acks(&ledger, new, before + 20, "writes after the stale primary stopped").await;
-    stop.store(true, Ordering::Relaxed);
-    writer.await.unwrap();
-
-    let ledger = std::mem::take(&mut *ledger.lock().unwrap());
+    let ledger = writer.finish().await;
     assert_all_acked_present(&ledger, new).await;
     let late = ledger.acks.iter().filter(|a| a.1 == i32::from(old) && a.2 > crash).count();
     assert_eq!(late, 0, "writes acknowledged by the crashed primary after the crash (it came back as a stale primary)");
@@ -273,72 +288,6 @@ async fn overload_fifty_clients_on_maxconn_ten_queue_and_are_served_and_the_queu
     );
 }
 
-// ---------------------------------------------------------------------------
-// The pglb binary in a child process, for faults that need its own limits,
-// signals or memory figure.
-
-struct Pglb {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-    path: std::path::PathBuf,
-}
-
-fn spawn_pglb(cfg: &str, nofile: Option<u64>) -> Pglb {
-    let port = dead_port();
-    let text = cfg.replace("PORT", &port.to_string());
-    let (dir, path) = write_config(&text);
-    let mut cmd = Command::new(pglb_bin());
-    // Logs go to a file: a pipe nobody reads until the end would fill up and
-    // block pglb's logging.
-    let log = std::fs::File::create(dir.path().join("pglb.log")).unwrap();
-    cmd.args(["run", "--log-format", "json", "-f"]).arg(&path).stdout(Stdio::null()).stderr(log);
-    if let Some(n) = nofile {
-        use std::os::unix::process::CommandExt;
-        // SAFETY: only setrlimit, async-signal-safe, between fork and exec.
-        unsafe {
-            cmd.pre_exec(move || {
-                let lim = libc::rlimit { rlim_cur: n, rlim_max: n };
-                if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-    }
-    Pglb { child: cmd.spawn().expect("spawn pglb"), port, _dir: dir, path }
-}
-
-impl Drop for Pglb {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Pglb {
-    fn signal(&self, sig: i32) {
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(self.child.id() as i32, sig) };
-    }
-
-    fn alive(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_none()
-    }
-
-    fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok()).unwrap()
-    }
-
-    /// Stops it (SIGKILL) and returns what it logged.
-    fn finish(&mut self) -> String {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        std::fs::read_to_string(self._dir.path().join("pglb.log")).unwrap()
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_every_half_second_under_pgbench_connect_load_fails_no_transaction() {
     let lab = shared_lab().await;
@@ -355,7 +304,7 @@ async fn reload_every_half_second_under_pgbench_connect_load_fails_no_transactio
     let mut pglb = spawn_pglb(&config(false), None);
     let port = pglb.port;
     poll("pglb listening", Duration::from_secs(10), || async { connect(port, "appdb").await.ok() }).await;
-    let script = pglb._dir.path().join("select1.sql");
+    let script = pglb.dir.path().join("select1.sql");
     std::fs::write(&script, "SELECT 1;\n").unwrap();
     let mut bench = Command::new("pgbench")
         .args(["-n", "-C", "-c", "8", "-j", "2", "-T", "6", "-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres", "-f"])
