@@ -180,7 +180,7 @@ fn set_weight(be: &BackendState, s: &ServerState, w: &str) -> String {
 
 fn show_info(rt: &Runtime) -> String {
     let uptime = rt.started.elapsed().map(|d| d.as_secs()).unwrap_or(0);
-    let threads = rt.config.global.nbthread.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    let threads = crate::proxy::workers::Workers::count(rt.config.global.nbthread);
     let fields: Vec<(&str, String)> = vec![
         ("Name", "pglb".into()),
         ("Version", env!("CARGO_PKG_VERSION").into()),

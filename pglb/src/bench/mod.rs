@@ -4,7 +4,7 @@
 //! Reports medians with min and max, and ratios against the anchors
 //! measured in the same run. Benchmarks measure; nothing here passes or fails.
 
-mod proc;
+pub mod proc;
 mod report;
 mod systems;
 mod workload;

@@ -75,7 +75,7 @@ pub async fn accept_loop(control: Arc<Control>, key: BindKey, listener: TcpListe
                 };
                 drop(fd);
                 // Only a client already waiting (the socket is non-blocking).
-                let waiting = accept_now(&listener);
+                let waiting = accept_now(listener.get_ref());
                 reserve = open_reserve();
                 match waiting {
                     Ok(a) if reserve.is_some() => a,
@@ -145,19 +145,15 @@ async fn acquire(global: &Option<Arc<Semaphore>>, local: &Option<Arc<Semaphore>>
 async fn accept(listener: &AsyncFd<std::net::TcpListener>) -> io::Result<(std::net::TcpStream, SocketAddr)> {
     loop {
         let mut ready = listener.readable().await?;
-        match ready.try_io(|l| accept_now_std(l.get_ref())) {
+        match ready.try_io(|l| accept_now(l.get_ref())) {
             Ok(r) => return r,
             Err(_would_block) => continue,
         }
     }
 }
 
-/// A client already waiting, or WouldBlock.
-fn accept_now(listener: &AsyncFd<std::net::TcpListener>) -> io::Result<(std::net::TcpStream, SocketAddr)> {
-    accept_now_std(listener.get_ref())
-}
-
-fn accept_now_std(listener: &std::net::TcpListener) -> io::Result<(std::net::TcpStream, SocketAddr)> {
+/// A client already waiting (made non-blocking), or WouldBlock.
+fn accept_now(listener: &std::net::TcpListener) -> io::Result<(std::net::TcpStream, SocketAddr)> {
     let (stream, peer) = listener.accept()?;
     stream.set_nonblocking(true)?;
     Ok((stream, peer))

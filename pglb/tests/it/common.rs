@@ -209,8 +209,7 @@ impl Pglb {
     }
 
     pub fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok()).unwrap()
+        pglb::bench::proc::rss_kib(self.child.id()).expect("pglb's VmRSS")
     }
 
     /// Waits up to `limit` for it to exit by itself; returns its exit code,
