@@ -183,7 +183,9 @@ async fn wait_for_slot(backend: &Arc<BackendState>, client: IpAddr, avoid: Optio
     let cfg = &backend.cfg;
     let started = Instant::now();
     let deadline = cfg.timeout_queue.map(|t| started + t);
-    let mut queued = false;
+    // Leaves the queue however this ends, including when the session drops
+    // this future because its client left while waiting.
+    let mut queued: Option<Queued> = None;
     let result = loop {
         let notified = backend.slot_freed.notified();
         tokio::pin!(notified);
@@ -192,14 +194,14 @@ async fn wait_for_slot(backend: &Arc<BackendState>, client: IpAddr, avoid: Optio
             Pick::Server(i) => break Ok(Slot { server: backend.servers[i].clone(), backend: backend.clone() }),
             Pick::None => break Err(no_server(backend)),
             Pick::Full => {
-                if !queued {
+                if queued.is_none() {
                     if let Some(limit) = backend.queue_limit()
                         && crate::state::counters::Counters::get(&backend.counters.queue_cur) >= limit
                     {
                         break Err(ConnectError::QueueFull { backend: cfg.name.clone(), limit });
                     }
-                    queued = true;
                     backend.counters.enqueue();
+                    queued = Some(Queued(&backend.counters));
                 }
                 let waited = match deadline {
                     Some(d) => tokio::time::timeout_at(d, notified).await.is_ok(),
@@ -214,11 +216,19 @@ async fn wait_for_slot(backend: &Arc<BackendState>, client: IpAddr, avoid: Optio
             }
         }
     };
-    if queued {
-        backend.counters.dequeue();
+    if queued.take().is_some() {
         attempts.queue_wait += started.elapsed();
     }
     result
+}
+
+/// A place in a backend's queue, given up when dropped.
+struct Queued<'a>(&'a crate::state::counters::Counters);
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.0.dequeue();
+    }
 }
 
 fn no_server(backend: &BackendState) -> ConnectError {

@@ -92,6 +92,7 @@ fn pump(
     src: &mut ReadHalf<'_>,
     dst: &mut WriteHalf<'_>,
     dir: &mut Direction,
+    other_done: bool,
     sniffer: &mut Option<Sniffer>,
     on_event: &mut impl FnMut(Event),
 ) -> Poll<Result<(), Side>> {
@@ -115,7 +116,11 @@ fn pump(
             dir.offset = 0;
         }
         if dir.eof {
-            let _ = socket2::SockRef::from(dst.as_ref()).shutdown(Shutdown::Write);
+            // Forward the half-close, unless the other direction is over
+            // too: then both sockets are closed at once, which sends the FIN.
+            if !other_done {
+                let _ = socket2::SockRef::from(dst.as_ref()).shutdown(Shutdown::Write);
+            }
             dir.done = true;
             return Poll::Ready(Ok(()));
         }
@@ -214,8 +219,8 @@ impl Relay<'_> {
                 if up.done && down.done {
                     return Poll::Ready(End::Normal);
                 }
-                let a = if up.done { Poll::Pending } else { pump(cx, &mut client_r, &mut server_w, &mut up, &mut None, &mut on_event) };
-                let b = if down.done { Poll::Pending } else { pump(cx, &mut server_r, &mut client_w, &mut down, sniffer, &mut on_event) };
+                let a = if up.done { Poll::Pending } else { pump(cx, &mut client_r, &mut server_w, &mut up, down.done, &mut None, &mut on_event) };
+                let b = if down.done { Poll::Pending } else { pump(cx, &mut server_r, &mut client_w, &mut down, up.done, sniffer, &mut on_event) };
                 let mut progressed = false;
                 for (r, swap_sides) in [(a, false), (b, true)] {
                     match r {

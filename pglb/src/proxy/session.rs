@@ -35,25 +35,49 @@ enum ReadError {
     NotPostgres(String),
 }
 
+/// What the first read of a packet asks for. A StartupMessage with the
+/// usual parameters fits, so it arrives in one recv(2), and the short read
+/// tells tokio the socket is drained: no `EAGAIN` read follows, neither
+/// for the body nor for the check that the client is still there.
+const FIRST_READ: usize = 1024;
+
+/// A length-prefixed packet as read: `bytes[..len]` is the packet; any
+/// bytes after it were sent by the client without waiting for an answer
+/// and are forwarded with it.
+struct Packet {
+    bytes: Vec<u8>,
+    len: usize,
+}
+
+impl Packet {
+    fn packet(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+
+    /// Whether the client sent more than this packet.
+    fn pipelined(&self) -> bool {
+        self.bytes.len() > self.len
+    }
+}
+
 /// Reads one length-prefixed first packet.
-async fn read_packet(client: &mut TcpStream, limit: Duration) -> Result<Vec<u8>, ReadError> {
+async fn read_packet(client: &mut TcpStream, limit: Duration) -> Result<Packet, ReadError> {
     let read = async {
-        let mut header = [0u8; 4];
-        let mut got = 0;
-        while got < 4 {
-            match client.read(&mut header[got..]).await {
-                Ok(0) if got == 0 => return Err(ReadError::Empty),
-                Err(_) if got == 0 => return Err(ReadError::Empty),
-                Ok(0) => return Err(ReadError::Io),
-                Ok(n) => got += n,
-                Err(_) => return Err(ReadError::Io),
+        let mut bytes = Vec::with_capacity(FIRST_READ);
+        while bytes.len() < 4 {
+            match client.read_buf(&mut bytes).await {
+                Ok(0) | Err(_) if bytes.is_empty() => return Err(ReadError::Empty),
+                Ok(0) | Err(_) => return Err(ReadError::Io),
+                Ok(_) => {}
             }
         }
-        let len = startup::packet_len(header).map_err(|e| ReadError::NotPostgres(e.to_string()))?;
-        let mut packet = vec![0u8; len];
-        packet[..4].copy_from_slice(&header);
-        client.read_exact(&mut packet[4..]).await.map_err(|_| ReadError::Io)?;
-        Ok(packet)
+        let len = startup::packet_len([bytes[0], bytes[1], bytes[2], bytes[3]]).map_err(|e| ReadError::NotPostgres(e.to_string()))?;
+        if bytes.len() < len {
+            let have = bytes.len();
+            bytes.resize(len, 0);
+            client.read_exact(&mut bytes[have..]).await.map_err(|_| ReadError::Io)?;
+        }
+        Ok(Packet { bytes, len })
     };
     tokio::time::timeout(limit, read).await.unwrap_or(Err(ReadError::Timeout))
 }
@@ -67,7 +91,7 @@ async fn open(
     peer: SocketAddr,
     started: Instant,
     log: &mut ConnLog,
-) -> Option<(Arc<crate::state::BackendState>, Connected, Box<(Vec<u8>, FirstPacket)>)> {
+) -> Option<(Arc<crate::state::BackendState>, Connected, Box<(Packet, FirstPacket)>)> {
     let backend = fe.backend.clone();
     if let Some(be) = &backend {
         log.backend = be.cfg.name.clone();
@@ -96,7 +120,7 @@ async fn open(
             return None;
         }
     };
-    let parsed = match startup::parse_first(&first) {
+    let parsed = match startup::parse_first(first.packet()) {
         Ok(p) => p,
         Err(e) => {
             crate::state::counters::Counters::add(&fe.counters.req_errors, 1);
@@ -111,7 +135,7 @@ async fn open(
     };
     if let FirstPacket::Cancel(key) = parsed {
         log.transport = "cancel";
-        let delivery = rt.cancel.deliver(key, &first, backend.as_deref()).await;
+        let delivery = rt.cancel.deliver(key, first.packet(), backend.as_deref()).await;
         log.reason = Some(format!("cancel request {}", delivery.as_str()));
         if delivery == Delivery::Broadcast {
             log.server = "*".into();
@@ -218,7 +242,7 @@ pub async fn refuse_out_of_fds(fe: &FrontendState, mut client: TcpStream, peer: 
     crate::state::counters::Counters::add(&fe.counters.errors_sent, 1);
     let limit = Duration::from_secs(1);
     if let Ok(first) = read_packet(&mut client, limit).await
-        && let Ok(parsed) = startup::parse_first(&first)
+        && let Ok(parsed) = startup::parse_first(first.packet())
     {
         if let FirstPacket::Startup(s) = &parsed {
             note_startup(&mut log, s);
@@ -238,10 +262,14 @@ fn note_startup(log: &mut ConnLog, s: &Startup) {
 }
 
 /// Resolves when the client closes or errors, without consuming data it
-/// may have sent (only peeks).
+/// may have sent (only peeks). It peeks only once the socket is reported
+/// readable, so a connect that does not wait costs no system call here.
 async fn client_gone(client: &TcpStream) {
     let mut b = [0u8; 1];
     loop {
+        if client.readable().await.is_err() {
+            return;
+        }
         match client.peek(&mut b).await {
             Ok(0) | Err(_) => return,
             // Pipelined data after the first packet: keep waiting.
@@ -266,7 +294,7 @@ async fn serve(
     be: &crate::state::BackendState,
     client: &mut TcpStream,
     conn: &mut Connected,
-    first_packet: Box<(Vec<u8>, FirstPacket)>,
+    first_packet: Box<(Packet, FirstPacket)>,
     log: &mut ConnLog,
 ) -> Served {
     let (first, parsed) = *first_packet;
@@ -276,7 +304,7 @@ async fn serve(
     let mut kill = srv.kill.subscribe();
     kill.mark_unchanged();
     let _be_open = Open::new(&be.counters);
-    let mut bytes_in = first.len() as u64;
+    let mut bytes_in = first.bytes.len() as u64;
     let mut bytes_out = 0u64;
     let startup_limit = fe.cfg.timeout_client.unwrap_or(DEFAULT_STARTUP_TIMEOUT);
 
@@ -346,7 +374,7 @@ impl Drop for Open<'_> {
 async fn negotiate(
     client: &mut TcpStream,
     server: &mut TcpStream,
-    mut packet: Vec<u8>,
+    mut packet: Packet,
     mut parsed: FirstPacket,
     limit: Duration,
     server_timeout: Option<Duration>,
@@ -356,7 +384,7 @@ async fn negotiate(
 ) -> Result<bool, &'static str> {
     // libpq may send GSSENCRequest, then SSLRequest, then the StartupMessage.
     for _ in 0..3 {
-        server.write_all(&packet).await.map_err(|_| "SD")?;
+        server.write_all(&packet.bytes).await.map_err(|_| "SD")?;
         let (encrypted_answer, transport) = match parsed {
             FirstPacket::SslRequest => (b'S', "tls"),
             FirstPacket::GssEncRequest => (b'G', "gssenc"),
@@ -371,8 +399,10 @@ async fn negotiate(
             log.transport = transport;
             return Ok(false);
         }
-        if answer[0] != b'N' {
-            // An old server's ErrorResponse: pass the rest through untouched.
+        if answer[0] != b'N' || packet.pipelined() {
+            // An old server's ErrorResponse, or a client that did not wait
+            // for the answer (what it sent is already at the server): pass
+            // the rest through untouched.
             return Ok(false);
         }
         packet = match read_packet(client, limit).await {
@@ -380,12 +410,12 @@ async fn negotiate(
             Err(ReadError::Timeout) => return Err("cR"),
             Err(_) => return Err("CR"),
         };
-        *bytes_in += packet.len() as u64;
-        parsed = match startup::parse_first(&packet) {
+        *bytes_in += packet.bytes.len() as u64;
+        parsed = match startup::parse_first(packet.packet()) {
             Ok(p) => p,
             Err(_) => {
                 // Not ours to judge after negotiation: let the server answer.
-                server.write_all(&packet).await.map_err(|_| "SD")?;
+                server.write_all(&packet.bytes).await.map_err(|_| "SD")?;
                 return Ok(false);
             }
         };
@@ -409,7 +439,7 @@ pub fn prepare_client(stream: &std::net::TcpStream, keepalive: Option<&crate::co
 /// encryption; `None` when it is not a PostgreSQL packet or never comes.
 pub(super) async fn read_first_after_no(client: &mut TcpStream, limit: Duration) -> Option<FirstPacket> {
     let packet = read_packet(client, limit).await.ok()?;
-    startup::parse_first(&packet).ok()
+    startup::parse_first(packet.packet()).ok()
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::mpsc;
+use std::time::Duration;
 use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 
@@ -46,7 +47,7 @@ impl Workers {
                     }
                 };
                 let _ = tx.send(Ok(rt.handle().clone()));
-                rt.block_on(thread_stop.cancelled());
+                rt.block_on(heartbeat(thread_stop));
             })?;
             let started = rx.recv().map_err(|_| io::Error::other("a session thread exited while starting")).and_then(|r| r);
             match started {
@@ -89,6 +90,29 @@ impl Workers {
     /// Stops every thread; their sessions are dropped (sockets closed).
     pub fn stop(&self) {
         self.stop.cancel();
+    }
+}
+
+/// How often an idle session thread wakes up (see [`heartbeat`]).
+const HEARTBEAT: Duration = Duration::from_secs(1);
+
+/// Runs until `stop`, with a timer that fires every [`HEARTBEAT`].
+///
+/// tokio's timer wheel wakes its own thread through the eventfd (a
+/// `write(2)`, and then an extra `epoll_wait` round) whenever a timer is
+/// armed earlier than the earliest one it already has. A thread with no
+/// timer would pay that for the first timer of every connection (the
+/// startup read's, `timeout connect`'s, the relay's idle timer); with this
+/// one always due within a second, timeouts of a second or more arm
+/// silently. The cost is one wake-up per second per idle thread.
+async fn heartbeat(stop: CancellationToken) {
+    let mut tick = tokio::time::interval(HEARTBEAT);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
     }
 }
 

@@ -201,6 +201,48 @@ async fn garbage_clients_are_closed_without_harming_others() {
     assert!(connect(port, "appdb").await.is_ok());
 }
 
+/// What a server answers to `bytes` sent in one write, up to its close.
+async fn answer_to(port: u16, bytes: &[u8]) -> Vec<u8> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut answer)).await.unwrap_or_else(|_| panic!("no close after {:?}", bytes)).ok();
+    answer
+}
+
+/// pglb reads the first packet with one large read, so it may take in
+/// bytes the client sent after it without waiting for an answer. They must
+/// reach the server as if pglb were not there. A StartupMessage longer than
+/// that first read is completed with a second one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bytes_pipelined_after_the_first_packet_reach_the_server() {
+    let lab = shared_lab().await;
+    let direct = lab.node("primary").unwrap().port;
+    let cfg = format!("listen pg\n    bind 127.0.0.1:0\n    timeout connect 2s\n    timeout client 5s\n    timeout server 5s\n    server p 127.0.0.1:{direct}\n");
+    let pglb = start(&cfg).await;
+    let port = pglb.addr("pg").unwrap().port();
+    let startup = |filler: usize| {
+        let mut body = b"\0\x03\0\0user\0postgres\0database\0appdb\0".to_vec();
+        if filler > 0 {
+            body.extend_from_slice(format!("pglb.filler\0{}\0", "x".repeat(filler)).as_bytes());
+        }
+        body.push(0);
+        [&((body.len() + 4) as u32).to_be_bytes()[..], &body].concat()
+    };
+    // A SASLInitialResponse naming a mechanism that does not exist: the
+    // server can only answer it if it received it.
+    let bogus_auth = [b'p', 0, 0, 0, 16, b'N', b'O', b'-', b'S', b'U', b'C', b'H', 0, 0xff, 0xff, 0xff, 0xff];
+    for filler in [0, 3000] {
+        let bytes = [&startup(filler)[..], &bogus_auth].concat();
+        let through = answer_to(port, &bytes).await;
+        let straight = answer_to(direct, &bytes).await;
+        let text = String::from_utf8_lossy(&through);
+        assert!(text.contains("SASL"), "startup of {} bytes: {text}", bytes.len());
+        assert_eq!(through, straight, "startup of {} bytes: pglb's client saw another answer than a direct client", bytes.len());
+    }
+}
+
 /// Runs pgbench and returns (processed, failed) transactions.
 fn pgbench(port: u16, clients: u32) -> (u64, u64) {
     let out = std::process::Command::new("pgbench")
@@ -272,4 +314,29 @@ async fn server_maxconn_queues_and_timeout_queue_answers_53300() {
     assert_eq!(db.code().code(), "53300");
     assert!(db.message().contains("timeout queue"), "{}", db.message());
     drop(holder);
+    // A queued client that leaves is noticed while it waits: it leaves the
+    // queue (here without `timeout queue`, so nothing else would end the
+    // wait) and does not take the slot when it frees.
+    let cfg = format!(
+        "listen nq\n    bind 127.0.0.1:0\n    timeout connect 1s\n    timeout tunnel 1h\n    server primary 127.0.0.1:{} maxconn 1\n",
+        lab.primary().port
+    );
+    let pglb = start(&cfg).await;
+    let port = pglb.addr("nq").unwrap().port();
+    let be = pglb.runtime().backend("nq").unwrap().clone();
+    let holder = connect(port, "appdb").await.unwrap();
+    let leaver = tokio::spawn(async move { connect(port, "appdb").await });
+    poll("a client queued", Duration::from_secs(5), || async {
+        (be.counters.queue_cur.load(std::sync::atomic::Ordering::Relaxed) == 1).then_some(())
+    })
+    .await;
+    leaver.abort();
+    poll("the queue empties when its client leaves", Duration::from_secs(5), || async {
+        (be.counters.queue_cur.load(std::sync::atomic::Ordering::Relaxed) == 0).then_some(())
+    })
+    .await;
+    assert_eq!(be.counters.errors_sent.load(std::sync::atomic::Ordering::Relaxed), 1);
+    drop(holder);
+    // The slot it would have taken serves the next client.
+    assert!(connect(port, "appdb").await.is_ok());
 }
