@@ -12,18 +12,20 @@ const REFUSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Answers `first` so that the client reads `message`: an SSLRequest or
 /// GSSENCRequest is declined with 'N' and the StartupMessage that follows
-/// is read (bounded) before the ErrorResponse is sent.
-pub async fn refuse(client: &mut TcpStream, first: &FirstPacket, code: &str, message: &str, limit: Duration) {
+/// is read (bounded) before the ErrorResponse is sent. `rest` is what the
+/// client sent after `first` without waiting for an answer (already read).
+pub async fn refuse(client: &mut TcpStream, first: &FirstPacket, rest: &[u8], code: &str, message: &str, limit: Duration) {
     let limit = limit.min(REFUSE_TIMEOUT);
     let work = async {
         let mut current = first.clone();
+        let mut rest = rest.to_vec();
         // At most GSSENCRequest then SSLRequest then StartupMessage.
         for _ in 0..3 {
             match current {
                 FirstPacket::SslRequest | FirstPacket::GssEncRequest => {
                     client.write_all(b"N").await?;
-                    match read_first_after_no(client, limit).await {
-                        Some(next) => current = next,
+                    match read_first_after_no(client, limit, &rest).await {
+                        Some((next, after)) => (current, rest) = (next, after),
                         None => return Ok(()),
                     }
                 }

@@ -29,6 +29,28 @@ thread_local! {
     static BUF: RefCell<Box<[u8]>> = RefCell::new(vec![0u8; BUF_SIZE].into_boxed_slice());
 }
 
+/// Reads what `src` has (up to `max` bytes) through the thread's relay
+/// buffer and appends it to `out`: `out` grows by what arrived, not by what
+/// a read could have returned. Like the relay, a short read tells tokio the
+/// socket is drained.
+pub(super) async fn read_into(src: &mut TcpStream, out: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+    std::future::poll_fn(|cx| {
+        BUF.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            let mut rb = ReadBuf::new(&mut buf[..max.min(BUF_SIZE)]);
+            match Pin::new(&mut *src).poll_read(cx, &mut rb) {
+                Poll::Ready(Ok(())) => {
+                    out.extend_from_slice(rb.filled());
+                    Poll::Ready(Ok(rb.filled().len()))
+                }
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                Poll::Pending => Poll::Pending,
+            }
+        })
+    })
+    .await
+}
+
 /// Idle timeouts of an established session; `None` = no timeout.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Timeouts {

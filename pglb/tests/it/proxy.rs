@@ -168,6 +168,13 @@ async fn psql_prints_pglb_fatal_when_no_server_is_usable() {
         assert!(stderr.contains("FATAL:  pglb: no server is available in backend \"pg\" (1 server(s), 1 DOWN)"), "{sslmode}: {stderr}");
         assert!(!stderr.contains("server closed the connection unexpectedly"), "{stderr}");
     }
+    // A client that sends its StartupMessage right behind its SSLRequest,
+    // without waiting for the 'N' (pglb reads both at once), is told too.
+    let ssl_request = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
+    let answer = answer_to(pglb.addr("pg").unwrap().port(), &[&ssl_request[..], &startup_message(0)].concat()).await;
+    assert_eq!(answer.first(), Some(&b'N'));
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.contains("pglb: no server is available in backend"), "{text}");
     // Retries exhausted on a refused connection.
     let out = psql(pglb.addr("refused").unwrap().port(), "prefer", "select 1");
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -211,6 +218,16 @@ async fn answer_to(port: u16, bytes: &[u8]) -> Vec<u8> {
     answer
 }
 
+/// A StartupMessage for postgres/appdb, with a `filler`-byte parameter.
+fn startup_message(filler: usize) -> Vec<u8> {
+    let mut body = b"\0\x03\0\0user\0postgres\0database\0appdb\0".to_vec();
+    if filler > 0 {
+        body.extend_from_slice(format!("pglb.filler\0{}\0", "x".repeat(filler)).as_bytes());
+    }
+    body.push(0);
+    [&((body.len() + 4) as u32).to_be_bytes()[..], &body].concat()
+}
+
 /// pglb reads the first packet with one large read, so it may take in
 /// bytes the client sent after it without waiting for an answer. They must
 /// reach the server as if pglb were not there. A StartupMessage longer than
@@ -219,22 +236,16 @@ async fn answer_to(port: u16, bytes: &[u8]) -> Vec<u8> {
 async fn bytes_pipelined_after_the_first_packet_reach_the_server() {
     let lab = shared_lab().await;
     let direct = lab.node("primary").unwrap().port;
-    let cfg = format!("listen pg\n    bind 127.0.0.1:0\n    timeout connect 2s\n    timeout client 5s\n    timeout server 5s\n    server p 127.0.0.1:{direct}\n");
+    let cfg = format!(
+        "listen pg\n    bind 127.0.0.1:0\n    timeout connect 2s\n    timeout client 5s\n    timeout server 5s\n    server p 127.0.0.1:{direct}\n"
+    );
     let pglb = start(&cfg).await;
     let port = pglb.addr("pg").unwrap().port();
-    let startup = |filler: usize| {
-        let mut body = b"\0\x03\0\0user\0postgres\0database\0appdb\0".to_vec();
-        if filler > 0 {
-            body.extend_from_slice(format!("pglb.filler\0{}\0", "x".repeat(filler)).as_bytes());
-        }
-        body.push(0);
-        [&((body.len() + 4) as u32).to_be_bytes()[..], &body].concat()
-    };
     // A SASLInitialResponse naming a mechanism that does not exist: the
     // server can only answer it if it received it.
     let bogus_auth = [b'p', 0, 0, 0, 16, b'N', b'O', b'-', b'S', b'U', b'C', b'H', 0, 0xff, 0xff, 0xff, 0xff];
     for filler in [0, 3000] {
-        let bytes = [&startup(filler)[..], &bogus_auth].concat();
+        let bytes = [&startup_message(filler)[..], &bogus_auth].concat();
         let through = answer_to(port, &bytes).await;
         let straight = answer_to(direct, &bytes).await;
         let text = String::from_utf8_lossy(&through);
@@ -339,4 +350,24 @@ async fn server_maxconn_queues_and_timeout_queue_answers_53300() {
     drop(holder);
     // The slot it would have taken serves the next client.
     assert!(connect(port, "appdb").await.is_ok());
+    // A client that sent a request behind its StartupMessage and then
+    // half-closed (as `nc -N` does) has not left: it is served in turn.
+    let holder = connect(port, "appdb").await.unwrap();
+    let one_shot = tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let bogus_auth = [b'p', 0, 0, 0, 16, b'N', b'O', b'-', b'S', b'U', b'C', b'H', 0, 0xff, 0xff, 0xff, 0xff];
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        s.write_all(&[&startup_message(0)[..], &bogus_auth].concat()).await.unwrap();
+        s.shutdown().await.unwrap();
+        let mut answer = Vec::new();
+        s.read_to_end(&mut answer).await.ok();
+        String::from_utf8_lossy(&answer).to_string()
+    });
+    poll("the one-shot client queued", Duration::from_secs(5), || async {
+        (be.counters.queue_cur.load(std::sync::atomic::Ordering::Relaxed) == 1).then_some(())
+    })
+    .await;
+    drop(holder);
+    let answer = tokio::time::timeout(Duration::from_secs(10), one_shot).await.expect("answered").unwrap();
+    assert!(answer.contains("SASL"), "the server never saw the pipelined request: {answer:?}");
 }
