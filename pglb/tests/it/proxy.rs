@@ -298,6 +298,11 @@ async fn pgbench_select_only_has_no_failures_at_1_and_64_clients() {
     }
 }
 
+/// Waits until `be`'s queue holds `n` sessions.
+async fn queue_reaches(be: &pglb::state::BackendState, n: u64, what: &str) {
+    poll(what, Duration::from_secs(5), || async { (be.counters.queue_cur.load(std::sync::atomic::Ordering::Relaxed) == n).then_some(()) }).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_maxconn_queues_and_timeout_queue_answers_53300() {
     let lab = shared_lab().await;
@@ -312,10 +317,7 @@ async fn server_maxconn_queues_and_timeout_queue_answers_53300() {
     // A second client waits in the queue and is served when the first leaves.
     let waiter = tokio::spawn(async move { connect(port, "appdb").await.map(|c| c.is_closed()) });
     let be = pglb.runtime().backend("pg").unwrap().clone();
-    poll("second client queued", Duration::from_secs(5), || async {
-        (be.counters.queue_cur.load(std::sync::atomic::Ordering::Relaxed) == 1).then_some(())
-    })
-    .await;
+    queue_reaches(&be, 1, "second client queued").await;
     drop(first);
     assert_eq!(waiter.await.unwrap().ok(), Some(false), "served after the slot freed");
     // With the slot held for longer than timeout queue, the client is told why.
@@ -337,15 +339,9 @@ async fn server_maxconn_queues_and_timeout_queue_answers_53300() {
     let be = pglb.runtime().backend("nq").unwrap().clone();
     let holder = connect(port, "appdb").await.unwrap();
     let leaver = tokio::spawn(async move { connect(port, "appdb").await });
-    poll("a client queued", Duration::from_secs(5), || async {
-        (be.counters.queue_cur.load(std::sync::atomic::Ordering::Relaxed) == 1).then_some(())
-    })
-    .await;
+    queue_reaches(&be, 1, "a client queued").await;
     leaver.abort();
-    poll("the queue empties when its client leaves", Duration::from_secs(5), || async {
-        (be.counters.queue_cur.load(std::sync::atomic::Ordering::Relaxed) == 0).then_some(())
-    })
-    .await;
+    queue_reaches(&be, 0, "the queue empties when its client leaves").await;
     assert_eq!(be.counters.errors_sent.load(std::sync::atomic::Ordering::Relaxed), 1);
     drop(holder);
     // The slot it would have taken serves the next client.
@@ -363,10 +359,7 @@ async fn server_maxconn_queues_and_timeout_queue_answers_53300() {
         s.read_to_end(&mut answer).await.ok();
         String::from_utf8_lossy(&answer).to_string()
     });
-    poll("the one-shot client queued", Duration::from_secs(5), || async {
-        (be.counters.queue_cur.load(std::sync::atomic::Ordering::Relaxed) == 1).then_some(())
-    })
-    .await;
+    queue_reaches(&be, 1, "the one-shot client queued").await;
     drop(holder);
     let answer = tokio::time::timeout(Duration::from_secs(10), one_shot).await.expect("answered").unwrap();
     assert!(answer.contains("SASL"), "the server never saw the pipelined request: {answer:?}");
