@@ -191,7 +191,11 @@ async fn sql_check_logs_in_with_scram_from_env_and_never_shows_the_password() {
         .spawn()
         .unwrap();
     poll("pglb up", Duration::from_secs(10), || async { connect(port, "appdb").await.ok() }).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    poll("ghost/primary DOWN", Duration::from_secs(15), || async {
+        let (_, csv) = crate::observe::http_get(stats, "/stats;csv", None).await;
+        csv.lines().any(|l| l.starts_with("ghost,primary,") && l.contains(",DOWN,")).then_some(())
+    })
+    .await;
     // Nor in the stats surfaces.
     for path in ["/stats", "/stats;csv", "/stats;json", "/metrics"] {
         let (code, body) = crate::observe::http_get(stats, path, None).await;
@@ -288,7 +292,16 @@ async fn a_full_server_stays_up_and_its_fatal_reaches_the_client() {
         }
         assert!(held.len() < 50, "max_connections was not applied");
     }
-    until(&be, "the check sees the server full", Duration::from_secs(5), |b| check_desc(b, "primary").contains("full")).await;
+    // A slot freed meanwhile (a check's own backend exiting) is taken
+    // again until a check finds the server full.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !check_desc(&be, "primary").contains("full") {
+        assert!(std::time::Instant::now() < deadline, "the check never saw the server full: {}", check_desc(&be, "primary"));
+        if let Ok(c) = connect(lab.primary().port, "postgres").await {
+            held.push(c);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(usable_names(&be), ["primary"], "a full server is not DOWN");
     // The client gets PostgreSQL's own FATAL through pglb.
     let Err(e) = connect(port, "appdb").await else { panic!("the server is full") };

@@ -108,14 +108,19 @@ async fn sighup_and_runtime_api_reload_the_binary() {
     };
     let path = dir.path().join("pglb.cfg");
     std::fs::write(&path, cfg(None)).unwrap();
-    let child = std::process::Command::new(pglb_bin()).args(["run", "-f"]).arg(&path).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let log = dir.path().join("pglb.log");
+    let child = std::process::Command::new(pglb_bin()).args(["run", "-f"]).arg(&path).stderr(std::fs::File::create(&log).unwrap()).spawn().unwrap();
+    let logged = |what: &'static str| {
+        let log = log.clone();
+        async move { std::fs::read_to_string(&log).unwrap_or_default().contains(what).then_some(()) }
+    };
     poll("pglb up", Duration::from_secs(10), || async { connect(port, "appdb").await.ok() }).await;
 
     // SIGHUP with a broken file: refused, still serving.
     std::fs::write(&path, "global\n    frobnicate\n").unwrap();
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    poll("the broken reload refused", Duration::from_secs(10), || logged("reload refused, the running configuration stays")).await;
     assert!(connect(port, "appdb").await.is_ok(), "an invalid reload keeps the running configuration");
 
     // SIGHUP with a new bind.
@@ -134,9 +139,8 @@ async fn sighup_and_runtime_api_reload_the_binary() {
     .await;
 
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()).await.unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("reload refused, the running configuration stays"), "{stderr}");
+    tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()).await.unwrap();
+    let stderr = std::fs::read_to_string(&log).unwrap();
     assert!(stderr.contains("unknown keyword 'frobnicate'"), "{stderr}");
     assert!(stderr.contains("configuration generation 2 loaded"), "{stderr}");
 }
