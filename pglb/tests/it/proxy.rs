@@ -312,14 +312,6 @@ async fn server_maxconn_queues_and_timeout_queue_answers_53300() {
     );
     let pglb = start(&cfg).await;
     let port = pglb.addr("pg").unwrap().port();
-    let first = connect(port, "appdb").await.unwrap();
-    first.query_one("select 1", &[]).await.unwrap();
-    // A second client waits in the queue and is served when the first leaves.
-    let waiter = tokio::spawn(async move { connect(port, "appdb").await.map(|c| c.is_closed()) });
-    let be = pglb.runtime().backend("pg").unwrap().clone();
-    queue_reaches(&be, 1, "second client queued").await;
-    drop(first);
-    assert_eq!(waiter.await.unwrap().ok(), Some(false), "served after the slot freed");
     // With the slot held for longer than timeout queue, the client is told why.
     let holder = connect(port, "appdb").await.unwrap();
     let Err(e) = connect(port, "appdb").await else { panic!("the queue must time out") };
@@ -327,9 +319,9 @@ async fn server_maxconn_queues_and_timeout_queue_answers_53300() {
     assert_eq!(db.code().code(), "53300");
     assert!(db.message().contains("timeout queue"), "{}", db.message());
     drop(holder);
-    // A queued client that leaves is noticed while it waits: it leaves the
-    // queue (here without `timeout queue`, so nothing else would end the
-    // wait) and does not take the slot when it frees.
+    // Without `timeout queue` (nothing but a free slot ends the wait): a
+    // queued client is served when the slot frees; one that leaves while it
+    // waits leaves the queue and does not take the slot when it frees.
     let cfg = format!(
         "listen nq\n    bind 127.0.0.1:0\n    timeout connect 1s\n    timeout tunnel 1h\n    server primary 127.0.0.1:{} maxconn 1\n",
         lab.primary().port
@@ -337,6 +329,12 @@ async fn server_maxconn_queues_and_timeout_queue_answers_53300() {
     let pglb = start(&cfg).await;
     let port = pglb.addr("nq").unwrap().port();
     let be = pglb.runtime().backend("nq").unwrap().clone();
+    let first = connect(port, "appdb").await.unwrap();
+    first.query_one("select 1", &[]).await.unwrap();
+    let waiter = tokio::spawn(async move { connect(port, "appdb").await.map(|c| c.is_closed()) });
+    queue_reaches(&be, 1, "second client queued").await;
+    drop(first);
+    assert_eq!(waiter.await.unwrap().ok(), Some(false), "served after the slot freed");
     let holder = connect(port, "appdb").await.unwrap();
     let leaver = tokio::spawn(async move { connect(port, "appdb").await });
     queue_reaches(&be, 1, "a client queued").await;
