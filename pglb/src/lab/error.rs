@@ -92,6 +92,11 @@ impl LabError {
         LabError::Io { what: what.into(), source }
     }
 
+    /// A node could not listen because its port was taken meanwhile.
+    pub(crate) fn port_taken(&self) -> bool {
+        matches!(self, LabError::NodeStart { log_tail, .. } if log_tail.contains("could not bind") && log_tail.contains("Address already in use"))
+    }
+
     /// Wraps a tokio-postgres error; its `Display` alone says only "db error",
     /// so the server's message is extracted.
     pub(crate) fn sql(node: &str, what: impl Into<String>, err: &tokio_postgres::Error) -> Self {
@@ -113,4 +118,25 @@ pub(crate) fn pg_error_detail(err: &tokio_postgres::Error) -> String {
         source = s.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LabError;
+
+    #[test]
+    fn a_port_taken_meanwhile_is_told_apart() {
+        let start = |tail: &str| LabError::NodeStart {
+            node: "primary".into(),
+            detail: "pg_ctl start failed".into(),
+            log: "x.log".into(),
+            log_tail: tail.into(),
+        };
+        // PostgreSQL 15's words (seen in CI when another test's connection took the port).
+        let taken =
+            "LOG:  could not bind IPv4 address \"127.0.0.1\": Address already in use\nHINT:  Is another postmaster already running on port 44375?";
+        assert!(start(taken).port_taken());
+        assert!(!start("FATAL:  data directory \"/x\" has invalid permissions").port_taken());
+        assert!(!LabError::Command { what: "initdb".into(), detail: "Address already in use".into() }.port_taken());
+    }
 }

@@ -41,6 +41,8 @@ const SUPERUSER: &str = "postgres";
 const PASSWORD: &str = "postgres";
 /// Database created by `up` for the applications under test.
 const APP_DB: &str = "appdb";
+/// Lab creations tried when a chosen port is taken before PostgreSQL binds it.
+const PORT_ATTEMPTS: u32 = 3;
 /// Longest unix socket path the kernel accepts (sun_path is 108 bytes).
 const MAX_SOCKET_PATH: usize = 107;
 
@@ -125,6 +127,23 @@ impl Lab {
     /// returning once every node accepts connections and every replica
     /// streams. On failure everything created is removed again.
     pub async fn up(opts: LabOptions) -> Result<Lab, LabError> {
+        // Free ports are chosen by the kernel and released before PostgreSQL
+        // binds them; another program can take one in between (a client's
+        // outgoing connection gets its port from the same range). Then the
+        // lab, already removed again, is made anew on other ports.
+        let mut attempts = 1;
+        loop {
+            match Lab::up_once(&opts).await {
+                Err(e) if opts.port_base.is_none() && e.port_taken() && attempts < PORT_ATTEMPTS => {
+                    tracing::info!(attempt = attempts, "a lab port was taken before PostgreSQL bound it; choosing other ports");
+                    attempts += 1;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    async fn up_once(opts: &LabOptions) -> Result<Lab, LabError> {
         let pg = Pg::discover().await?;
         std::fs::create_dir_all(&opts.dir).map_err(|e| LabError::io(format!("creating {}", opts.dir.display()), e))?;
         let dir = opts.dir.canonicalize().map_err(|e| LabError::io(format!("resolving {}", opts.dir.display()), e))?;
