@@ -218,6 +218,10 @@ async fn answer_to(port: u16, bytes: &[u8]) -> Vec<u8> {
     answer
 }
 
+/// A SASLInitialResponse naming a mechanism that does not exist: the
+/// server can only answer it if it received it.
+const BOGUS_AUTH: [u8; 17] = [b'p', 0, 0, 0, 16, b'N', b'O', b'-', b'S', b'U', b'C', b'H', 0, 0xff, 0xff, 0xff, 0xff];
+
 /// A StartupMessage for postgres/appdb, with a `filler`-byte parameter.
 fn startup_message(filler: usize) -> Vec<u8> {
     let mut body = b"\0\x03\0\0user\0postgres\0database\0appdb\0".to_vec();
@@ -241,11 +245,8 @@ async fn bytes_pipelined_after_the_first_packet_reach_the_server() {
     );
     let pglb = start(&cfg).await;
     let port = pglb.addr("pg").unwrap().port();
-    // A SASLInitialResponse naming a mechanism that does not exist: the
-    // server can only answer it if it received it.
-    let bogus_auth = [b'p', 0, 0, 0, 16, b'N', b'O', b'-', b'S', b'U', b'C', b'H', 0, 0xff, 0xff, 0xff, 0xff];
     for filler in [0, 3000] {
-        let bytes = [&startup_message(filler)[..], &bogus_auth].concat();
+        let bytes = [&startup_message(filler)[..], &BOGUS_AUTH].concat();
         let through = answer_to(port, &bytes).await;
         let straight = answer_to(direct, &bytes).await;
         let text = String::from_utf8_lossy(&through);
@@ -349,9 +350,8 @@ async fn server_maxconn_queues_and_timeout_queue_answers_53300() {
     let holder = connect(port, "appdb").await.unwrap();
     let one_shot = tokio::spawn(async move {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let bogus_auth = [b'p', 0, 0, 0, 16, b'N', b'O', b'-', b'S', b'U', b'C', b'H', 0, 0xff, 0xff, 0xff, 0xff];
         let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-        s.write_all(&[&startup_message(0)[..], &bogus_auth].concat()).await.unwrap();
+        s.write_all(&[&startup_message(0)[..], &BOGUS_AUTH].concat()).await.unwrap();
         s.shutdown().await.unwrap();
         let mut answer = Vec::new();
         s.read_to_end(&mut answer).await.ok();
