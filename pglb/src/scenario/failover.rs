@@ -76,9 +76,13 @@ pub async fn failover(lab: &Lab, o: FailoverOptions) -> Result<Report, ScenarioE
         })
     };
     tokio::time::sleep(o.inter).await;
-    *kill_at.lock().unwrap_or_else(|e| e.into_inner()) = Some(tokio::time::Instant::now());
+    // Detection counts from the SIGKILL; errors count as "after the kill"
+    // only for connections started once every process of replica1 is gone
+    // (one started while it was dying may have reached it: in flight).
+    let issued = tokio::time::Instant::now();
     lab.fault("replica1", Fault::Kill).await?;
-    let detection = wait_for(Duration::from_secs(30), || !usable("replica1")).await;
+    *kill_at.lock().unwrap_or_else(|e| e.into_inner()) = Some(tokio::time::Instant::now());
+    let detection = wait_for(Duration::from_secs(30), || !usable("replica1")).await.map(|_| issued.elapsed());
     tokio::time::sleep(o.inter * 2).await;
     lab.fault("replica1", Fault::Start).await?;
     let recovery = wait_for(Duration::from_secs(60), || usable("replica1")).await;
