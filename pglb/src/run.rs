@@ -232,7 +232,7 @@ impl Control {
 
 /// Every (key, frontend name, bind) a configuration listens on.
 fn wanted_binds(cfg: &Config) -> Vec<(BindKey, String, config::Bind)> {
-    cfg.frontends.iter().flat_map(|f| f.binds.iter().map(move |b| (BindKey::of(f, b), f.name.clone(), b.clone()))).collect()
+    cfg.frontends.iter().flat_map(|f| f.binds.iter().map(move |b| (BindKey::of(f, b), f.name.to_string(), b.clone()))).collect()
 }
 
 /// A running instance. Dropping it stops the session threads (and so
@@ -258,7 +258,7 @@ impl Running {
     pub fn addr(&self, frontend: &str) -> Option<SocketAddr> {
         let binds = self.control.binds.lock().unwrap_or_else(|e| e.into_inner());
         let rt = self.runtime();
-        let fe = rt.frontends.iter().find(|f| f.cfg.name == frontend)?;
+        let fe = rt.frontends.iter().find(|f| *f.cfg.name == *frontend)?;
         fe.cfg.binds.iter().find_map(|b| binds.get(&BindKey::of(&fe.cfg, b)).map(|x| x.local))
     }
 

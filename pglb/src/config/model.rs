@@ -18,7 +18,7 @@ pub struct Config {
 
 impl Config {
     pub fn backend(&self, name: &str) -> Option<&Backend> {
-        self.backends.iter().find(|b| b.name == name)
+        self.backends.iter().find(|b| &*b.name == name)
     }
 }
 
@@ -65,7 +65,7 @@ pub enum Mode {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Frontend {
-    pub name: String,
+    pub name: std::sync::Arc<str>,
     pub line: usize,
     pub mode: Mode,
     pub binds: Vec<Bind>,
@@ -159,7 +159,7 @@ pub struct StatsSettings {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Backend {
-    pub name: String,
+    pub name: std::sync::Arc<str>,
     pub line: usize,
     pub balance: Balance,
     /// Connection attempts after the first failure (`retries`, default 3).
@@ -316,7 +316,7 @@ pub enum HttpExpect {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Server {
-    pub name: String,
+    pub name: std::sync::Arc<str>,
     pub line: usize,
     /// Host as written: an IP literal or a DNS name (resolved at run time).
     pub host: String,

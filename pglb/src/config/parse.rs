@@ -266,7 +266,7 @@ fn section_name(ctx: &mut Ctx, kind: RawKind, line: &Line) -> (Option<String>, O
 
 /// Checks cross-references: default_backend names, server resolvers.
 fn resolve_references(ctx: &mut Ctx, config: &mut Config) {
-    let backend_names: Vec<String> = config.backends.iter().map(|b| b.name.clone()).collect();
+    let backend_names: Vec<String> = config.backends.iter().map(|b| b.name.to_string()).collect();
     for fe in &config.frontends {
         if let Some(be) = &fe.default_backend
             && !backend_names.contains(be)

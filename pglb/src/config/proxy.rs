@@ -590,7 +590,7 @@ impl ProxyDraft {
                 }
             };
             config.frontends.push(Frontend {
-                name: name.to_string(),
+                name: name.into(),
                 line,
                 mode,
                 binds: std::mem::take(&mut self.binds),
@@ -621,7 +621,7 @@ impl ProxyDraft {
                 ctx.warn(line, format!("backend '{name}' has no server: every client will get an error"));
             }
             config.backends.push(Backend {
-                name: name.to_string(),
+                name: name.into(),
                 line,
                 balance: self.balance.unwrap_or(Balance::RoundRobin),
                 retries: self.retries.unwrap_or(3),

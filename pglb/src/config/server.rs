@@ -216,7 +216,7 @@ impl ServerOpts {
         }
         let inter = self.inter.unwrap_or(Duration::from_secs(2));
         Some(Server {
-            name: name.to_string(),
+            name: name.into(),
             line,
             host,
             port,

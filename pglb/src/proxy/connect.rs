@@ -129,7 +129,7 @@ pub async fn connect(backend: &Arc<BackendState>, client: IpAddr, attempts: &mut
         };
         let server = slot.server.clone();
         let Some(addr) = server.addr.load().as_deref().copied() else {
-            return Err(ConnectError::NoServer { backend: cfg.name.clone(), detail: format!("{} does not resolve", server.cfg.name) });
+            return Err(ConnectError::NoServer { backend: cfg.name.to_string(), detail: format!("{} does not resolve", server.cfg.name) });
         };
         let started = Instant::now();
         match open(addr, backend, &server).await {
@@ -150,7 +150,7 @@ pub async fn connect(backend: &Arc<BackendState>, client: IpAddr, attempts: &mut
             // pglb's own descriptors ran out: not the server's fault, and
             // retrying elsewhere would fail the same way.
             Err(e) if super::listener::is_resource_exhaustion(&e) => {
-                return Err(ConnectError::Resource { backend: cfg.name.clone(), server: server.cfg.name.clone(), reason: e.to_string() });
+                return Err(ConnectError::Resource { backend: cfg.name.to_string(), server: server.cfg.name.to_string(), reason: e.to_string() });
             }
             Err(e) => {
                 drop(slot);
@@ -160,8 +160,8 @@ pub async fn connect(backend: &Arc<BackendState>, client: IpAddr, attempts: &mut
                 tracing::debug!(backend = %cfg.name, server = %server.cfg.name, %addr, error = %e, attempt = k + 1, "connect failed");
                 if k >= cfg.retries {
                     return Err(ConnectError::Failed {
-                        backend: cfg.name.clone(),
-                        server: server.cfg.name.clone(),
+                        backend: cfg.name.to_string(),
+                        server: server.cfg.name.to_string(),
                         addr: addr.to_string(),
                         attempts: k + 1,
                         reason: e.to_string(),
@@ -198,7 +198,7 @@ async fn wait_for_slot(backend: &Arc<BackendState>, client: IpAddr, avoid: Optio
                     if let Some(limit) = backend.queue_limit()
                         && crate::state::counters::Counters::get(&backend.counters.queue_cur) >= limit
                     {
-                        break Err(ConnectError::QueueFull { backend: cfg.name.clone(), limit });
+                        break Err(ConnectError::QueueFull { backend: cfg.name.to_string(), limit });
                     }
                     backend.counters.enqueue();
                     queued = Some(Queued(&backend.counters));
@@ -211,7 +211,7 @@ async fn wait_for_slot(backend: &Arc<BackendState>, client: IpAddr, avoid: Optio
                     }
                 };
                 if !waited {
-                    break Err(ConnectError::QueueTimeout { backend: cfg.name.clone(), waited_ms: started.elapsed().as_millis() });
+                    break Err(ConnectError::QueueTimeout { backend: cfg.name.to_string(), waited_ms: started.elapsed().as_millis() });
                 }
             }
         }
@@ -238,7 +238,7 @@ fn no_server(backend: &BackendState) -> ConnectError {
     let unresolved = backend.servers.iter().filter(|s| s.addr.load().is_none()).count();
     if backend.split_brain.load(std::sync::atomic::Ordering::Relaxed) {
         return ConnectError::NoServer {
-            backend: backend.cfg.name.clone(),
+            backend: backend.cfg.name.to_string(),
             detail: "split brain: more than one server reports being primary".into(),
         };
     }
@@ -252,7 +252,7 @@ fn no_server(backend: &BackendState) -> ConnectError {
     if unresolved > 0 {
         parts.push(format!("{unresolved} unresolved"));
     }
-    ConnectError::NoServer { backend: backend.cfg.name.clone(), detail: parts.join(", ") }
+    ConnectError::NoServer { backend: backend.cfg.name.to_string(), detail: parts.join(", ") }
 }
 
 /// Opens a TCP connection with the backend's socket options.

@@ -9,9 +9,9 @@ use std::time::Duration;
 #[derive(Debug, Default)]
 pub struct ConnLog {
     pub client: Option<SocketAddr>,
-    pub frontend: String,
-    pub backend: String,
-    pub server: String,
+    pub frontend: std::sync::Arc<str>,
+    pub backend: std::sync::Arc<str>,
+    pub server: std::sync::Arc<str>,
     /// Time waiting in the queue (HAProxy's Tw).
     pub queue_ms: Option<u64>,
     /// Time to connect to the server (Tc).
@@ -47,8 +47,8 @@ impl ConnLog {
         // The same fields at info (normal ends) or warn (anything pglb or a server cut short).
         macro_rules! line {
             ($level:ident) => {
-                tracing::$level!(target: "pglb::conn", client_ip = ip.as_str(), client_port = port, frontend = self.frontend.as_str(),
-                    backend = self.backend.as_str(), server = self.server.as_str(), tw, tc, tt, bytes_in = self.bytes_in, bytes_out = self.bytes_out,
+                tracing::$level!(target: "pglb::conn", client_ip = ip.as_str(), client_port = port, frontend = &*self.frontend,
+                    backend = &*self.backend, server = &*self.server, tw, tc, tt, bytes_in = self.bytes_in, bytes_out = self.bytes_out,
                     retries = self.retries, redispatched = self.redispatched, termination_state = self.termination, transport = self.transport,
                     user, database = db, application_name = app, reason, "connection closed")
             };

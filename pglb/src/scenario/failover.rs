@@ -35,7 +35,7 @@ pub async fn failover(lab: &Lab, o: FailoverOptions) -> Result<Report, ScenarioE
     let running = start(&cfg).await?;
     let port = running.addr("ro").map(|a| a.port()).unwrap_or(0);
     let be = running.runtime().backend("ro").cloned().ok_or_else(|| ScenarioError::Failed("no backend".into()))?;
-    let usable = |name: &str| be.usable.load().servers.iter().any(|&i| be.servers[i].cfg.name == name);
+    let usable = |name: &str| be.usable.load().servers.iter().any(|&i| &*be.servers[i].cfg.name == name);
     wait_for(Duration::from_secs(10), || usable("replica1")).await.ok_or_else(|| ScenarioError::Failed("replica1 never came UP".into()))?;
 
     // Continuous load: a new connection and a query every 20 ms.

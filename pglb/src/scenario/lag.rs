@@ -31,7 +31,7 @@ pub async fn lag(lab: &Lab, o: LagOptions) -> Result<Report, ScenarioError> {
     );
     let running = start(&cfg).await?;
     let be = running.runtime().backend("ro").cloned().ok_or_else(|| ScenarioError::Failed("no backend".into()))?;
-    let usable = |name: &str| be.usable.load().servers.iter().any(|&i| be.servers[i].cfg.name == name);
+    let usable = |name: &str| be.usable.load().servers.iter().any(|&i| &*be.servers[i].cfg.name == name);
     wait_for(Duration::from_secs(10), || usable("replica1")).await.ok_or_else(|| ScenarioError::Failed("replica1 never came UP".into()))?;
 
     let primary = connect(&lab.dsn(lab.primary(), "appdb")).await.map_err(|e| ScenarioError::Failed(e.to_string()))?;

@@ -262,7 +262,7 @@ impl BackendState {
                 .servers
                 .iter()
                 .filter(|s| s.usable() && s.pg.lock().unwrap_or_else(|e| e.into_inner()).is_some_and(|p| p.primary))
-                .map(|s| s.cfg.name.as_str())
+                .map(|s| &*s.cfg.name)
                 .collect();
             let split = claimants.len() > 1;
             if split != self.split_brain.swap(split, Relaxed) {
@@ -285,7 +285,7 @@ impl BackendState {
     }
 
     pub fn server(&self, name: &str) -> Option<&Arc<ServerState>> {
-        self.servers.iter().find(|s| s.cfg.name == name)
+        self.servers.iter().find(|s| *s.cfg.name == *name)
     }
 
     /// Most sessions that may wait for a slot; `None` = unbounded. Bounded
@@ -355,7 +355,7 @@ impl Runtime {
             .iter()
             .cloned()
             .map(|f| {
-                let backend = f.default_backend.as_ref().and_then(|name| backends.iter().find(|b| &b.cfg.name == name).cloned());
+                let backend = f.default_backend.as_ref().and_then(|name| backends.iter().find(|b| *b.cfg.name == *name).cloned());
                 Arc::new(FrontendState {
                     limit: f.maxconn.map(|m| Arc::new(Semaphore::new(m as usize))),
                     cfg: f,
@@ -385,7 +385,7 @@ impl Runtime {
     }
 
     pub fn backend(&self, name: &str) -> Option<&Arc<BackendState>> {
-        self.backends.iter().find(|b| b.cfg.name == name)
+        self.backends.iter().find(|b| *b.cfg.name == *name)
     }
 }
 
@@ -399,6 +399,6 @@ pub struct BindKey {
 
 impl BindKey {
     pub fn of(fe: &Frontend, bind: &crate::config::Bind) -> BindKey {
-        BindKey { addr: bind.addr, frontend: (bind.addr.port() == 0).then(|| fe.name.clone()) }
+        BindKey { addr: bind.addr, frontend: (bind.addr.port() == 0).then(|| fe.name.to_string()) }
     }
 }

@@ -99,18 +99,18 @@ pub fn snapshot(rt: &Runtime) -> Vec<Row> {
         names.push(&f.cfg.name);
     }
     for b in &rt.backends {
-        if !names.contains(&b.cfg.name.as_str()) {
+        if !names.contains(&&*b.cfg.name) {
             names.push(&b.cfg.name);
         }
     }
     for name in names {
         iid += 1;
-        if let Some(fe) = rt.frontends.iter().find(|f| f.cfg.name == name) {
+        if let Some(fe) = rt.frontends.iter().find(|f| *f.cfg.name == *name) {
             rows.push(frontend_row(rt, fe, iid));
             if fe.cfg.listen && fe.cfg.mode == crate::config::Mode::Http {
                 // HAProxy shows a stats `listen` section's (empty) backend too.
                 rows.push(Row {
-                    pxname: fe.cfg.name.clone(),
+                    pxname: fe.cfg.name.to_string(),
                     svname: "BACKEND".into(),
                     kind: Some(Kind::Backend),
                     iid,
@@ -121,7 +121,7 @@ pub fn snapshot(rt: &Runtime) -> Vec<Row> {
                 });
             }
         }
-        if let Some(be) = rt.backends.iter().find(|b| b.cfg.name == name) {
+        if let Some(be) = rt.backends.iter().find(|b| *b.cfg.name == *name) {
             for s in &be.servers {
                 rows.push(server_row(be, s, iid));
             }
@@ -134,7 +134,7 @@ pub fn snapshot(rt: &Runtime) -> Vec<Row> {
 fn frontend_row(rt: &Runtime, fe: &FrontendState, iid: usize) -> Row {
     let c = &fe.counters;
     Row {
-        pxname: fe.cfg.name.clone(),
+        pxname: fe.cfg.name.to_string(),
         svname: "FRONTEND".into(),
         kind: Some(Kind::Frontend),
         iid,
@@ -193,8 +193,8 @@ fn server_row(be: &BackendState, s: &ServerState, iid: usize) -> Row {
     let total = get(&c.total);
     let last = get(&c.last_session);
     Row {
-        pxname: be.cfg.name.clone(),
-        svname: s.cfg.name.clone(),
+        pxname: be.cfg.name.to_string(),
+        svname: s.cfg.name.to_string(),
         kind: Some(Kind::Server),
         iid,
         sid: s.index + 1,
@@ -250,7 +250,7 @@ fn backend_row(be: &BackendState, iid: usize) -> Row {
     let total = get(&c.total);
     let last = get(&c.last_session);
     Row {
-        pxname: be.cfg.name.clone(),
+        pxname: be.cfg.name.to_string(),
         svname: "BACKEND".into(),
         kind: Some(Kind::Backend),
         iid,

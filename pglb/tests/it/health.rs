@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn usable_names(be: &BackendState) -> Vec<String> {
-    be.usable.load().servers.iter().map(|&i| be.servers[i].cfg.name.clone()).collect()
+    be.usable.load().servers.iter().map(|&i| be.servers[i].cfg.name.to_string()).collect()
 }
 
 fn check_desc(be: &BackendState, server: &str) -> String {
