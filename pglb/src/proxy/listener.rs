@@ -116,17 +116,11 @@ pub async fn accept_loop(control: Arc<Control>, key: BindKey, listener: TcpListe
         }
         // The session runs on a session thread; its socket is registered
         // there, with that thread's runtime.
-        control.workers().spawn(control.sessions().track_future(async move {
-            let _permits = permits;
-            match TcpStream::from_std(stream) {
-                Ok(mut stream) => session::handle(rt, fe, &mut stream, peer).await,
-                Err(e) => tracing::warn!(%peer, error = %e, "a session thread cannot take the client; closed"),
-            }
-        }));
+        control.workers().spawn(control.sessions().track_future(session::handle(rt, fe, stream, peer, permits)));
     }
 }
 
-type Permit = Option<tokio::sync::OwnedSemaphorePermit>;
+pub(super) type Permit = Option<tokio::sync::OwnedSemaphorePermit>;
 
 /// A global and a frontend slot (where limited).
 async fn acquire(global: &Option<Arc<Semaphore>>, local: &Option<Arc<Semaphore>>) -> (Permit, Permit) {

@@ -115,7 +115,7 @@ fn pump(
     dst: &mut WriteHalf<'_>,
     dir: &mut Direction,
     other_done: bool,
-    sniffer: &mut Option<Sniffer>,
+    sniffer: &mut Option<Box<Sniffer>>,
     on_event: &mut impl FnMut(Event),
 ) -> Poll<Result<(), Side>> {
     let mut progressed = false;
@@ -204,45 +204,56 @@ pub struct Relay<'a> {
     pub client: &'a mut TcpStream,
     pub server: &'a mut TcpStream,
     pub timeouts: Timeouts,
-    /// Watches the server's startup answer, if it is unencrypted.
-    pub sniffer: Option<Sniffer>,
+    /// Watches the server's startup answer, if it is unencrypted. Boxed:
+    /// it is dropped once the answer is through, and an idle session
+    /// should not keep its room.
+    pub sniffer: Option<Box<Sniffer>>,
     /// Counters to add bytes to (frontend, backend, server).
     pub counters: [&'a Counters; 3],
-    pub kill: watch::Receiver<u64>,
-    pub hard_stop: CancellationToken,
+}
+
+/// What the relay tracks between wake-ups.
+struct Flow {
+    up: Direction,
+    down: Direction,
+    /// The last time data moved.
+    last: Instant,
+    /// The deadline the idle timer is set to, if any.
+    armed: Option<Instant>,
 }
 
 impl Relay<'_> {
-    /// Runs until both sides close, an error, a timeout or a kill. Takes
-    /// `&mut self` and uses the fields in place: an async fn keeps its
-    /// arguments' storage for its whole life, so a relay moved in (or fields
-    /// moved out) would take their size twice in every idle session.
-    pub async fn run(&mut self, mut on_event: impl FnMut(Event)) -> Outcome {
+    /// Runs until both sides close, an error, a timeout, a kill (`kill`
+    /// changes) or a hard stop.
+    ///
+    /// Its state is what an idle session costs, so it is kept tight: the
+    /// relay is borrowed and used in place (an async fn keeps its
+    /// arguments' storage for its whole life, so moving a relay in would
+    /// take its size twice), and the wake-up closure holds one reference
+    /// per group of state rather than one per variable.
+    pub async fn run(&mut self, kill: &mut watch::Receiver<u64>, hard_stop: &CancellationToken, on_event: &mut impl FnMut(Event)) -> Outcome {
         let this = self;
-        let (timeouts, counters) = (this.timeouts, this.counters);
-        let sniffer = &mut this.sniffer;
-        let (mut client_r, mut client_w) = this.client.split();
-        let (mut server_r, mut server_w) = this.server.split();
-        let mut up = Direction::default();
-        let mut down = Direction::default();
-        let mut last = Instant::now();
+        let mut flow = Flow { up: Direction::default(), down: Direction::default(), last: Instant::now(), armed: None };
+        let f = &mut flow;
         // Futures that live for the whole session: re-creating them at every
         // wake-up would register a timer and two waiters per message.
-        let mut kill = std::pin::pin!(this.kill.changed());
-        let mut hard_stop = std::pin::pin!(this.hard_stop.cancelled());
+        let mut kill = std::pin::pin!(kill.changed());
+        let mut hard_stop = std::pin::pin!(hard_stop.cancelled());
         // The idle timer is armed at or before the real deadline and only
         // re-armed when it fires early: activity does not touch the timer wheel.
-        let far = Instant::now() + Duration::from_secs(86400 * 365);
-        let mut timer = std::pin::pin!(tokio::time::sleep_until(far));
-        let mut armed: Option<Instant> = None;
-        let end = std::future::poll_fn(|cx| {
+        let mut timer = std::pin::pin!(tokio::time::sleep_until(far_future()));
+        let r = &mut *this;
+        let end = std::future::poll_fn(move |cx| {
+            let (mut client_r, mut client_w) = r.client.split();
+            let (mut server_r, mut server_w) = r.server.split();
+            let Flow { up, down, last, armed } = &mut *f;
             let mut rounds = 0;
             loop {
                 if up.done && down.done {
                     return Poll::Ready(End::Normal);
                 }
-                let a = if up.done { Poll::Pending } else { pump(cx, &mut client_r, &mut server_w, &mut up, down.done, &mut None, &mut on_event) };
-                let b = if down.done { Poll::Pending } else { pump(cx, &mut server_r, &mut client_w, &mut down, up.done, sniffer, &mut on_event) };
+                let a = if up.done { Poll::Pending } else { pump(cx, &mut client_r, &mut server_w, up, down.done, &mut None, on_event) };
+                let b = if down.done { Poll::Pending } else { pump(cx, &mut server_r, &mut client_w, down, up.done, &mut r.sniffer, on_event) };
                 let mut progressed = false;
                 for (r, swap_sides) in [(a, false), (b, true)] {
                     match r {
@@ -259,8 +270,8 @@ impl Relay<'_> {
                     }
                 }
                 if progressed {
-                    last = Instant::now();
-                    flush(&counters, &mut up, &mut down, FLUSH_EVERY);
+                    *last = Instant::now();
+                    flush(&r.counters, up, down, FLUSH_EVERY);
                     rounds += 1;
                     if rounds < 8 {
                         continue;
@@ -271,16 +282,16 @@ impl Relay<'_> {
                 if kill.as_mut().poll(cx).is_ready() || hard_stop.as_mut().poll(cx).is_ready() {
                     return Poll::Ready(End::Killed);
                 }
-                let (deadline, which) = deadline(&timeouts, &up, &down, last);
-                match (deadline, armed) {
+                let (deadline, which) = deadline(&r.timeouts, up, down, *last);
+                match (deadline, *armed) {
                     (Some(d), Some(a)) if a <= d => {}
                     (Some(d), _) => {
                         timer.as_mut().reset(d);
-                        armed = Some(d);
+                        *armed = Some(d);
                     }
                     (None, Some(_)) => {
-                        timer.as_mut().reset(far);
-                        armed = None;
+                        timer.as_mut().reset(far_future());
+                        *armed = None;
                     }
                     (None, None) => {}
                 }
@@ -290,19 +301,24 @@ impl Relay<'_> {
                         // Activity since the timer was armed: re-arm at the new deadline.
                         Some(d) => {
                             timer.as_mut().reset(d);
-                            armed = Some(d);
+                            *armed = Some(d);
                             let _ = timer.as_mut().poll(cx);
                         }
-                        None => armed = None,
+                        None => *armed = None,
                     }
                 }
                 return Poll::Pending;
             }
         })
         .await;
-        flush(&counters, &mut up, &mut down, 0);
-        Outcome { end, bytes_in: up.moved, bytes_out: down.moved }
+        flush(&this.counters, &mut flow.up, &mut flow.down, 0);
+        Outcome { end, bytes_in: flow.up.moved, bytes_out: flow.down.moved }
     }
+}
+
+/// Where an unarmed idle timer points: a year away.
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(86400 * 365)
 }
 
 /// Shared byte counters are updated in batches: every session adding to

@@ -13,9 +13,11 @@
 
 use std::future::Future;
 use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::mpsc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
@@ -75,16 +77,11 @@ impl Workers {
         let i = (0..self.load.len()).min_by_key(|&i| self.load[i].load(Relaxed)).unwrap_or(0);
         self.load[i].fetch_add(1, Relaxed);
         // Made before the spawn: a task dropped before its first poll (a
-        // stopping thread) still counts itself off.
+        // stopping thread) still counts itself off. The session is the
+        // task itself (no box, no wrapping async block, which would keep a
+        // second copy of it): an idle session is one allocation.
         let done = Done(self.load[i].clone());
-        // Boxed: awaiting a future moved into an async block would store it
-        // twice (the captured value and the awaited one), doubling what
-        // every idle session costs.
-        let session = Box::pin(session);
-        self.handles[i].spawn(async move {
-            let _done = done;
-            session.await;
-        });
+        self.handles[i].spawn(Counted { session, _done: done });
     }
 
     /// Stops every thread; their sessions are dropped (sockets closed).
@@ -118,6 +115,23 @@ async fn heartbeat(stop: CancellationToken) {
 
 /// Counts a session off its thread's load when it ends (or is dropped).
 struct Done(Arc<AtomicUsize>);
+
+pin_project_lite::pin_project! {
+    /// A session and the guard that counts it off its thread.
+    struct Counted<F> {
+        #[pin]
+        session: F,
+        _done: Done,
+    }
+}
+
+impl<F: Future> Future for Counted<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        self.project().session.poll(cx)
+    }
+}
 
 impl Drop for Done {
     fn drop(&mut self) {
