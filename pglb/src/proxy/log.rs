@@ -13,9 +13,9 @@ pub struct ConnLog {
     pub backend: std::sync::Arc<str>,
     pub server: std::sync::Arc<str>,
     /// Time waiting in the queue (HAProxy's Tw).
-    pub queue_ms: Option<u64>,
+    pub queue_ms: Option<u32>,
     /// Time to connect to the server (Tc).
-    pub connect_ms: Option<u64>,
+    pub connect_ms: Option<u32>,
     /// Total session time (Tt).
     pub total_ms: u64,
     pub bytes_in: u64,
@@ -24,19 +24,19 @@ pub struct ConnLog {
     pub redispatched: bool,
     /// HAProxy-style two-letter termination state ("--" = normal).
     pub termination: &'static str,
-    pub user: Option<String>,
-    pub database: Option<String>,
-    pub application_name: Option<String>,
+    pub user: Option<Box<str>>,
+    pub database: Option<Box<str>>,
+    pub application_name: Option<Box<str>>,
     /// "plain", "tls", "gssenc", or "cancel" for CancelRequests.
     pub transport: &'static str,
     /// Why pglb refused or ended the session, when it did.
-    pub reason: Option<String>,
+    pub reason: Option<Box<str>>,
 }
 
 impl ConnLog {
     pub fn emit(&self) {
         // -1 = the phase was not reached (HAProxy's convention); i64 so JSON gets numbers.
-        let fmt_ms = |v: Option<u64>| v.map(|v| v as i64).unwrap_or(-1);
+        let fmt_ms = |v: Option<u32>| v.map(i64::from).unwrap_or(-1);
         let ip = self.client.map(|c| c.ip().to_string()).unwrap_or_default();
         let port = self.client.map(|c| c.port()).unwrap_or(0);
         let (tw, tc, tt) = (fmt_ms(self.queue_ms), fmt_ms(self.connect_ms), self.total_ms);
@@ -65,4 +65,11 @@ impl ConnLog {
 /// bytes of alignment to every session's future).
 pub fn ms(d: Duration) -> u64 {
     d.as_millis().try_into().unwrap_or(u64::MAX)
+}
+
+/// [`ms`] for the queue and connect times, which stay far below 49 days
+/// (`timeout queue` and `timeout connect` bound them): 4 bytes each in
+/// every session's log record instead of 8.
+pub fn ms32(d: Duration) -> u32 {
+    d.as_millis().try_into().unwrap_or(u32::MAX)
 }

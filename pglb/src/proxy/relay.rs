@@ -11,6 +11,7 @@ use std::cell::RefCell;
 use std::future::Future;
 use std::io;
 use std::net::Shutdown;
+use std::num::NonZeroU32;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -51,13 +52,22 @@ pub(super) async fn read_into(src: &mut TcpStream, out: &mut Vec<u8>, max: usize
     .await
 }
 
-/// Idle timeouts of an established session; `None` = no timeout.
+/// Idle timeouts of an established session, in whole milliseconds
+/// (HAProxy's own tick; a finer time rounds up); `None` = no timeout. Kept
+/// in 16 bytes rather than 64: every idle session holds one.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Timeouts {
-    pub client: Option<Duration>,
-    pub server: Option<Duration>,
-    pub client_fin: Option<Duration>,
-    pub server_fin: Option<Duration>,
+    client: Option<NonZeroU32>,
+    server: Option<NonZeroU32>,
+    client_fin: Option<NonZeroU32>,
+    server_fin: Option<NonZeroU32>,
+}
+
+impl Timeouts {
+    pub fn new(client: Option<Duration>, server: Option<Duration>, client_fin: Option<Duration>, server_fin: Option<Duration>) -> Self {
+        let ms = |d: Option<Duration>| d.and_then(|d| NonZeroU32::new(u32::try_from(d.as_micros().div_ceil(1000)).unwrap_or(u32::MAX)));
+        Timeouts { client: ms(client), server: ms(server), client_fin: ms(client_fin), server_fin: ms(server_fin) }
+    }
 }
 
 /// Why the relay ended, in HAProxy's termination-state terms.
@@ -343,13 +353,35 @@ fn flush(counters: &[&Counters; 3], up: &mut Direction, down: &mut Direction, at
 /// applies to the other.
 fn deadline(t: &Timeouts, up: &Direction, down: &Direction, last: Instant) -> (Option<Instant>, End) {
     {
-        let client = if down.done { t.client_fin.or(t.client) } else { t.client };
-        let server = if up.done { t.server_fin.or(t.server) } else { t.server };
+        let ms = |v: Option<NonZeroU32>| v.map(|v| Duration::from_millis(u64::from(v.get())));
+        let client = ms(if down.done { t.client_fin.or(t.client) } else { t.client });
+        let server = ms(if up.done { t.server_fin.or(t.server) } else { t.server });
         match (client, server) {
             (Some(c), Some(s)) if s < c => (Some(last + s), End::ServerTimeout),
             (Some(c), _) => (Some(last + c), End::ClientTimeout),
             (None, Some(s)) => (Some(last + s), End::ServerTimeout),
             (None, None) => (None, End::Normal),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeouts_keep_whole_milliseconds_rounding_up() {
+        let t = Timeouts::new(Some(Duration::from_micros(500)), None, Some(Duration::from_secs(86400 * 365)), Some(Duration::from_millis(1500)));
+        let (up, down) = (Direction::default(), Direction { done: true, ..Default::default() });
+        let now = Instant::now();
+        // Both directions open: the client's timeout (the only one set) applies.
+        assert_eq!(deadline(&t, &up, &up, now), (Some(now + Duration::from_millis(1)), End::ClientTimeout));
+        // The server has finished sending: timeout client-fin applies, capped at u32::MAX ms.
+        assert_eq!(deadline(&t, &up, &down, now), (Some(now + Duration::from_millis(u64::from(u32::MAX))), End::ClientTimeout));
+        // The client has finished sending: timeout server-fin applies to the server.
+        let fin = Timeouts::new(None, None, None, Some(Duration::from_millis(1500)));
+        assert_eq!(deadline(&fin, &down, &up, now), (Some(now + Duration::from_millis(1500)), End::ServerTimeout));
+        assert_eq!(deadline(&fin, &up, &up, now), (None, End::Normal));
+        assert_eq!(deadline(&Timeouts::default(), &up, &up, now), (None, End::Normal));
     }
 }
