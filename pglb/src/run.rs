@@ -50,8 +50,8 @@ pub struct Control {
     binds: Mutex<HashMap<BindKey, Bound>>,
     /// Runtime API sockets by (path, level, mode).
     sockets: Mutex<HashMap<SocketKey, CancellationToken>>,
-    /// Every generation's hard-stop token, to close all sessions at exit.
-    generations: Mutex<Vec<CancellationToken>>,
+    /// Every configuration generation with sessions left (a hard stop closes them all).
+    generations: Mutex<Vec<std::sync::Weak<Runtime>>>,
     /// Closes every listener at exit.
     closed: CancellationToken,
     sessions: TaskTracker,
@@ -129,7 +129,11 @@ impl Control {
             }
         }
         self.current.store(new.clone());
-        self.generations.lock().unwrap_or_else(|e| e.into_inner()).push(new.hard_stop.clone());
+        {
+            let mut generations = self.generations.lock().unwrap_or_else(|e| e.into_inner());
+            generations.retain(|g| g.strong_count() > 0);
+            generations.push(Arc::downgrade(&new));
+        }
         let mut added = Vec::new();
         for (key, fe, l) in opened_tcp {
             added.push(format!("{fe} {}", l.local_addr().map(|a| a.to_string()).unwrap_or_default()));
@@ -293,8 +297,11 @@ impl Running {
         if !clean && left > 0 {
             tracing::warn!(closing_sessions = left, "hard stop: closing the remaining sessions");
         }
-        for g in c.generations.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-            g.cancel();
+        for g in c.generations.lock().unwrap_or_else(|e| e.into_inner()).iter().filter_map(|g| g.upgrade()) {
+            g.hard_stop.cancel();
+            for s in g.backends.iter().flat_map(|b| b.servers.iter()) {
+                s.kill_sessions();
+            }
         }
         rt.retired.cancel();
         // Closed sessions finish promptly once hard_stop fires.
@@ -314,7 +321,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         current: ArcSwap::new(rt.clone()),
         binds: Mutex::default(),
         sockets: Mutex::default(),
-        generations: Mutex::new(vec![rt.hard_stop.clone()]),
+        generations: Mutex::new(vec![Arc::downgrade(&rt)]),
         closed: CancellationToken::new(),
         sessions: TaskTracker::new(),
         background: TaskTracker::new(),

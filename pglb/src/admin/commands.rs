@@ -9,6 +9,7 @@ use std::fmt::Write;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
+#[derive(Debug)]
 pub enum Outcome {
     Text(String),
     /// Toggle interactive mode.

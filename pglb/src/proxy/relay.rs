@@ -6,6 +6,7 @@
 //! (`pending`), and only until they are written. Half-closes are forwarded.
 
 use super::sniff::{Event, Sniffer};
+use crate::state::KillSwitch;
 use crate::state::counters::Counters;
 use std::cell::RefCell;
 use std::future::Future;
@@ -18,9 +19,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{ReadHalf, WriteHalf};
-use tokio::sync::watch;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 const BUF_SIZE: usize = 64 * 1024;
 /// Reads per wake-up before yielding to other directions and sessions.
@@ -233,22 +232,21 @@ struct Flow {
 }
 
 impl Relay<'_> {
-    /// Runs until both sides close, an error, a timeout, a kill (`kill`
-    /// changes) or a hard stop.
+    /// Runs until both sides close, an error, a timeout, or `kill` is
+    /// thrown (or was since the session noted generation `seen`).
     ///
     /// Its state is what an idle session costs, so it is kept tight: the
     /// relay is borrowed and used in place (an async fn keeps its
     /// arguments' storage for its whole life, so moving a relay in would
     /// take its size twice), and the wake-up closure holds one reference
     /// per group of state rather than one per variable.
-    pub async fn run(&mut self, kill: &mut watch::Receiver<u64>, hard_stop: &CancellationToken, on_event: &mut impl FnMut(Event)) -> Outcome {
+    pub async fn run(&mut self, kill: &KillSwitch, seen: u64, on_event: &mut impl FnMut(Event)) -> Outcome {
         let this = self;
         let mut flow = Flow { up: Direction::default(), down: Direction::default(), last: Instant::now(), armed: None };
         let f = &mut flow;
         // Futures that live for the whole session: re-creating them at every
-        // wake-up would register a timer and two waiters per message.
-        let mut kill = std::pin::pin!(kill.changed());
-        let mut hard_stop = std::pin::pin!(hard_stop.cancelled());
+        // wake-up would register a timer and a waiter per message.
+        let mut killed = std::pin::pin!(kill.notified());
         // The idle timer is armed at or before the real deadline and only
         // re-armed when it fires early: activity does not touch the timer wheel.
         let mut timer = std::pin::pin!(tokio::time::sleep_until(far_future()));
@@ -289,7 +287,7 @@ impl Relay<'_> {
                     // Busy session: give other tasks a turn, then come back.
                     cx.waker().wake_by_ref();
                 }
-                if kill.as_mut().poll(cx).is_ready() || hard_stop.as_mut().poll(cx).is_ready() {
+                if killed.as_mut().poll(cx).is_ready() || kill.generation() != seen {
                     return Poll::Ready(End::Killed);
                 }
                 let (deadline, which) = deadline(&r.timeouts, up, down, *last);

@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
-use tokio::sync::{Notify, Semaphore, watch};
+use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 /// What the health checks say.
@@ -71,13 +71,44 @@ pub struct ServerState {
     pub down_since: AtomicU64,
     /// What the SQL-level check last learned (role, lag); `None` otherwise.
     pub pg: Mutex<Option<crate::health::sql::PgInfo>>,
-    /// Bumped to close every session on this server (`shutdown sessions`,
-    /// `on-marked-down shutdown-sessions`); sessions watch it. Shared with
-    /// the same server in the next generation after a reload.
-    pub kill: Arc<watch::Sender<u64>>,
+    /// Thrown to close every session on this server (`shutdown sessions`,
+    /// `on-marked-down shutdown-sessions`, a hard stop); sessions watch it.
+    /// A reload that carries the server over hands it on, so it reaches the
+    /// sessions of earlier generations too.
+    pub kill: ArcSwap<KillSwitch>,
     /// Set when a reload carried this server into the next generation (its
     /// sessions then continue rather than drain).
     pub carried: std::sync::atomic::AtomicBool,
+}
+
+/// Closes the sessions of a server on demand. A session notes the
+/// [`generation`](KillSwitch::generation) when it starts and ends when it
+/// changes; [`notified`](KillSwitch::notified) wakes it. One waiter per
+/// session (a `watch` receiver's would be twice the size): an idle
+/// session's memory is mostly the state it keeps to be woken.
+#[derive(Debug, Default)]
+pub struct KillSwitch {
+    generation: AtomicU64,
+    notify: Notify,
+}
+
+impl KillSwitch {
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Ends every session that noted an earlier generation.
+    pub fn throw(&self) {
+        self.generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.notify.notify_waiters();
+    }
+
+    /// Resolves at the next [`throw`](KillSwitch::throw) after this call.
+    /// A session makes this first and then compares the generation, so a
+    /// throw in between is seen one way or the other.
+    pub fn notified(&self) -> tokio::sync::futures::Notified<'_> {
+        self.notify.notified()
+    }
 }
 
 pub fn unix_now() -> u64 {
@@ -106,7 +137,7 @@ impl ServerState {
             checks_enabled: std::sync::atomic::AtomicBool::new(true),
             downtime: AtomicU64::new(0),
             down_since: AtomicU64::new(0),
-            kill: Arc::new(watch::channel(0).0),
+            kill: ArcSwap::default(),
             carried: AtomicBool::new(false),
         }
     }
@@ -155,6 +186,7 @@ impl ServerState {
         self.down_since.store(old.down_since.load(Relaxed), Relaxed);
         *self.check.lock().unwrap_or_else(|e| e.into_inner()) = old.check.lock().unwrap_or_else(|e| e.into_inner()).clone();
         *self.pg.lock().unwrap_or_else(|e| e.into_inner()) = *old.pg.lock().unwrap_or_else(|e| e.into_inner());
+        self.kill.store(old.kill.load_full());
         old.carried.store(true, Relaxed);
     }
 
@@ -196,7 +228,7 @@ impl ServerState {
 
     /// Closes every session on this server.
     pub fn kill_sessions(&self) {
-        self.kill.send_modify(|g| *g += 1);
+        self.kill.load().throw();
     }
 }
 

@@ -42,16 +42,19 @@ async fn reload_keeps_listeners_applies_binds_and_keeps_server_state() {
             }
         })
     };
-    // A session on replica1, which the new configuration removes.
-    let mut on_r1 = None;
+    // A session on replica1, which the new configuration removes, and one
+    // on primary, which it keeps.
+    let (mut on_r1, mut on_primary) = (None, None);
     for _ in 0..4 {
         let c = connect(keep, "appdb").await.unwrap();
         let p: i32 = c.query_one("select inet_server_port()", &[]).await.unwrap().get(0);
         if p == i32::from(lab.node("replica1").unwrap().port) {
             on_r1 = Some(c);
+        } else {
+            on_primary = Some(c);
         }
     }
-    let on_r1 = on_r1.expect("a session on replica1");
+    let (on_r1, on_primary) = (on_r1.expect("a session on replica1"), on_primary.expect("a session on primary"));
 
     // 1. An invalid configuration changes nothing.
     std::fs::write(&path, "listen pg\n    bind 127.0.0.1:1\n    balance nonsense\n").unwrap();
@@ -81,6 +84,17 @@ async fn reload_keeps_listeners_applies_binds_and_keeps_server_state() {
     let down2 = pglb.runtime().backend("down").unwrap().clone();
     assert!(down2.usable.load().servers.is_empty(), "unchanged servers keep their health state");
     assert_eq!(pglb.runtime().generation, 2);
+
+    // `shutdown sessions` on the kept server reaches the session it had
+    // before the reload, and only that one.
+    on_primary.query_one("select 1", &[]).await.expect("the session on the kept server continues");
+    let answer = pglb::admin::execute(&pglb.runtime(), pglb::config::Level::Admin, "shutdown sessions server pg/primary");
+    assert!(matches!(&answer, pglb::admin::Outcome::Text(t) if t.trim().is_empty()), "{answer:?}");
+    poll("the earlier generation's session on primary closed", Duration::from_secs(5), || async {
+        on_primary.query_one("select 1", &[]).await.is_err().then_some(())
+    })
+    .await;
+    on_r1.query_one("select 1", &[]).await.expect("a session on another server is not closed");
 
     // The session on the removed server is closed after hard-stop-after.
     poll("session on the removed server closed", Duration::from_secs(8), || async { on_r1.query_one("select 1", &[]).await.is_err().then_some(()) })
