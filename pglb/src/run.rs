@@ -304,7 +304,7 @@ impl Running {
             }
         }
         rt.retired.cancel();
-        // Closed sessions finish promptly once hard_stop fires.
+        // Closed sessions finish promptly once the switches are thrown.
         let _ = tokio::time::timeout(Duration::from_secs(5), c.sessions.wait()).await;
         c.closed.cancel();
         c.background.close();

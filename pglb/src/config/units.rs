@@ -25,10 +25,18 @@ pub fn parse_time(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_micros(micros))
 }
 
+/// The longest timeout, as in HAProxy (whose timers count milliseconds in
+/// a signed 32-bit number).
+pub const MAX_TIMEOUT: Duration = Duration::from_millis(2_147_483_647);
+
 /// Parses a timeout: zero means "no timeout" in HAProxy and is modelled as
 /// `None`, never as a huge duration (a 2^30 ms timer once froze a proxy).
+/// More than [`MAX_TIMEOUT`] is an error, as in HAProxy.
 pub fn parse_timeout(text: &str) -> Result<Option<Duration>, String> {
     let d = parse_time(text)?;
+    if d > MAX_TIMEOUT {
+        return Err(format!("'{text}' is too long a timeout: the maximum is 2147483647ms (about 24.8 days), as in HAProxy; 0 means no timeout"));
+    }
     Ok(if d.is_zero() { None } else { Some(d) })
 }
 
@@ -84,6 +92,8 @@ mod tests {
         assert_eq!(parse_timeout("0").unwrap(), None);
         assert_eq!(parse_timeout("0s").unwrap(), None);
         assert_eq!(parse_timeout("30s").unwrap(), Some(Duration::from_secs(30)));
+        assert_eq!(parse_timeout("2147483647").unwrap(), Some(MAX_TIMEOUT));
+        assert!(parse_timeout("25d").unwrap_err().contains("the maximum is 2147483647ms"));
     }
 
     #[test]

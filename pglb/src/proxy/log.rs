@@ -67,9 +67,10 @@ pub fn ms(d: Duration) -> u64 {
     d.as_millis().try_into().unwrap_or(u64::MAX)
 }
 
-/// [`ms`] for the queue and connect times, which stay far below 49 days
-/// (`timeout queue` and `timeout connect` bound them): 4 bytes each in
-/// every session's log record instead of 8.
+/// [`ms`] for the queue and connect times, 4 bytes each in every session's
+/// log record instead of 8: `timeout connect` bounds one, `timeout queue`
+/// (or `timeout connect`) usually the other; a wait past 49 days reads
+/// as 4294967295.
 pub fn ms32(d: Duration) -> u32 {
     d.as_millis().try_into().unwrap_or(u32::MAX)
 }

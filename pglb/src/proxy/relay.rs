@@ -52,8 +52,9 @@ pub(super) async fn read_into(src: &mut TcpStream, out: &mut Vec<u8>, max: usize
 }
 
 /// Idle timeouts of an established session, in whole milliseconds
-/// (HAProxy's own tick; a finer time rounds up); `None` = no timeout. Kept
-/// in 16 bytes rather than 64: every idle session holds one.
+/// (HAProxy's own tick; a finer time rounds up; the configuration allows
+/// at most 2^31-1 ms, and more would be capped at 2^32-1); `None` = no
+/// timeout. Kept in 16 bytes rather than 64: every idle session holds one.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Timeouts {
     client: Option<NonZeroU32>,

@@ -350,6 +350,12 @@ async fn serve(
         Box::pin(negotiate(client, server, first_packet, startup_limit, be.cfg.timeout_server, &mut bytes_in, &mut bytes_out, log)).await;
     match negotiated {
         Err(termination) => Served { termination, bytes_in, bytes_out, key: None },
+        Ok(_) if rt.hard_stop.is_cancelled() => {
+            // A hard stop cancels this before it throws the kill switches:
+            // a session that noted its generation after the throw ends here.
+            crate::state::counters::Counters::add(&srv.counters.killed, 1);
+            Served { termination: End::Killed.code(), bytes_in, bytes_out, key: None }
+        }
         Ok(plain) => {
             let (client_idle, server_idle) = match be.cfg.timeout_tunnel {
                 Some(t) => (Some(t), Some(t)),

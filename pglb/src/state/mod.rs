@@ -82,8 +82,9 @@ pub struct ServerState {
 }
 
 /// Closes the sessions of a server on demand. A session notes the
-/// [`generation`](KillSwitch::generation) when it starts and ends when it
-/// changes; [`notified`](KillSwitch::notified) wakes it. One waiter per
+/// [`generation`](KillSwitch::generation) once its server connection is
+/// made, and ends when it changes; [`notified`](KillSwitch::notified) wakes
+/// it. One waiter per
 /// session (a `watch` receiver's would be twice the size): an idle
 /// session's memory is mostly the state it keeps to be woken.
 #[derive(Debug, Default)]
@@ -103,9 +104,11 @@ impl KillSwitch {
         self.notify.notify_waiters();
     }
 
-    /// Resolves at the next [`throw`](KillSwitch::throw) after this call.
-    /// A session makes this first and then compares the generation, so a
-    /// throw in between is seen one way or the other.
+    /// Resolves at the next [`throw`](KillSwitch::throw) after this call
+    /// (tokio's `Notified` counts from its creation, not its first poll).
+    /// A session notes the generation, then makes this, then compares the
+    /// generation at each wake-up: a throw before the future exists
+    /// changed the generation, one after it wakes the future.
     pub fn notified(&self) -> tokio::sync::futures::Notified<'_> {
         self.notify.notified()
     }
@@ -350,7 +353,9 @@ pub struct Runtime {
     pub cancel: Arc<CancelRegistry>,
     /// Cancelled when pglb starts stopping (shared by every generation).
     pub stopping: CancellationToken,
-    /// Cancelled when this generation's sessions must be closed now.
+    /// Cancelled at a hard stop: checks end, and a session that is not
+    /// relaying yet does not start (relaying ones end by their servers'
+    /// kill switches, thrown right after).
     pub hard_stop: CancellationToken,
     /// Cancelled when a reload replaced this generation: its checks stop.
     pub retired: CancellationToken,
