@@ -242,7 +242,6 @@ impl Relay<'_> {
     /// take its size twice), and the wake-up closure holds one reference
     /// per group of state rather than one per variable.
     pub async fn run(&mut self, kill: &KillSwitch, seen: u64, on_event: &mut impl FnMut(Event)) -> Outcome {
-        let this = self;
         let mut flow = Flow { up: Direction::default(), down: Direction::default(), last: Instant::now(), armed: None };
         let f = &mut flow;
         // Futures that live for the whole session: re-creating them at every
@@ -251,10 +250,10 @@ impl Relay<'_> {
         // The idle timer is armed at or before the real deadline and only
         // re-armed when it fires early: activity does not touch the timer wheel.
         let mut timer = std::pin::pin!(tokio::time::sleep_until(far_future()));
-        let r = &mut *this;
+        let relay = &mut *self;
         let end = std::future::poll_fn(move |cx| {
-            let (mut client_r, mut client_w) = r.client.split();
-            let (mut server_r, mut server_w) = r.server.split();
+            let (mut client_r, mut client_w) = relay.client.split();
+            let (mut server_r, mut server_w) = relay.server.split();
             let Flow { up, down, last, armed } = &mut *f;
             let mut rounds = 0;
             loop {
@@ -262,7 +261,7 @@ impl Relay<'_> {
                     return Poll::Ready(End::Normal);
                 }
                 let a = if up.done { Poll::Pending } else { pump(cx, &mut client_r, &mut server_w, up, down.done, &mut None, on_event) };
-                let b = if down.done { Poll::Pending } else { pump(cx, &mut server_r, &mut client_w, down, up.done, &mut r.sniffer, on_event) };
+                let b = if down.done { Poll::Pending } else { pump(cx, &mut server_r, &mut client_w, down, up.done, &mut relay.sniffer, on_event) };
                 let mut progressed = false;
                 for (r, swap_sides) in [(a, false), (b, true)] {
                     match r {
@@ -280,7 +279,7 @@ impl Relay<'_> {
                 }
                 if progressed {
                     *last = Instant::now();
-                    flush(&r.counters, up, down, FLUSH_EVERY);
+                    flush(&relay.counters, up, down, FLUSH_EVERY);
                     rounds += 1;
                     if rounds < 8 {
                         continue;
@@ -291,7 +290,7 @@ impl Relay<'_> {
                 if killed.as_mut().poll(cx).is_ready() || kill.generation() != seen {
                     return Poll::Ready(End::Killed);
                 }
-                let (deadline, which) = deadline(&r.timeouts, up, down, *last);
+                let (deadline, which) = deadline(&relay.timeouts, up, down, *last);
                 match (deadline, *armed) {
                     (Some(d), Some(a)) if a <= d => {}
                     (Some(d), _) => {
@@ -320,7 +319,7 @@ impl Relay<'_> {
             }
         })
         .await;
-        flush(&this.counters, &mut flow.up, &mut flow.down, 0);
+        flush(&self.counters, &mut flow.up, &mut flow.down, 0);
         Outcome { end, bytes_in: flow.up.moved, bytes_out: flow.down.moved }
     }
 }
