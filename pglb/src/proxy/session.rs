@@ -230,7 +230,7 @@ pub fn handle<P: Send + 'static>(
 }
 
 async fn session(rt: &Arc<Runtime>, fe: &Arc<FrontendState>, client: &mut TcpStream, peer: &SocketAddr) {
-    let (rt, fe, peer) = (rt, fe, *peer);
+    let peer = *peer;
     let started = Instant::now();
     let mut log = ConnLog { client: Some(peer), frontend: fe.cfg.name.clone(), transport: "plain", termination: "--", ..Default::default() };
     let _fe_open = Open::new(&fe.counters);
