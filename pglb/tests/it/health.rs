@@ -182,10 +182,13 @@ async fn sql_check_logs_in_with_scram_from_env_and_never_shows_the_password() {
     replicas_caught_up(lab).await;
     let port = dead_port();
     let stats = dead_port();
+    // Both checks get 'timeout check 3s': without it the timeout is inter (200ms),
+    // and a debug build's SCRAM proof (4096 HMAC rounds) on a busy machine can take
+    // longer, so ghost would go DOWN on 'Layer7 timeout' instead of the login error.
     let cfg = format!(
         "listen stats\n    bind 127.0.0.1:{stats}\n    mode http\n    stats enable\n    stats uri /stats\n\
          listen pg\n    bind 127.0.0.1:{port}\n    timeout connect 1s\n    timeout check 3s\n    option pgsql-check user monitor password-env MON_PW role any\n{}\
-         listen ghost\n    bind 127.0.0.1:0\n    timeout connect 1s\n    option pgsql-check user ghost password-env MON_PW\n    server primary 127.0.0.1:{} check inter 200ms\n",
+         listen ghost\n    bind 127.0.0.1:0\n    timeout connect 1s\n    timeout check 3s\n    option pgsql-check user ghost password-env MON_PW\n    server primary 127.0.0.1:{} check inter 200ms\n",
         server_lines(lab, "check inter 200ms"),
         lab.primary().port
     );
@@ -244,7 +247,7 @@ async fn on_marked_down_and_up_close_the_affected_sessions() {
     let lab = shared_lab().await;
     let mut active = CheckPort::new();
     let cfg = format!(
-        "listen pg\n    bind 127.0.0.1:0\n    timeout connect 1s\n\
+        "listen pg\n    bind 127.0.0.1:0\n    timeout connect 1s\n    timeout check 1s\n\
          \x20   server main 127.0.0.1:{p} check port {c} inter 100ms rise 1 fall 1 on-marked-down shutdown-sessions on-marked-up shutdown-backup-sessions\n\
          \x20   server spare 127.0.0.1:{r} backup\n",
         p = lab.primary().port,
