@@ -221,6 +221,7 @@ async fn sql_check_logs_in_with_scram_from_env_and_never_shows_the_password() {
     assert!(stderr.contains("role \"ghost\" does not exist") || stderr.contains("password authentication failed for user \"ghost\""), "{stderr}");
     assert!(!stderr.contains("Server pg/"), "a monitor server went down: {stderr}");
     assert!(!stderr.contains("S3cret-pw-42"), "the password leaked into the logs");
+    assert!(!stderr.contains('\x1b'), "colour escapes in logs that go to a pipe: {stderr}");
 }
 
 /// A check port the test controls: checks pass while it listens.
