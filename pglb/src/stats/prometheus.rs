@@ -35,14 +35,20 @@ enum Fam {
 fn add(reg: &mut Registry, list: &mut Vec<Metric>, name: &str, help: &str, counter: bool, value: fn(&Row) -> Option<f64>) {
     let family = if counter {
         let f = C::default();
-        reg.register(name, help, f.clone());
+        reg.register(name, sentence(help), f.clone());
         Fam::Counter(f)
     } else {
         let f = G::default();
-        reg.register(name, help, f.clone());
+        reg.register(name, sentence(help), f.clone());
         Fam::Gauge(f)
     };
     list.push(Metric { family, value });
+}
+
+/// prometheus-client ends every help text with a period of its own: the
+/// texts here are written as sentences, so theirs is dropped.
+fn sentence(help: &str) -> &str {
+    help.strip_suffix('.').unwrap_or(help)
 }
 
 fn n(v: u64) -> Option<f64> {
@@ -137,9 +143,9 @@ pub fn render(rt: &Runtime, rows: &[Row]) -> String {
         r.streaming.map(|s| f64::from(u8::from(s)))
     });
     let status = G::default();
-    reg.register("haproxy_server_status", "Current server state: 1 for the state it is in.", status.clone());
+    reg.register("haproxy_server_status", sentence("Current server state: 1 for the state it is in."), status.clone());
     let check_status = G::default();
-    reg.register("pglb_server_check_status", "Last health check status (HAProxy's check_status), as a label.", check_status.clone());
+    reg.register("pglb_server_check_status", sentence("Last health check status (HAProxy's check_status), as a label."), check_status.clone());
 
     for r in rows {
         let (list, labels): (&Vec<Metric>, Labels) = match r.kind {
@@ -178,19 +184,19 @@ pub fn render(rt: &Runtime, rows: &[Row]) -> String {
     let cancels = Family::<Labels, Counter<f64, AtomicU64>>::default();
     reg.register(
         "pglb_cancel_requests",
-        "CancelRequests handled, by delivery (routed to one server, or broadcast when the key was unknown).",
+        sentence("CancelRequests handled, by delivery (routed to one server, or broadcast when the key was unknown)."),
         cancels.clone(),
     );
     cancels.get_or_create(&vec![("delivery".into(), "routed".into())]).inc_by(rt.cancel.routed.load(Relaxed) as f64);
     cancels.get_or_create(&vec![("delivery".into(), "broadcast".into())]).inc_by(rt.cancel.broadcast.load(Relaxed) as f64);
     let current = Gauge::<f64, AtomicU64>::default();
-    reg.register("haproxy_process_current_connections", "Sessions open now, across frontends.", current.clone());
+    reg.register("haproxy_process_current_connections", sentence("Sessions open now, across frontends."), current.clone());
     current.set(rt.sessions.cur.load(Relaxed) as f64);
     let uptime = Gauge::<f64, AtomicU64>::default();
-    reg.register("haproxy_process_uptime_seconds", "Seconds since pglb started.", uptime.clone());
+    reg.register("haproxy_process_uptime_seconds", sentence("Seconds since pglb started."), uptime.clone());
     uptime.set(rt.started.elapsed().map(|d| d.as_secs_f64()).unwrap_or(0.0));
     let stopping = Gauge::<f64, AtomicU64>::default();
-    reg.register("haproxy_process_stopping", "1 while pglb drains after SIGTERM.", stopping.clone());
+    reg.register("haproxy_process_stopping", sentence("1 while pglb drains after SIGTERM."), stopping.clone());
     stopping.set(f64::from(u8::from(rt.stopping.is_cancelled())));
 
     let mut out = String::new();

@@ -76,6 +76,8 @@ text = sys.stdin.read()
 ups = {}
 for parse in (prom, om):
     for fam in parse(text):
+        if parse is om:
+            assert fam.documentation and not fam.documentation.endswith(".."), f"help of {fam.name}: {fam.documentation!r}"
         for s in fam.samples:
             if s.name == "haproxy_backend_up":
                 ups[s.labels["proxy"]] = s.value
