@@ -1,5 +1,5 @@
 //! `pglb demo` in a real terminal (tmux): psql through both ports, the stats
-//! URL, and Ctrl-C leaving no process and no data directory behind.
+//! URL, the runtime API socket, and Ctrl-C leaving no process and no data directory behind.
 
 use crate::common::*;
 use crate::observe::try_http_get;
@@ -46,6 +46,14 @@ async fn demo_serves_both_ports_and_ctrl_c_cleans_up() {
     let (status, page) = try_http_get(stats, "/stats", None).await.expect("stats URL answers");
     assert_eq!(status, 200);
     assert!(page.contains("replica2"));
+    // The runtime API socket the demo prints, as socat would use it.
+    let sock = std::path::Path::new(&lab_dir).join("admin.sock");
+    assert!(text.contains(&format!("socat stdio {}", sock.display())), "{text}");
+    let mut api = std::os::unix::net::UnixStream::connect(&sock).expect("runtime API socket");
+    std::io::Write::write_all(&mut api, b"show servers state\n").unwrap();
+    let mut state = String::new();
+    std::io::Read::read_to_string(&mut api, &mut state).unwrap();
+    assert!(state.contains(" ro ") && state.contains(" replica2 "), "{state}");
 
     assert!(tmux(&["send-keys", "-t", &session, "C-c", ""]).status.success());
     poll("the demo to exit", Duration::from_secs(30), || async { (!tmux(&["has-session", "-t", &session]).status.success()).then_some(()) }).await;
