@@ -43,6 +43,7 @@ defaults
     log global
     option tcplog
     timeout connect 2s
+    timeout check 2s
     timeout client 1h
     timeout tunnel 1h
     retries 3

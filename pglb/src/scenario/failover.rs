@@ -36,7 +36,11 @@ pub async fn failover(lab: &Lab, o: FailoverOptions) -> Result<Report, ScenarioE
     let port = running.addr("ro").map(|a| a.port()).unwrap_or(0);
     let be = running.runtime().backend("ro").cloned().ok_or_else(|| ScenarioError::Failed("no backend".into()))?;
     let usable = |name: &str| be.usable.load().servers.iter().any(|&i| &*be.servers[i].cfg.name == name);
-    wait_for(Duration::from_secs(10), || usable("replica1")).await.ok_or_else(|| ScenarioError::Failed("replica1 never came UP".into()))?;
+    // Every replica UP before the kill: with one still pending, a new
+    // connection would have nowhere to go once replica1 dies.
+    wait_for(Duration::from_secs(10), || lab.replicas().all(|r| usable(&r.name)))
+        .await
+        .ok_or_else(|| ScenarioError::Failed("the replicas never all came UP".into()))?;
 
     // Continuous load: a new connection and a query every 20 ms.
     let (ok, errors, stop) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicBool::new(false)));

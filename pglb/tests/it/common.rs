@@ -113,10 +113,14 @@ pub fn write_config(text: &str) -> (tempfile::TempDir, PathBuf) {
     (dir, path)
 }
 
-/// Waits until every replica of `lab` has replayed the primary's current WAL position.
+/// Waits until every replica of `lab` has replayed everything the primary
+/// has committed so far. The lab runs with `synchronous_commit = off`, so a
+/// commit can return before its record is written: the target is the insert
+/// position, not `pg_current_wal_lsn()` (the write position), which can be
+/// behind the last commit.
 pub async fn replicas_caught_up(lab: &pglb::lab::Lab) {
     let primary = connect(lab.primary().port, "postgres").await.unwrap();
-    let lsn: String = primary.query_one("select pg_current_wal_lsn()::text", &[]).await.unwrap().get(0);
+    let lsn: String = primary.query_one("select pg_current_wal_insert_lsn()::text", &[]).await.unwrap().get(0);
     for r in lab.replicas() {
         let c = connect(r.port, "postgres").await.unwrap();
         poll("replica caught up", Duration::from_secs(10), || async {

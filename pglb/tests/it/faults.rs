@@ -120,9 +120,10 @@ async fn create_ledger(lab: &Lab) {
     c.batch_execute("create table ledger(id bigint primary key)").await.unwrap();
 }
 
+/// The primary's WAL insert position, which covers commits not yet written (see `replicas_caught_up`).
 async fn primary_lsn(port: u16) -> String {
     let c = connect(port, "postgres").await.unwrap();
-    c.query_one("select pg_current_wal_lsn()::text", &[]).await.unwrap().get(0)
+    c.query_one("select pg_current_wal_insert_lsn()::text", &[]).await.unwrap().get(0)
 }
 
 async fn replayed(port: u16, lsn: &str) -> bool {
@@ -259,7 +260,7 @@ async fn overload_fifty_clients_on_maxconn_ten_queue_and_are_served_and_the_queu
     drop(pglb);
 
     // With `timeout queue 500ms` and 50 clients holding their connection
-    // for 2 s, the 40 that find no slot are told so within the bound.
+    // for 5 s, the 40 that find no slot are told so within the bound.
     let pglb = start(&cfg.replace("QUEUE", "500ms")).await;
     let port = pglb.addr("pg").unwrap().port();
     let clients: Vec<_> = (0..50)
@@ -269,7 +270,7 @@ async fn overload_fifty_clients_on_maxconn_ten_queue_and_are_served_and_the_queu
                 let started = Instant::now();
                 let r = async {
                     let c = connect(port, "appdb").await?;
-                    c.batch_execute("select pg_sleep(2)").await
+                    c.batch_execute("select pg_sleep(5)").await
                 }
                 .await;
                 (r.err().and_then(|e| e.as_db_error().map(|d| d.code().code().to_string())), started.elapsed())
@@ -289,9 +290,10 @@ async fn overload_fifty_clients_on_maxconn_ten_queue_and_are_served_and_the_queu
     }
     assert_eq!((served, refused.len()), (10, 40));
     let slowest = refused.iter().max().unwrap();
-    // Below the 2 s the served clients hold their slot: the refusals did
-    // not wait for a slot to free.
-    assert!(*slowest < Duration::from_millis(1900), "a queued client waited {slowest:?} with timeout queue 500ms");
+    // Below the 5 s the served clients hold their slot: the refusals did
+    // not wait for a slot to free. (The margin is wide because the served
+    // clients' SCRAM logins run on this test's two threads.)
+    assert!(*slowest < Duration::from_millis(4500), "a queued client waited {slowest:?} with timeout queue 500ms");
     println!(
         "overload: 50 clients on maxconn 10 all served (queue peaked at {queued}); with timeout queue 500ms: 10 served, 40 refused 53300, slowest refusal {slowest:?}"
     );
@@ -349,10 +351,13 @@ async fn reload_every_half_second_under_pgbench_connect_load_fails_no_transactio
     // The last SIGHUPs are handled before pglb is stopped.
     let log_path = pglb.dir.path().join("pglb.log");
     let applied_now = || std::fs::read_to_string(&log_path).unwrap_or_default().lines().filter(|l| l.contains("loaded from")).count();
-    poll("the last reloads applied", Duration::from_secs(10), || async { (applied_now() + 2 >= reloads).then_some(()) }).await;
+    // Signals of one kind do not queue: SIGHUPs sent while pglb was starved
+    // of CPU by pgbench coalesce into one reload, so not every SIGHUP is a
+    // reload; most must be.
+    poll("the last reloads applied", Duration::from_secs(10), || async { (applied_now() * 2 >= reloads).then_some(()) }).await;
     let log = pglb.finish();
     let applied = log.lines().filter(|l| l.contains("loaded from")).count();
-    assert!(reloads >= 8 && applied >= reloads - 2, "{reloads} SIGHUPs, {applied} reloads applied:\n{log}");
+    assert!(reloads >= 8 && applied * 2 >= reloads, "{reloads} SIGHUPs, {applied} reloads applied:\n{log}");
     assert!(processed > 100, "{stdout}");
     println!("reload under pgbench -C: {processed} transactions (each a new connection), 0 failed, {applied} reloads");
 }
@@ -369,7 +374,7 @@ async fn out_of_file_descriptors_refuses_cleanly_survives_and_recovers() {
         libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
     }
     let cfg = format!(
-        "listen pg\n    bind 127.0.0.1:PORT\n    timeout connect 2s\n    timeout queue 60s\n    timeout client 60s\n    timeout server 60s\n    \
+        "listen pg\n    bind 127.0.0.1:PORT\n    timeout connect 2s\n    timeout queue 180s\n    timeout client 180s\n    timeout server 180s\n    \
          server primary 127.0.0.1:{} maxconn 20 check inter 200ms\n",
         lab.primary().port
     );
@@ -385,7 +390,8 @@ async fn out_of_file_descriptors_refuses_cleanly_survives_and_recovers() {
                     c.batch_execute("select pg_sleep(0.05)").await?;
                     Ok::<_, tokio_postgres::Error>(())
                 };
-                match tokio::time::timeout(Duration::from_secs(60), work).await {
+                // Generous bounds: 1,000 logins through 20 slots on a loaded machine.
+                match tokio::time::timeout(Duration::from_secs(180), work).await {
                     Ok(Ok(())) => "served".to_string(),
                     Ok(Err(e)) => match e.as_db_error() {
                         Some(db) => format!("{}: {}", db.code().code(), db.message()),

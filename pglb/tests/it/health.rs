@@ -40,7 +40,12 @@ async fn killed_replica_goes_down_and_comes_back_up() {
     );
     let pglb = start(&cfg).await;
     let be = pglb.runtime().backend("ro").unwrap().clone();
-    until(&be, "all UP and checked", Duration::from_secs(5), |b| b.servers.iter().all(|s| s.check.lock().unwrap().status == "L7OK")).await;
+    // UP, not only checked: a server starts UP at health `rise`, so one slow
+    // first check would leave it DOWN with a later L7OK.
+    until(&be, "all UP and checked", Duration::from_secs(10), |b| {
+        usable_names(b).len() == 3 && b.servers.iter().all(|s| s.check.lock().unwrap().status == "L7OK")
+    })
+    .await;
     lab.fault("replica1", Fault::Kill).await.unwrap();
     let down = until(&be, "replica1 DOWN", Duration::from_secs(10), |b| !usable_names(b).contains(&"replica1".to_string())).await;
     assert!(down <= Duration::from_millis(1500) + MARGIN, "DOWN after {down:?}, bound 1.5s (+{MARGIN:?})");
@@ -65,7 +70,10 @@ async fn lagging_replica_goes_down_by_lag_and_back_up() {
     );
     let pglb = start(&cfg).await;
     let be = pglb.runtime().backend("ro").unwrap().clone();
-    until(&be, "replica checked", Duration::from_secs(5), |b| check_desc(b, "replica1").starts_with("L7OK role replica")).await;
+    until(&be, "replica UP", Duration::from_secs(10), |b| {
+        usable_names(b) == ["replica1"] && check_desc(b, "replica1").starts_with("L7OK role replica")
+    })
+    .await;
     lab.fault("replica1", Fault::PauseReplay).await.unwrap();
     let primary = connect(lab.primary().port, "appdb").await.unwrap();
     primary.batch_execute("create table if not exists lag_t(x int)").await.unwrap();
@@ -192,13 +200,15 @@ async fn sql_check_logs_in_with_scram_from_env_and_never_shows_the_password() {
         server_lines(lab, "check inter 200ms"),
         lab.primary().port
     );
-    let (_d, path) = write_config(&cfg);
-    let child = std::process::Command::new(pglb_bin())
+    let (dir, path) = write_config(&cfg);
+    // To a file, not a pipe: debug logs fill a 64 KiB pipe nobody reads in seconds.
+    let log = dir.path().join("pglb.log");
+    let mut child = std::process::Command::new(pglb_bin())
         .args(["run", "-f"])
         .arg(&path)
         .env("MON_PW", "S3cret-pw-42")
         .env("RUST_LOG", "debug")
-        .stderr(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
     poll("pglb up", Duration::from_secs(10), || async { connect(port, "appdb").await.ok() }).await;
@@ -215,8 +225,8 @@ async fn sql_check_logs_in_with_scram_from_env_and_never_shows_the_password() {
     }
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()).await.unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap();
+    let stderr = std::fs::read_to_string(&log).unwrap();
     assert!(stderr.contains("Server ghost/primary is DOWN"), "{stderr}");
     assert!(stderr.contains("role \"ghost\" does not exist") || stderr.contains("password authentication failed for user \"ghost\""), "{stderr}");
     assert!(!stderr.contains("Server pg/"), "a monitor server went down: {stderr}");
@@ -285,13 +295,13 @@ async fn a_full_server_stays_up_and_its_fatal_reaches_the_client() {
     lab.fault("primary", Fault::Stop).await.unwrap();
     lab.fault("primary", Fault::Start).await.unwrap();
     let cfg = format!(
-        "listen pg\n    bind 127.0.0.1:0\n    timeout connect 1s\n    timeout check 1s\n    retries 0\n    option pgsql-check user postgres\n    server primary 127.0.0.1:{} check inter 200ms fall 1\n",
+        "listen pg\n    bind 127.0.0.1:0\n    timeout connect 1s\n    timeout check 5s\n    retries 0\n    option pgsql-check user postgres\n    server primary 127.0.0.1:{} check inter 200ms fall 1\n",
         lab.primary().port
     );
     let pglb = start(&cfg).await;
     let port = pglb.addr("pg").unwrap().port();
     let be = pglb.runtime().backend("pg").unwrap().clone();
-    until(&be, "checked", Duration::from_secs(5), |b| check_desc(b, "primary").starts_with("L7OK")).await;
+    until(&be, "UP", Duration::from_secs(10), |b| usable_names(b) == ["primary"] && check_desc(b, "primary").starts_with("L7OK")).await;
     // Fill every connection slot.
     let mut held = Vec::new();
     loop {
@@ -337,7 +347,10 @@ async fn a_frozen_postmaster_is_detected_by_timeout_check_and_avoided() {
     let pglb = start(&cfg).await;
     let port = pglb.addr("pg").unwrap().port();
     let be = pglb.runtime().backend("pg").unwrap().clone();
-    until(&be, "both checked", Duration::from_secs(5), |b| b.servers.iter().all(|s| s.check.lock().unwrap().status == "L7OK")).await;
+    until(&be, "both UP", Duration::from_secs(10), |b| {
+        usable_names(b).len() == 2 && b.servers.iter().all(|s| s.check.lock().unwrap().status == "L7OK")
+    })
+    .await;
     lab.fault("replica1", Fault::Freeze).await.unwrap();
     let took = until(&be, "frozen replica DOWN", Duration::from_secs(10), |b| usable_names(b) == ["primary"]).await;
     assert!(took <= Duration::from_millis(2 * 300 + 2 * 500 + 500) + MARGIN, "detection took {took:?}");

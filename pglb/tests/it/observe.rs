@@ -151,6 +151,8 @@ async fn runtime_api_works_with_socat_drain_maint_and_levels() {
     let (admin, user) = (dir.path().join("admin.sock"), dir.path().join("user.sock"));
     let pglb = start(&observed_config(lab, &admin, &user, 0, dead_port())).await;
     let port = pglb.addr("live").unwrap().port();
+    let live = pglb.runtime().backend("live").unwrap().clone();
+    poll("live servers UP", Duration::from_secs(10), || async { (live.usable.load().servers.len() == 3).then_some(()) }).await;
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(std::fs::metadata(&admin).unwrap().permissions().mode() & 0o777, 0o660, "socket mode honoured");
     assert_eq!(std::fs::metadata(&user).unwrap().permissions().mode() & 0o777, 0o600);
@@ -166,7 +168,7 @@ async fn runtime_api_works_with_socat_drain_maint_and_levels() {
     // Drain: the open session on replica1 continues, new sessions avoid it.
     let r1 = i32::from(lab.node("replica1").unwrap().port);
     let mut held = None;
-    for _ in 0..3 {
+    for _ in 0..6 {
         let c = connect(port, "appdb").await.unwrap();
         let p: i32 = c.query_one("select inet_server_port()", &[]).await.unwrap().get(0);
         if p == r1 {
@@ -194,7 +196,7 @@ async fn runtime_api_works_with_socat_drain_maint_and_levels() {
     }
     let _ = fails;
     socat(&admin, "enable server live/replica1");
-    poll("replica1 back in rotation", Duration::from_secs(5), || async { (server_port(port).await == r1).then_some(()) }).await;
+    poll("replica1 back in rotation", Duration::from_secs(15), || async { (server_port(port).await == r1).then_some(()) }).await;
 
     // shutdown sessions closes the held session.
     socat(&admin, "shutdown sessions server live/replica1");
