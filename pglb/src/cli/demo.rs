@@ -124,7 +124,7 @@ async fn demo(args: DemoArgs) -> ExitCode {
                     dir = lab.dir().display()
                 );
                 wait_for_stop().await;
-                eprintln!("stopping ...");
+                say("stopping ...");
                 running.shutdown(std::future::ready(())).await;
                 ExitCode::SUCCESS
             }
@@ -132,20 +132,31 @@ async fn demo(args: DemoArgs) -> ExitCode {
     };
     let dir = lab.dir().to_path_buf();
     match lab.down().await {
-        Ok(()) => eprintln!("lab removed ({})", dir.display()),
-        Err(e) => eprintln!("pglb demo: removing the lab: {e}"),
+        Ok(()) => say(&format!("lab removed ({})", dir.display())),
+        Err(e) => say(&format!("pglb demo: removing the lab: {e}")),
     }
     let _ = std::fs::remove_dir_all(&dir);
     code
 }
 
+/// A line on stderr that may have no reader: after SIGHUP the terminal is
+/// gone, and `eprintln!` would panic before the lab is removed.
+fn say(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
+/// Ctrl-C, SIGTERM, or SIGHUP: a closed terminal (or `tmux kill-session`)
+/// sends SIGHUP, whose default action would end the process without the
+/// clean-up, leaving the lab's PostgreSQL servers running.
 async fn wait_for_stop() {
     use tokio::signal::unix::{SignalKind, signal};
-    match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
-        (Ok(mut i), Ok(mut t)) => {
+    match (signal(SignalKind::interrupt()), signal(SignalKind::terminate()), signal(SignalKind::hangup())) {
+        (Ok(mut i), Ok(mut t), Ok(mut h)) => {
             tokio::select! {
                 _ = i.recv() => {}
                 _ = t.recv() => {}
+                _ = h.recv() => {}
             }
         }
         _ => {

@@ -62,3 +62,30 @@ async fn demo_serves_both_ports_and_ctrl_c_cleans_up() {
     let pgrep = std::process::Command::new("pgrep").arg("-f").arg(&lab_dir).output().unwrap();
     assert!(!pgrep.status.success(), "processes left behind: {}", String::from_utf8_lossy(&pgrep.stdout));
 }
+
+/// Closing the terminal (SIGHUP, here `tmux kill-session`) removes the lab
+/// too: the default action of SIGHUP would leave PostgreSQL running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_terminal_removes_the_lab() {
+    let (rw, ro, stats) = (dead_port(), dead_port(), dead_port());
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("demo.log");
+    let session = format!("pglb-demo-hup-{}", std::process::id());
+    // stdout/stderr stay on the terminal, which goes away with the session.
+    let cmd = format!("{} demo --rw-port {rw} --ro-port {ro} --stats-port {stats} --replicas 1 2>&1 | tee {}", pglb_bin(), log.display());
+    assert!(tmux(&["new-session", "-d", "-s", &session, "-x", "200", "-y", "50", &cmd]).status.success());
+    let read = || std::fs::read_to_string(&log).unwrap_or_default();
+    poll("the demo to be ready", Duration::from_secs(60), || async { read().contains("Ctrl-C stops pglb").then_some(()) }).await;
+    let lab_dir = read()
+        .lines()
+        .find_map(|l| l.strip_prefix("starting a primary and 1 replicas in "))
+        .map(|l| l.trim_end_matches(" ...").to_string())
+        .expect("lab dir");
+    assert!(tmux(&["kill-session", "-t", &session]).status.success());
+    poll("the lab removed", Duration::from_secs(30), || async {
+        let gone = !std::path::Path::new(&lab_dir).exists();
+        let pgrep = std::process::Command::new("pgrep").arg("-f").arg(&lab_dir).output().unwrap();
+        (gone && !pgrep.status.success()).then_some(())
+    })
+    .await;
+}
