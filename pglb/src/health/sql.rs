@@ -31,11 +31,15 @@ pub struct PgInfo {
 }
 
 /// role, lag seconds, current/replay LSN, receive LSN, WAL receiver status.
-/// A replica that has replayed no transaction since it started lags at least
-/// since its start.
+/// A replica that has replayed everything its receiver received lags 0 s.
+/// After a restart the receive position starts again at the beginning of a
+/// WAL segment, below the replay position, hence `<=`, not `=`: with `=` an
+/// idle cluster's restarted replica looked further behind every second.
+/// Otherwise a replica that has replayed no transaction since it started
+/// lags at least since its start.
 const QUERY: &str = "select pg_is_in_recovery(), \
     case when not pg_is_in_recovery() then 0::float8 \
-         when pg_last_wal_receive_lsn() is not null and pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() then 0::float8 \
+         when pg_last_wal_receive_lsn() is not null and pg_last_wal_receive_lsn() <= pg_last_wal_replay_lsn() then 0::float8 \
          else extract(epoch from now() - coalesce(pg_last_xact_replay_timestamp(), pg_postmaster_start_time()))::float8 end, \
     (case when pg_is_in_recovery() then pg_last_wal_replay_lsn() else pg_current_wal_lsn() end)::text, \
     pg_last_wal_receive_lsn()::text, \

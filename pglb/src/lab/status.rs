@@ -69,11 +69,13 @@ struct Probe {
 }
 
 /// The one query of a probe. Replay lag is 0 when everything received is
-/// replayed (an idle primary would otherwise make lag grow forever).
+/// replayed (an idle primary would otherwise make lag grow forever); `<=`
+/// because after a restart the receive position restarts at the beginning
+/// of a WAL segment, below the replay position.
 const PROBE_SQL: &str = "\
 SELECT pg_is_in_recovery(),
   CASE WHEN NOT pg_is_in_recovery() THEN NULL
-       WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0::float8
+       WHEN pg_last_wal_receive_lsn() <= pg_last_wal_replay_lsn() THEN 0::float8
        ELSE extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8 END,
   (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()
         ELSE pg_current_wal_lsn() END)::text,
