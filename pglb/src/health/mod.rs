@@ -107,7 +107,11 @@ async fn run_once(be: &BackendState, srv: &ServerState, fsm: &mut Fsm, sql: Opti
                 // The last known role stays while the server is still UP (and
                 // routable): a primary whose check times out must keep
                 // counting as a claimant for split-brain protection.
-                let status = if matches!(e, sql::SqlError::Timeout) { "L7TOUT" } else { "L7STS" };
+                let status = match e {
+                    sql::SqlError::Timeout => "L7TOUT",
+                    sql::SqlError::Connect(_) => "L4CON",
+                    _ => "L7STS",
+                };
                 (false, status, e.to_string())
             }
         };

@@ -58,6 +58,9 @@ pub struct SqlProbe {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SqlError {
+    /// No TCP connection (refused, unreachable): HAProxy's L4CON.
+    #[error("Layer4 connection problem: {0}")]
+    Connect(String),
     #[error("{0}")]
     Login(String),
     #[error("Layer7 timeout")]
@@ -96,7 +99,10 @@ impl SqlProbe {
         if let Some(p) = self.password()? {
             cfg.password(p);
         }
-        let err = |e: tokio_postgres::Error| SqlError::Login(login_error(&e));
+        let err = |e: tokio_postgres::Error| match tcp_error(&e) {
+            Some(io) => SqlError::Connect(io.to_string()),
+            None => SqlError::Login(login_error(&e)),
+        };
         match self.check.sslmode.unwrap_or(SslMode::Disable) {
             SslMode::Disable => {
                 cfg.ssl_mode(tokio_postgres::config::SslMode::Disable);
@@ -164,6 +170,16 @@ pub fn tls_no_verify() -> Result<postgres_openssl::MakeTlsConnector, SqlError> {
     let mut b = openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls()).map_err(|e| SqlError::Login(format!("TLS setup: {e}")))?;
     b.set_verify(openssl::ssl::SslVerifyMode::NONE);
     Ok(postgres_openssl::MakeTlsConnector::new(b.build()))
+}
+
+/// The I/O error of a login that never got a TCP connection. The TCP
+/// connect is the one step of tokio-postgres's connect that fails with the
+/// errors below; once connected, a failure comes as a closed connection or
+/// a server error.
+fn tcp_error(e: &tokio_postgres::Error) -> Option<&std::io::Error> {
+    use std::io::ErrorKind::*;
+    let io = std::error::Error::source(e)?.downcast_ref::<std::io::Error>()?;
+    matches!(io.kind(), ConnectionRefused | HostUnreachable | NetworkUnreachable | AddrNotAvailable).then_some(io)
 }
 
 /// The server's own words for a failed login or query (never the password).
