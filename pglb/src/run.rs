@@ -278,7 +278,7 @@ impl Running {
         let rt = c.runtime();
         rt.stopping.cancel();
         let open = rt.sessions.cur.load(Relaxed);
-        tracing::info!(open_sessions = open, hard_stop_after = ?rt.config.global.hard_stop_after, "pglb is stopping: waiting for sessions to finish");
+        tracing::info!(open_sessions = open, hard_stop_after = %rt.config.global.hard_stop_after.map_or("none".into(), crate::config::units::fmt_duration), "pglb is stopping: waiting for sessions to finish");
         c.sessions.close();
         let drained = async {
             match rt.config.global.hard_stop_after {

@@ -58,10 +58,18 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     n.checked_mul(mult).ok_or_else(|| format!("'{text}' is too large a size"))
 }
 
-/// Formats a duration the way an operator would write it in a config.
+/// Formats a duration the way an operator would write it in a config
+/// (HAProxy's units: d, h, m, s, ms, us), in the largest unit that is exact.
 pub fn fmt_duration(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms != 0 && ms.is_multiple_of(1000) {
+    let whole = |unit: u128| ms != 0 && ms.is_multiple_of(unit);
+    if whole(86_400_000) {
+        format!("{}d", ms / 86_400_000)
+    } else if whole(3_600_000) {
+        format!("{}h", ms / 3_600_000)
+    } else if whole(60_000) {
+        format!("{}m", ms / 60_000)
+    } else if whole(1000) {
         format!("{}s", ms / 1000)
     } else if ms != 0 {
         format!("{ms}ms")
@@ -73,6 +81,13 @@ pub fn fmt_duration(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_print_in_the_largest_exact_unit() {
+        let f = |ms| fmt_duration(Duration::from_millis(ms));
+        assert_eq!([f(1_800_000), f(3_600_000), f(86_400_000), f(90_000), f(1500), f(10_000)], ["30m", "1h", "1d", "90s", "1500ms", "10s"]);
+        assert_eq!(fmt_duration(Duration::from_micros(250)), "250us");
+    }
 
     #[test]
     fn times_follow_haproxy_units() {

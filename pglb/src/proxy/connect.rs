@@ -42,8 +42,8 @@ pub enum ConnectError {
     NoServer { backend: String, detail: String },
     #[error("backend \"{backend}\" queue is full ({limit} waiting)")]
     QueueFull { backend: String, limit: u64 },
-    #[error("no server of backend \"{backend}\" had a free slot within timeout queue {waited_ms} ms")]
-    QueueTimeout { backend: String, waited_ms: u128 },
+    #[error("no server of backend \"{backend}\" had a free slot within timeout queue {limit}")]
+    QueueTimeout { backend: String, limit: String },
     #[error(
         "out of file descriptors connecting to server {backend}/{server} ({reason}); raise pglb's limit (ulimit -n, LimitNOFILE) or lower maxconn"
     )]
@@ -211,7 +211,10 @@ async fn wait_for_slot(backend: &Arc<BackendState>, client: IpAddr, avoid: Optio
                     }
                 };
                 if !waited {
-                    break Err(ConnectError::QueueTimeout { backend: cfg.name.to_string(), waited_ms: started.elapsed().as_millis() });
+                    break Err(ConnectError::QueueTimeout {
+                        backend: cfg.name.to_string(),
+                        limit: cfg.timeout_queue.map(crate::config::units::fmt_duration).unwrap_or_default(),
+                    });
                 }
             }
         }

@@ -158,7 +158,7 @@ async fn open(
     }
 
     let attempt = if rt.stopping.is_cancelled() {
-        Err((sqlstate::ADMIN_SHUTDOWN, "pglb is shutting down".to_string(), "PC"))
+        Err((sqlstate::ADMIN_SHUTDOWN, "shutting down".to_string(), "PC"))
     } else {
         match &backend {
             None => Err((sqlstate::CONNECTION_FAILURE, format!("frontend \"{}\" has no backend", fe.cfg.name), "PC")),
@@ -171,7 +171,7 @@ async fn open(
                         let code = e.sqlstate();
                         (code, e.to_string(), termination)
                     }),
-                    _ = rt.stopping.cancelled() => Err((sqlstate::ADMIN_SHUTDOWN, "pglb is shutting down".to_string(), "PC")),
+                    _ = rt.stopping.cancelled() => Err((sqlstate::ADMIN_SHUTDOWN, "shutting down".to_string(), "PC")),
                     _ = client_gone(client, first.pipelined()) => Err((sqlstate::CONNECTION_FAILURE, "client left while waiting for a server".into(), "CQ")),
                     }
                 })

@@ -20,7 +20,7 @@ async fn sigterm_drains_open_transactions_and_refuses_new_clients() {
     let err = poll("57P01 refusal", Duration::from_secs(5), || async { connect(port, "appdb").await.err() }).await;
     let db = err.as_db_error().expect("a PostgreSQL error, not a closed socket");
     assert_eq!(db.code().code(), "57P01");
-    assert!(db.message().contains("pglb is shutting down"), "{}", db.message());
+    assert!(db.message().contains("pglb: shutting down"), "{}", db.message());
     // The open transaction finishes.
     client.batch_execute("insert into drain_t values (2); commit").await.unwrap();
     drop(client);
