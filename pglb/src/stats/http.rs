@@ -96,7 +96,7 @@ fn handle(rt: &Runtime, fe: &FrontendState, req: &Request<Incoming>) -> Response
     let path = req.uri().path();
     match path {
         "/healthz" => return reply(StatusCode::OK, "text/plain", "OK\n"),
-        "/ready" => return ready(rt),
+        "/ready" => return ready(rt, req.uri().query().unwrap_or("")),
         _ => {}
     }
     let is_metrics = path == "/metrics";
@@ -138,22 +138,47 @@ fn handle(rt: &Runtime, fe: &FrontendState, req: &Request<Incoming>) -> Response
 }
 
 /// Ready: not stopping, and every proxying frontend's backend has a usable server.
-fn ready(rt: &Runtime) -> Response<Full<Bytes>> {
+/// `/ready`: 503 while stopping, or when no `mode tcp` frontend has a
+/// usable server (this instance can serve nothing). One empty backend does
+/// not make the instance unready: with a read-write and a read-only
+/// frontend, losing every replica must not take the writes out of a
+/// Kubernetes Service too. `?frontend=A,B` asks about those frontends only
+/// (each needs a usable server), `?all` about every frontend.
+fn ready(rt: &Runtime, query: &str) -> Response<Full<Bytes>> {
     if rt.stopping.is_cancelled() {
         return reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "not ready: stopping\n");
     }
-    let missing: Vec<String> = rt
-        .frontends
+    let mut wanted: Option<Vec<&str>> = None;
+    let mut all = false;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("frontend", names)) => wanted.get_or_insert_with(Vec::new).extend(names.split(',').filter(|n| !n.is_empty())),
+            None if pair == "all" => all = true,
+            _ => return reply(StatusCode::BAD_REQUEST, "text/plain", format!("unknown parameter '{pair}': use frontend=NAME[,NAME] or all\n")),
+        }
+    }
+    let tcp = || rt.frontends.iter().filter(|f| f.cfg.mode == crate::config::Mode::Tcp);
+    if let Some(names) = &wanted
+        && let Some(unknown) = names.iter().find(|n| !tcp().any(|f| &*f.cfg.name == **n))
+    {
+        return reply(StatusCode::BAD_REQUEST, "text/plain", format!("no mode tcp frontend named '{unknown}'\n"));
+    }
+    let asked: Vec<_> = tcp().filter(|f| wanted.as_ref().is_none_or(|w| w.contains(&&*f.cfg.name))).collect();
+    let usable = |f: &FrontendState| f.backend.as_ref().is_some_and(|b| !b.usable.load().servers.is_empty());
+    let empty: Vec<String> = asked
         .iter()
-        .filter(|f| f.cfg.mode == crate::config::Mode::Tcp)
-        .filter_map(|f| f.backend.as_ref().map(|b| (f, b)))
-        .filter(|(_, b)| b.usable.load().servers.is_empty())
-        .map(|(f, b)| format!("frontend {} -> backend {} has no usable server", f.cfg.name, b.cfg.name))
+        .filter(|f| !usable(f))
+        .map(|f| match &f.backend {
+            Some(b) => format!("frontend {} -> backend {} has no usable server", f.cfg.name, b.cfg.name),
+            None => format!("frontend {} has no backend", f.cfg.name),
+        })
         .collect();
-    if missing.is_empty() {
-        reply(StatusCode::OK, "text/plain", "ready\n")
-    } else {
-        reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", format!("not ready: {}\n", missing.join("; ")))
+    let strict = all || wanted.is_some();
+    let ok = if strict { empty.is_empty() } else { asked.is_empty() || asked.iter().any(|f| usable(f)) };
+    match (ok, empty.is_empty()) {
+        (true, true) => reply(StatusCode::OK, "text/plain", "ready\n"),
+        (true, false) => reply(StatusCode::OK, "text/plain", format!("ready; {}\n", empty.join("; "))),
+        (false, _) => reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", format!("not ready: {}\n", empty.join("; "))),
     }
 }
 

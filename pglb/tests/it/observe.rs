@@ -139,9 +139,17 @@ async fn stats_listener_serves_page_csv_json_metrics_and_probes() {
     assert!(metrics.contains("haproxy_backend_current_sessions{proxy=\"live\"}"));
 
     assert_eq!(http_get(stats_port, "/healthz", None).await, (200, "OK\n".to_string()));
+    // One empty backend does not make the instance unready (the others
+    // still serve); asking about it, or about all, does.
     let (status, body) = http_get(stats_port, "/ready", None).await;
-    assert_eq!(status, 503, "frontend 'dead' has no usable server: {body}");
-    assert!(body.contains("dead"), "{body}");
+    assert_eq!((status, body.as_str()), (200, "ready; frontend dead -> backend dead has no usable server\n"));
+    assert_eq!(http_get(stats_port, "/ready?frontend=live", None).await, (200, "ready\n".to_string()));
+    let (status, body) = http_get(stats_port, "/ready?frontend=live,dead", None).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body, "not ready: frontend dead -> backend dead has no usable server\n");
+    assert_eq!(http_get(stats_port, "/ready?all", None).await.0, 503);
+    let (status, body) = http_get(stats_port, "/ready?frontend=nope", None).await;
+    assert_eq!((status, body.as_str()), (400, "no mode tcp frontend named 'nope'\n"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
