@@ -110,6 +110,7 @@ async fn run_once(be: &BackendState, srv: &ServerState, fsm: &mut Fsm, sql: Opti
                 let status = match e {
                     sql::SqlError::Timeout => "L7TOUT",
                     sql::SqlError::Connect(_) => "L4CON",
+                    sql::SqlError::NewConnection { status, .. } => status,
                     _ => "L7STS",
                 };
                 (false, status, e.to_string())

@@ -2,9 +2,13 @@
 //! like an application and ask the server what it is. One query yields the
 //! role, the replay lag in seconds and bytes, and the WAL receiver's state.
 //!
-//! The connection is kept between checks (a check costs one round trip, not
-//! a backend fork) and re-established when lost; every `FRESH_LOGIN_EVERY`
-//! a new login replaces it, proving that new connections still work.
+//! The connection is kept between checks, so a check does not log in each
+//! time: it runs its query there and, beside it, HAProxy's start-up check on
+//! a new connection (start-up packet, authentication request, EOF: nothing
+//! in PostgreSQL's log), which proves that the server still takes new
+//! clients. The connection is re-established when lost, and every
+//! `FRESH_LOGIN_EVERY` a new login replaces it, proving that logins (the
+//! password, `pg_hba.conf`) still work. Over TLS every check logs in.
 
 use crate::config::{PasswordSource, PgsqlCheck, RoleRequirement, SslMode};
 use std::net::SocketAddr;
@@ -69,6 +73,11 @@ pub enum SqlError {
     Query(String),
     #[error("{0}")]
     Password(String),
+    /// The kept connection answered, but a new connection failed: the
+    /// server takes no new clients (frozen postmaster, fork failures,
+    /// shutting down). `status` is the start-up check's (L4CON, L7TOUT...).
+    #[error("new connections fail: {desc}")]
+    NewConnection { status: &'static str, desc: String },
 }
 
 impl SqlProbe {
@@ -123,27 +132,49 @@ impl SqlProbe {
         }
     }
 
-    /// Runs one check: reuses the kept connection, or logs in.
+    /// Runs one check: logs in, or reuses the kept connection and proves
+    /// with the start-up check that new connections still work. A kept
+    /// connection alone would keep answering while the postmaster takes no
+    /// new client (frozen, out of processes), and pglb would go on sending
+    /// clients there until the next fresh login.
     pub async fn probe(&mut self, addr: SocketAddr, timeout: Duration) -> Result<PgInfo, SqlError> {
         // A new address (DNS change, `set server addr`) needs a new login too.
-        let stale = self.client.as_ref().is_none_or(|(c, since, at)| c.is_closed() || since.elapsed() >= FRESH_LOGIN_EVERY || *at != addr);
-        if stale {
+        // So does every check over TLS: the start-up check below is plaintext,
+        // which a `hostssl`-only server would refuse, and log.
+        let tls = self.check.sslmode.is_some_and(|m| m != SslMode::Disable);
+        let stale = tls || self.client.as_ref().is_none_or(|(c, since, at)| c.is_closed() || since.elapsed() >= FRESH_LOGIN_EVERY || *at != addr);
+        let fresh = if stale {
             self.client = None;
             let fresh = tokio::time::timeout(timeout, self.login(addr, timeout)).await.map_err(|_| SqlError::Timeout)??;
             self.client = Some((fresh, Instant::now(), addr));
-        }
+            true
+        } else {
+            false
+        };
         let (client, ..) = self.client.as_ref().expect("just set");
-        match tokio::time::timeout(timeout, read_info(client)).await {
-            Err(_) => {
-                self.client = None;
-                Err(SqlError::Timeout)
+        let query = async {
+            match tokio::time::timeout(timeout, read_info(client)).await {
+                Err(_) => Err(SqlError::Timeout),
+                Ok(Err(e)) => Err(SqlError::Query(login_error(&e))),
+                Ok(Ok(info)) => Ok(info),
             }
-            Ok(Err(e)) => {
-                self.client = None;
-                Err(SqlError::Query(login_error(&e)))
+        };
+        let accepts = async {
+            if fresh {
+                return Ok(());
             }
-            Ok(Ok(info)) => Ok(info),
+            let target = super::probe::Target { addr, connect_timeout: timeout, read_timeout: timeout };
+            match super::probe::pgsql(&self.check, target).await {
+                (true, ..) => Ok(()),
+                (false, status, desc) => Err(SqlError::NewConnection { status, desc }),
+            }
+        };
+        let (info, accepts) = tokio::join!(query, accepts);
+        if info.is_err() {
+            self.client = None;
         }
+        accepts?;
+        info
     }
 }
 

@@ -380,21 +380,33 @@ async fn a_frozen_postmaster_is_detected_by_timeout_check_and_avoided() {
     let lab = own_lab(1).await;
     // fall 2, inter 300ms, timeout check 500ms: a black-holed server (TCP
     // still accepted by the kernel, no answer) is DOWN within about 1.6s.
+    // The SQL-level check keeps its connection, whose backend a frozen
+    // postmaster does not stop: it must notice that new connections fail.
+    // SAFETY: test-local variable name.
+    unsafe { std::env::set_var("PGLB_TEST_FROZEN_PW", "postgres") };
     let cfg = format!(
-        "listen pg\n    bind 127.0.0.1:0\n    timeout connect 1s\n    timeout check 500ms\n    option pgsql-check user postgres\n{}",
-        server_lines(&lab, "check inter 300ms rise 2 fall 2")
+        "listen pg\n    bind 127.0.0.1:0\n    timeout connect 1s\n    timeout check 500ms\n    option pgsql-check user postgres\n{}\
+         backend sql\n    timeout connect 1s\n    timeout check 500ms\n    option pgsql-check user postgres password-env PGLB_TEST_FROZEN_PW role replica\n\
+         \x20   server replica1 127.0.0.1:{} check inter 300ms rise 2 fall 2\n",
+        server_lines(&lab, "check inter 300ms rise 2 fall 2"),
+        lab.node("replica1").unwrap().port
     );
     let pglb = start(&cfg).await;
     let port = pglb.addr("pg").unwrap().port();
     let be = pglb.runtime().backend("pg").unwrap().clone();
+    let sql = pglb.runtime().backend("sql").unwrap().clone();
     until(&be, "both UP", Duration::from_secs(10), |b| {
         usable_names(b).len() == 2 && b.servers.iter().all(|s| s.check.lock().unwrap().status == "L7OK")
     })
     .await;
+    until(&sql, "the SQL check UP", Duration::from_secs(10), |b| usable_names(b) == ["replica1"]).await;
     lab.fault("replica1", Fault::Freeze).await.unwrap();
     let took = until(&be, "frozen replica DOWN", Duration::from_secs(10), |b| usable_names(b) == ["primary"]).await;
     assert!(took <= Duration::from_millis(2 * 300 + 2 * 500 + 500) + MARGIN, "detection took {took:?}");
     assert!(check_desc(&be, "replica1").starts_with("L7TOUT"), "{}", check_desc(&be, "replica1"));
+    until(&sql, "frozen replica DOWN for the SQL check", Duration::from_secs(10), |b| usable_names(b).is_empty()).await;
+    let desc = check_desc(&sql, "replica1");
+    assert!(desc.starts_with("L7TOUT new connections fail: Layer7 timeout"), "{desc}");
     // Every new session now goes to the live server, none hangs on the frozen one.
     for _ in 0..4 {
         let p = tokio::time::timeout(Duration::from_secs(5), server_port(port)).await.expect("no session hangs");
@@ -402,5 +414,6 @@ async fn a_frozen_postmaster_is_detected_by_timeout_check_and_avoided() {
     }
     lab.fault("replica1", Fault::Thaw).await.unwrap();
     until(&be, "thawed replica UP", Duration::from_secs(10), |b| usable_names(b).len() == 2).await;
+    until(&sql, "thawed replica UP for the SQL check", Duration::from_secs(10), |b| usable_names(b) == ["replica1"]).await;
     lab.down().await.unwrap();
 }
