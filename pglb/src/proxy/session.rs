@@ -240,21 +240,22 @@ async fn session(rt: &Arc<Runtime>, fe: &Arc<FrontendState>, client: &mut TcpStr
     // future as large as that phase.
     let Some((be, mut conn, first)) = Box::pin(open(rt, fe, client, peer, started, &mut log)).await else { return };
     let outcome = serve(rt, fe, &be, client, &mut conn, first, &mut log).await;
+    // Aborts count on the frontend, the backend and the server, as in HAProxy.
+    let srv = &conn.slot.server.counters;
+    let abrt = match outcome.termination {
+        "CD" | "cD" => Some([&fe.counters.cli_abrt, &be.counters.cli_abrt, &srv.cli_abrt]),
+        "SD" | "sD" => Some([&fe.counters.srv_abrt, &be.counters.srv_abrt, &srv.srv_abrt]),
+        _ => None,
+    };
+    for counter in abrt.into_iter().flatten() {
+        crate::state::counters::Counters::add(counter, 1);
+    }
     // Frees the server slot (and wakes a queued session).
     drop(conn);
     if let Some(key) = outcome.key {
         rt.cancel.unregister(&key);
     }
     log.termination = outcome.termination;
-    let abrt = match outcome.termination {
-        "CD" | "cD" => Some((&fe.counters.cli_abrt, &be.counters.cli_abrt)),
-        "SD" | "sD" => Some((&fe.counters.srv_abrt, &be.counters.srv_abrt)),
-        _ => None,
-    };
-    if let Some((f, b)) = abrt {
-        crate::state::counters::Counters::add(f, 1);
-        crate::state::counters::Counters::add(b, 1);
-    }
     let total = started.elapsed().as_millis() as u64;
     crate::state::counters::Counters::add(&be.counters.session_time_ms, total);
     crate::state::counters::Counters::add(&be.counters.queue_time_ms, u64::from(log.queue_ms.unwrap_or(0)));

@@ -126,6 +126,8 @@ pub fn render(rt: &Runtime, rows: &[Row]) -> String {
     add(&mut reg, &mut sv, "haproxy_server_bytes_in", "Bytes sent to the server.", true, |r| n(r.bin));
     add(&mut reg, &mut sv, "haproxy_server_bytes_out", "Bytes received from the server.", true, |r| n(r.bout));
     add(&mut reg, &mut sv, "haproxy_server_connection_errors", "Failed connection attempts.", true, |r| o(r.econ));
+    add(&mut reg, &mut sv, "haproxy_server_client_aborts", "Sessions ended by a client error.", true, |r| o(r.cli_abrt));
+    add(&mut reg, &mut sv, "haproxy_server_server_aborts", "Sessions ended by a server error.", true, |r| o(r.srv_abrt));
     add(&mut reg, &mut sv, "haproxy_server_retry_warnings", "Connection attempts retried.", true, |r| o(r.wretr));
     add(&mut reg, &mut sv, "haproxy_server_check_failures", "Failed health checks.", true, |r| o(r.chkfail));
     add(&mut reg, &mut sv, "haproxy_server_check_up_down", "UP to DOWN transitions.", true, |r| o(r.chkdown));

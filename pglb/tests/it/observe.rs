@@ -118,6 +118,32 @@ async fn stats_listener_serves_page_csv_json_metrics_and_probes() {
     assert!(page.contains("http-equiv=\"refresh\""));
     assert!(!http_get(stats_port, "/stats;norefresh", auth).await.1.contains("http-equiv=\"refresh\""));
 
+    // A client that leaves mid-login (no Terminate): a client abort, counted
+    // on the server as on the backend, as HAProxy does.
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut raw = tokio::net::TcpStream::connect(("127.0.0.1", live_port)).await.unwrap();
+        raw.write_all(&pglb::pg::startup_message(&[("user", "postgres"), ("database", "appdb")])).await.unwrap();
+        let mut first = [0u8; 1];
+        raw.read_exact(&mut first).await.unwrap();
+        assert_eq!(first[0], b'R', "the server asks for a password");
+    }
+    let aborts = |csv: &str, row: &str| -> u64 {
+        let header: Vec<&str> = csv.lines().next().unwrap().trim_start_matches("# ").split(',').collect();
+        let col = header.iter().position(|h| *h == "cli_abrt").unwrap();
+        csv.lines().filter(|l| l.starts_with(row)).map(|l| l.split(',').nth(col).unwrap().parse::<u64>().unwrap_or(0)).sum()
+    };
+    let csv = poll("the abort counted", Duration::from_secs(5), || async {
+        let (_, csv) = http_get(stats_port, "/stats;csv", auth).await;
+        (aborts(&csv, "live,BACKEND,") == 1).then_some(csv)
+    })
+    .await;
+    let on_servers = aborts(&csv, "live,") - 1;
+    assert_eq!(on_servers, 1, "the server rows count the abort too: {csv}");
+    assert_eq!(aborts(&csv, "live,FRONTEND,"), 0, "HAProxy's CSV has cli_abrt for backends and servers only");
+    let (_, metrics) = http_get(stats_port, "/metrics", auth).await;
+    assert!(metrics.lines().any(|l| l.starts_with("haproxy_server_client_aborts_total{proxy=\"live\"") && l.ends_with(" 1.0")), "{metrics}");
+
     let (_, csv) = http_get(stats_port, "/stats;csv", auth).await;
     let header = csv.lines().next().unwrap();
     assert!(header.starts_with("# pxname,svname,qcur,qmax,scur,smax,slim,stot,bin,bout,"), "{header}");
