@@ -13,7 +13,7 @@ use super::relay::{self, End, Relay};
 use super::sniff::Event;
 use crate::pg::startup::{self, CancelKey, FirstPacket, Startup};
 use crate::pg::{self, sqlstate};
-use crate::state::{FrontendState, Runtime};
+use crate::state::{BackendState, FrontendState, Runtime, ServerState};
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -206,6 +206,28 @@ async fn open(
     Some((be, conn, Box::new((first, parsed))))
 }
 
+/// Why pglb ended a relaying session, for the log line's `reason`: which
+/// idle timeout expired, or what closed it.
+fn end_reason(rt: &Runtime, fe: &FrontendState, be: &BackendState, srv: &ServerState, termination: &str) -> Option<Box<str>> {
+    let idle = |side: &str, own: Option<std::time::Duration>| {
+        let (name, t) = match be.cfg.timeout_tunnel {
+            Some(t) => ("tunnel", Some(t)),
+            None => (side, own),
+        };
+        t.map(|t| format!("idle longer than timeout {name} {}", crate::config::units::fmt_duration(t)).into())
+    };
+    match termination {
+        "cD" => idle("client", fe.cfg.timeout_client),
+        "sD" => idle("server", be.cfg.timeout_server),
+        "KD" if rt.hard_stop.is_cancelled() => {
+            Some("closed at hard stop (hard-stop-after expired after a stop or a reload, or a second SIGTERM)".into())
+        }
+        "KD" if srv.health() == crate::state::Health::Down => Some("closed: server marked DOWN (on-marked-down shutdown-sessions)".into()),
+        "KD" => Some("closed by pglb (shutdown sessions, or on-marked-up shutdown-backup-sessions)".into()),
+        _ => None,
+    }
+}
+
 /// One client session, run as a task of its own on a session thread:
 /// `permits` (the `maxconn` slots it holds) are released when it ends.
 ///
@@ -250,6 +272,7 @@ async fn session(rt: &Arc<Runtime>, fe: &Arc<FrontendState>, client: &mut TcpStr
     for counter in abrt.into_iter().flatten() {
         crate::state::counters::Counters::add(counter, 1);
     }
+    log.reason = end_reason(rt, fe, &be, &conn.slot.server, outcome.termination);
     // Frees the server slot (and wakes a queued session).
     drop(conn);
     if let Some(key) = outcome.key {

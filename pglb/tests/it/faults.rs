@@ -479,6 +479,7 @@ async fn slow_reader_keeps_memory_bounded_and_others_unaffected() {
     let log = pglb.finish();
     assert!(stalled < baseline + 16 * 1024, "pglb grew from {baseline} KiB to {stalled} KiB with a stalled reader");
     assert!(log.contains("\"termination_state\":\"cD\""), "the stuck session ends by client timeout:\n{log}");
+    assert!(log.contains("\"reason\":\"idle longer than timeout client 3s\""), "the log says which timeout:\n{log}");
     println!("slow reader: pglb RSS {baseline} KiB before, {stalled} KiB with the reader stalled");
 }
 

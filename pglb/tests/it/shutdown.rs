@@ -69,5 +69,9 @@ async fn hard_stop_after_bounds_the_drain() {
     assert_eq!(code, Some(0), "{stderr}");
     assert!(took < Duration::from_secs(8), "drain took {took:?}");
     assert!(stderr.contains("hard stop"), "{stderr}");
+    assert!(
+        stderr.contains("\"termination_state\":\"KD\"") && stderr.contains("closed at hard stop"),
+        "the killed session's line says why: {stderr}"
+    );
     assert!(client.query_one("select 1", &[]).await.is_err(), "the idle session was closed");
 }
