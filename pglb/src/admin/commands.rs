@@ -22,10 +22,10 @@ const HELP: &str = "The following commands are valid at this level:
   prompt                                  : toggle interactive mode with prompt
   quit                                    : disconnect
   show info                               : report information about the running process
-  show stat [typed|json]                  : report counters for each proxy and server (CSV)
+  show stat [{<iid>|<proxy>} <type> <sid>] [typed|json] : report counters for each proxy and server (CSV)
   show servers state [<backend>]          : dump volatile server information
   show backend                            : list backends
-  clear counters                          : clear max statistics counters (operator)
+  clear counters                          : clear max statistics counters (operator; 'all': admin)
   disable server <bk>/<srv>               : put a server in maintenance (admin)
   enable server <bk>/<srv>                : take a server out of maintenance (admin)
   set server <bk>/<srv> state ready|drain|maint : change a server's admin state (admin)
@@ -51,7 +51,10 @@ pub fn execute(rt: &Runtime, level: Level, line: &str) -> Outcome {
         ["quit"] | ["exit"] => Outcome::Quit,
         ["show", "info", ..] => text(show_info(rt)),
         ["show", "stat", rest @ ..] => {
-            let rows = stats::snapshot(rt);
+            let (rows, rest) = match filter_stat(stats::snapshot(rt), rest) {
+                Ok(r) => r,
+                Err(e) => return text(e),
+            };
             if rest.contains(&"json") {
                 text(json::render(&rows))
             } else if rest.contains(&"typed") {
@@ -62,10 +65,10 @@ pub fn execute(rt: &Runtime, level: Level, line: &str) -> Outcome {
         }
         ["show", "servers", "state", rest @ ..] => match rest.first() {
             Some(name) => match rt.backend(name) {
-                Some(b) => text(servers_state(std::slice::from_ref(b))),
+                Some(b) => text(servers_state(rt, std::slice::from_ref(b))),
                 None => text("Can't find backend.\n"),
             },
-            None => text(servers_state(&rt.backends)),
+            None => text(servers_state(rt, &rt.backends)),
         },
         ["show", "backend"] => {
             let mut s = String::from("# name\n");
@@ -74,6 +77,9 @@ pub fn execute(rt: &Runtime, level: Level, line: &str) -> Outcome {
             }
             text(s)
         }
+        // HAProxy: `clear counters all` (every counter) needs admin; pglb
+        // clears maxima only, but keeps the level an operator expects.
+        ["clear", "counters", "all"] if !need(Level::Admin) => text("Permission denied\n"),
         ["clear", "counters", ..] if need(Level::Operator) => {
             for b in &rt.backends {
                 b.counters.max.store(b.counters.cur.load(Relaxed), Relaxed);
@@ -207,12 +213,49 @@ fn show_info(rt: &Runtime) -> String {
     s
 }
 
-/// HAProxy's `show servers state` (format version 1).
-fn servers_state(backends: &[Arc<BackendState>]) -> String {
+/// HAProxy's `show stat [{<iid>|<proxy>} <type> <sid>]` filter: a proxy by
+/// id or name (-1 all), a type mask (1 frontends, 2 backends, 4 servers,
+/// -1 all) and a server id (-1 all). Returns the rows and the words left
+/// (`typed`, `json`).
+fn filter_stat<'a>(rows: Vec<stats::Row>, rest: &'a [&'a str]) -> Result<(Vec<stats::Row>, &'a [&'a str]), String> {
+    let [proxy, kind, sid, tail @ ..] = rest else {
+        return match rest.first() {
+            Some(w) if !matches!(*w, "typed" | "json") => Err("Usage: show stat [{<iid>|<proxy>} <type> <sid>] [typed|json]\n".into()),
+            _ => Ok((rows, rest)),
+        };
+    };
+    let number = |w: &str, what: &str| w.parse::<i64>().map_err(|_| format!("'{w}' is not a {what}: use a number, or -1 for all.\n"));
+    let (kind, sid) = (number(kind, "type mask")?, number(sid, "server id")?);
+    let by_id = proxy.parse::<i64>().ok();
+    if by_id.is_none() && !rows.iter().any(|r| r.pxname == *proxy) {
+        return Err("No such proxy.\n".into());
+    }
+    let keep = |r: &stats::Row| {
+        let proxy_ok = match by_id {
+            Some(-1) => true,
+            Some(id) => r.iid as i64 == id,
+            None => r.pxname == *proxy,
+        };
+        let bit = match r.kind {
+            Some(stats::Kind::Frontend) => 1,
+            Some(stats::Kind::Backend) => 2,
+            Some(stats::Kind::Server) | None => 4,
+        };
+        let kind_ok = kind == -1 || kind & bit != 0;
+        let sid_ok = sid == -1 || r.kind != Some(stats::Kind::Server) || r.sid as i64 == sid;
+        proxy_ok && kind_ok && sid_ok
+    };
+    Ok((rows.into_iter().filter(keep).collect(), tail))
+}
+
+/// HAProxy's `show servers state` (format version 1); `be_id` is the
+/// proxy's id, as `iid` in `show stat`.
+fn servers_state(rt: &Runtime, backends: &[Arc<BackendState>]) -> String {
+    let ids = stats::snapshot(rt);
     let mut s = String::from(
         "1\n# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight srv_iweight srv_time_since_last_change srv_check_status srv_check_result srv_check_health srv_check_state srv_agent_state bk_f_forced_id srv_f_forced_id srv_fqdn srv_port srvrecord srv_use_ssl srv_check_port srv_check_addr srv_agent_addr srv_agent_port\n",
     );
-    for (i, be) in backends.iter().enumerate() {
+    for be in backends {
         for srv in &be.servers {
             let addr = srv.addr.load().as_deref().copied();
             // srv_op_state: 0 = stopped (DOWN), 2 = running (UP).
@@ -236,7 +279,7 @@ fn servers_state(backends: &[Arc<BackendState>]) -> String {
             let _ = writeln!(
                 s,
                 "{} {} {} {} {} {op} {admin} {w} {iw} {since} {status} {result} {health} {state} 0 0 0 {fqdn} {port} - 0 {cport} {caddr} - 0",
-                i + 1,
+                ids.iter().find(|r| r.pxname == *be.cfg.name).map_or(0, |r| r.iid),
                 be.cfg.name,
                 srv.index + 1,
                 srv.cfg.name,

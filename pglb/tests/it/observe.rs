@@ -195,6 +195,17 @@ async fn runtime_api_works_with_socat_drain_maint_and_levels() {
     assert!(stat.starts_with("# pxname,svname,"), "{stat}");
     assert!(socat(&admin, "show info").contains("Name: pglb"));
     assert!(socat(&admin, "show servers state live").lines().nth(1).unwrap().starts_with("# be_id be_name srv_id"));
+    // HAProxy's filter: proxy (name or iid), type mask (4 = servers), server id.
+    let servers = socat(&admin, "show stat live 4 -1");
+    let rows: Vec<&str> = servers.lines().skip(1).filter(|l| !l.is_empty()).collect();
+    assert_eq!(rows.len(), 3, "{servers}");
+    assert!(rows.iter().all(|l| l.starts_with("live,") && !l.contains(",BACKEND,") && !l.contains(",FRONTEND,")), "{servers}");
+    let iid = rows[0].split(',').nth(27).unwrap().to_string();
+    assert_eq!(socat(&admin, &format!("show stat {iid} 2 -1")).lines().skip(1).filter(|l| !l.is_empty()).count(), 1, "the backend row by iid");
+    assert_eq!(socat(&admin, "show stat nope -1 -1").trim_end(), "No such proxy.");
+    // be_id in `show servers state` is that same proxy id.
+    let state = socat(&admin, "show servers state");
+    assert!(state.lines().filter(|l| l.contains(" live ")).all(|l| l.starts_with(&format!("{iid} live "))), "{state}");
     assert!(socat(&user, "disable server live/replica1").contains("Permission denied"), "a level user socket refuses changes");
     let two = socat(&admin, "show backend; show info");
     assert!(two.contains("# name") && two.contains("Name: pglb"), "commands separated by ';': {two}");
