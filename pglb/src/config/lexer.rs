@@ -49,6 +49,19 @@ enum Quote {
 }
 
 fn split_line(raw: &str) -> Result<Vec<String>, String> {
+    split_line_noting(raw, &mut Vec::new())
+}
+
+/// Environment variables a line refers to (in double quotes) that are not
+/// set: HAProxy expands them to nothing, which makes for puzzling errors,
+/// so an error on such a line names them.
+pub fn unset_variables(raw: &str) -> Vec<String> {
+    let mut unset = Vec::new();
+    let _ = split_line_noting(raw, &mut unset);
+    unset
+}
+
+fn split_line_noting(raw: &str, unset: &mut Vec<String>) -> Result<Vec<String>, String> {
     let mut words = Vec::new();
     let mut word = String::new();
     // A word may be an empty quoted string (""), so track "started" apart from content.
@@ -67,7 +80,7 @@ fn split_line(raw: &str) -> Result<Vec<String>, String> {
                 }
                 None => return Err("a backslash ends the line; HAProxy has no line continuation, write the whole directive on one line".into()),
             },
-            (Quote::Double, '$') => expand_env(&mut chars, &mut word)?,
+            (Quote::Double, '$') => expand_env(&mut chars, &mut word, unset)?,
             (Quote::None, '#') => break,
             (Quote::None, ' ' | '\t') => {
                 if started {
@@ -111,7 +124,7 @@ fn unescape(c: char) -> char {
 
 /// Expands `${NAME}` or `$NAME` (inside double quotes only, as HAProxy does).
 /// An unset variable expands to nothing, as in HAProxy.
-fn expand_env(chars: &mut std::iter::Peekable<std::str::Chars<'_>>, out: &mut String) -> Result<(), String> {
+fn expand_env(chars: &mut std::iter::Peekable<std::str::Chars<'_>>, out: &mut String, unset: &mut Vec<String>) -> Result<(), String> {
     let mut name = String::new();
     if chars.peek() == Some(&'{') {
         chars.next();
@@ -140,8 +153,9 @@ fn expand_env(chars: &mut std::iter::Peekable<std::str::Chars<'_>>, out: &mut St
             return Ok(());
         }
     }
-    if let Ok(value) = std::env::var(&name) {
-        out.push_str(&value);
+    match std::env::var(&name) {
+        Ok(value) => out.push_str(&value),
+        Err(_) => unset.push(name),
     }
     Ok(())
 }
@@ -152,6 +166,14 @@ mod tests {
 
     fn words(s: &str) -> Vec<String> {
         split_line(s).unwrap()
+    }
+
+    #[test]
+    fn names_unset_variables() {
+        assert_eq!(
+            unset_variables(r#"bind "${PGLB_LEXER_UNSET_A}:${PGLB_LEXER_UNSET_B}" '$NOT_EXPANDED'"#),
+            ["PGLB_LEXER_UNSET_A", "PGLB_LEXER_UNSET_B"]
+        );
     }
 
     #[test]

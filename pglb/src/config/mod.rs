@@ -44,10 +44,27 @@ pub fn parse_str(path: &Path, text: &str) -> Result<Loaded, ConfigError> {
 }
 
 pub fn report_str(path: &Path, text: &str) -> Report {
-    match lexer::tokenize(path, text) {
+    let mut report = match lexer::tokenize(path, text) {
         Ok(lines) => parse::parse_lines(path, lines),
         Err(e) => Report { config: None, errors: vec![e], warnings: Vec::new() },
+    };
+    for error in report.errors.iter_mut().flat_map(|e| match e {
+        ConfigError::Many(all) => all.iter_mut().collect::<Vec<_>>(),
+        one => vec![one],
+    }) {
+        if let ConfigError::At { line, message, .. } = error
+            && let Some(raw) = text.lines().nth(*line - 1)
+        {
+            let unset = lexer::unset_variables(raw);
+            if !unset.is_empty() {
+                let (names, verb) = (unset.join(", "), if unset.len() == 1 { "is" } else { "are" });
+                message.push_str(&format!(
+                    " (this line uses {names}, which {verb} not set in pglb's environment: HAProxy's rule expands an unset variable to nothing)"
+                ));
+            }
+        }
     }
+    report
 }
 
 /// Keywords with an effect in pglb, for the documentation test.

@@ -167,6 +167,7 @@ pub(super) fn parse_lines(file: &Path, lines: Vec<Line>) -> Report {
     }
 
     resolve_references(&mut ctx, &mut config);
+    overlapping_binds(&mut ctx, &config);
     lint::check(&mut ctx, &config);
 
     let config = ctx.errors.is_empty().then_some(config);
@@ -265,6 +266,30 @@ fn section_name(ctx: &mut Ctx, kind: RawKind, line: &Line) -> (Option<String>, O
 }
 
 /// Checks cross-references: default_backend names, server resolvers.
+/// Two listeners on one address (or a wildcard and an address of the same
+/// family, on one port) cannot both bind: say so at check time, not as
+/// "Address already in use" at start. Port 0 (a port chosen by the kernel)
+/// never collides.
+fn overlapping_binds(ctx: &mut Ctx, config: &Config) {
+    let mut seen: Vec<(std::net::SocketAddr, usize, &str)> = Vec::new();
+    for fe in &config.frontends {
+        for b in fe.binds.iter().filter(|b| b.addr.port() != 0) {
+            let clash = seen.iter().find(|(other, ..)| {
+                other.port() == b.addr.port()
+                    && other.is_ipv4() == b.addr.is_ipv4()
+                    && (other.ip() == b.addr.ip() || other.ip().is_unspecified() || b.addr.ip().is_unspecified())
+            });
+            match clash {
+                Some((other, line, name)) => ctx.error(
+                    b.line,
+                    format!("{} overlaps {other}, already bound at line {line} (frontend '{name}'): the second listener would fail with 'Address already in use'; remove one or change its port", b.addr),
+                ),
+                None => seen.push((b.addr, b.line, &fe.name)),
+            }
+        }
+    }
+}
+
 fn resolve_references(ctx: &mut Ctx, config: &mut Config) {
     let backend_names: Vec<String> = config.backends.iter().map(|b| b.name.to_string()).collect();
     for fe in &config.frontends {

@@ -215,11 +215,12 @@ impl ProxyDraft {
                 let (Some(name), Some(address)) = (ctx.arg(line, 0, "a name and an address"), ctx.arg(line, 1, "an address HOST:PORT")) else {
                     return;
                 };
+                // Options first, so their errors are reported for a duplicate too.
+                let opts = ServerOpts::parse(ctx, line, 2);
                 if let Some((_, first, ..)) = self.servers.iter().find(|(s, ..)| s == name) {
                     ctx.error(n, format!("server '{name}' is already defined at line {first}: give it another name"));
                     return;
                 }
-                let opts = ServerOpts::parse(ctx, line, 2);
                 self.servers.push((name.to_string(), n, address.to_string(), opts));
             }
             "tcp-check" | "http-check" => {
@@ -648,6 +649,30 @@ mod tests {
     use crate::config::{Keepalive, report_str};
     use std::path::Path;
     use std::time::Duration;
+
+    #[test]
+    fn overlapping_binds_and_duplicate_servers_are_reported_with_every_error() {
+        let text = "frontend a\n    bind 127.0.0.1:7001\n    bind 127.0.0.1:0\n    default_backend b\n\
+                    frontend c\n    bind :7001\n    bind 127.0.0.1:0\n    bind 127.0.0.1:7002\n    bind 127.0.0.1:7002\n    default_backend b\n\
+                    backend b\n    timeout connect 1s\n    server s1 127.0.0.1:5432\n    server s1 127.0.0.1:5433 chek\n";
+        let r = report_str(Path::new("b.cfg"), text);
+        let errors: Vec<String> = r.errors.iter().map(ToString::to_string).collect();
+        assert!(errors.iter().any(|e| e.starts_with("b.cfg:6: 0.0.0.0:7001 overlaps 127.0.0.1:7001, already bound at line 2")), "{errors:?}");
+        assert!(errors.iter().any(|e| e.starts_with("b.cfg:9: 127.0.0.1:7002 overlaps 127.0.0.1:7002, already bound at line 8")), "{errors:?}");
+        assert!(
+            errors.iter().any(|e| e.starts_with("b.cfg:14:") && e.contains("'chek'")),
+            "an unknown option on a duplicate server is reported too: {errors:?}"
+        );
+        assert!(errors.iter().any(|e| e.starts_with("b.cfg:14: server 's1' is already defined at line 13")), "{errors:?}");
+        assert_eq!(errors.len(), 4, "port 0 never collides: {errors:?}");
+    }
+
+    #[test]
+    fn an_error_names_the_unset_variables_of_its_line() {
+        let r = report_str(Path::new("e.cfg"), "listen l\n    bind \"${PGLB_TEST_NEVER_SET}\"\n    server s 127.0.0.1:5432\n");
+        let e = r.errors[0].to_string();
+        assert!(e.starts_with("e.cfg:2:") && e.contains("PGLB_TEST_NEVER_SET, which is not set in pglb's environment"), "{e}");
+    }
 
     #[test]
     fn keepalive_timings_are_read_in_seconds_and_checked() {
