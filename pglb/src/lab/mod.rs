@@ -270,9 +270,38 @@ impl Lab {
                     .find(|s| s.running && s.role == Some(Role::Primary) && s.name != n.name)
                     .and_then(|s| self.node(&s.name))
                     .ok_or_else(|| LabError::NodeState { node: n.name.clone(), problem: "has no running primary to follow".into() })?;
+                let log_start = std::fs::metadata(&n.log_file).map_or(0, |m| m.len());
                 node::rejoin(&self.pg, n, primary, &self.superuser, &self.password).await?;
-                status::wait_ready(&self.creds(), n, Duration::from_secs(30)).await
+                status::wait_ready(&self.creds(), n, Duration::from_secs(30)).await?;
+                self.wait_following(n, log_start).await
             }
+        }
+    }
+
+    /// After `rejoin`: waits until the node streams from the primary. A node
+    /// whose WAL went past the point where the new primary's timeline
+    /// forked (it was killed, or stopped after the promotion) runs but never
+    /// streams; say so instead of "done".
+    async fn wait_following(&self, n: &Node, log_start: u64) -> Result<(), LabError> {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let streaming = self.status().await.into_iter().any(|s| s.name == n.name && s.streaming == Some(true));
+            if streaming {
+                return Ok(());
+            }
+            let log = std::fs::read(&n.log_file).unwrap_or_default();
+            let new = String::from_utf8_lossy(log.get(log_start as usize..).unwrap_or_default());
+            let diverged = new.lines().find(|l| l.contains("forked off current database system timeline") || l.contains("is not a child of"));
+            if diverged.is_some() || Instant::now() >= deadline {
+                let why = diverged.map_or_else(|| "it does not stream after 15 s".to_string(), |l| format!("its log says: {}", l.trim()));
+                return Err(LabError::NodeState {
+                    node: n.name.clone(),
+                    problem: format!(
+                        "runs as a replica but cannot follow the primary ({why}); its WAL diverged from the new timeline: it needed a clean `stop` before the promotion, or pg_rewind, or `lab down` and `up` again"
+                    ),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 

@@ -101,6 +101,13 @@ async fn faults() {
     lab.fault("replica1", Fault::Promote).await.expect("promote");
     assert_eq!(status_of(&lab, "replica1").await.role, Some(Role::Primary));
 
+    // The old primary writes after the promotion, then stops: its WAL has
+    // left the new timeline, and `rejoin` says so instead of "done".
+    client(&lab, "primary", "appdb").await.simple_query("create table diverged(x int)").await.expect("write on the old primary");
+    lab.fault("primary", Fault::Stop).await.expect("stop");
+    let err = lab.fault("primary", Fault::Rejoin).await.expect_err("a diverged node cannot follow").to_string();
+    assert!(err.contains("cannot follow the primary") && err.contains("pg_rewind"), "{err}");
+
     lab.down().await.expect("down");
 }
 
