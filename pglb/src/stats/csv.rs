@@ -171,6 +171,7 @@ pub fn field(row: &Row, column: &str) -> String {
         "wredis" => opt(&row.wredis),
         "status" => clean(&row.status),
         "weight" => opt(&row.weight),
+        "uweight" => opt(&row.uweight),
         "act" => opt(&row.act),
         "bck" => opt(&row.bck),
         "chkfail" => opt(&row.chkfail),

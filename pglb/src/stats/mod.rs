@@ -42,7 +42,11 @@ pub struct Row {
     pub wredis: Option<u64>,
     /// OPEN/STOP (frontend), UP/DOWN/"UP 1/3"/"DOWN 1/2"/MAINT/DRAIN/"no check" (server), UP/DOWN (backend).
     pub status: String,
+    /// Effective weight: 0 while a server drains, as in HAProxy (backend: the
+    /// sum over usable servers).
     pub weight: Option<u64>,
+    /// The weight as set (configuration or `set weight`), draining or not.
+    pub uweight: Option<u64>,
     pub act: Option<u64>,
     pub bck: Option<u64>,
     pub chkfail: Option<u64>,
@@ -210,7 +214,8 @@ fn server_row(be: &BackendState, s: &ServerState, iid: usize) -> Row {
         wretr: Some(get(&c.retries)),
         wredis: Some(0),
         status: server_status(s),
-        weight: Some(u64::from(s.weight.load(Relaxed))),
+        weight: Some(if s.admin() == crate::state::Admin::Drain { 0 } else { u64::from(s.weight.load(Relaxed)) }),
+        uweight: Some(u64::from(s.weight.load(Relaxed))),
         act: Some(u64::from(!s.cfg.backup)),
         bck: Some(u64::from(s.cfg.backup)),
         chkfail: s.cfg.check.then(|| get(&c.check_failures)),
@@ -267,6 +272,7 @@ fn backend_row(be: &BackendState, iid: usize) -> Row {
         wredis: Some(get(&c.redispatches)),
         status: if usable.servers.is_empty() { "DOWN".into() } else { "UP".into() },
         weight: Some(weight),
+        uweight: Some(weight),
         act: Some(active),
         bck: Some(backup),
         chkdown: Some(be.servers.iter().map(|s| get(&s.counters.down_transitions)).sum()),

@@ -228,7 +228,12 @@ async fn runtime_api_works_with_socat_drain_maint_and_levels() {
     }
     let still: i32 = held.query_one("select inet_server_port()", &[]).await.unwrap().get(0);
     assert_eq!(still, r1, "the existing session continues");
-    assert!(socat(&admin, "show stat").lines().any(|l| l.starts_with("live,replica1,") && l.contains(",DRAIN,")));
+    let stat = socat(&admin, "show stat");
+    let header: Vec<&str> = stat.lines().next().unwrap().trim_start_matches("# ").split(',').collect();
+    let row: Vec<&str> = stat.lines().find(|l| l.starts_with("live,replica1,")).unwrap().split(',').collect();
+    let field = |name: &str| row[header.iter().position(|h| *h == name).unwrap()];
+    // As in HAProxy: DRAIN is an effective weight of 0; the user weight stays.
+    assert_eq!((field("status"), field("weight"), field("uweight")), ("DRAIN", "0", "1"), "{stat}");
 
     // Maint: same for sessions, and the checks stop.
     socat(&admin, "disable server live/replica1");
