@@ -9,23 +9,49 @@ fn tmux(args: &[&str]) -> std::process::Output {
     std::process::Command::new("tmux").args(args).output().expect("tmux (apt-get install tmux)")
 }
 
+/// A `pglb demo` running in a tmux session, ready for clients.
+struct Demo {
+    session: String,
+    log: std::path::PathBuf,
+    lab_dir: String,
+    rw: u16,
+    ro: u16,
+    stats: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Demo {
+    /// With `tee`, the demo's output also stays on the terminal (which goes
+    /// away with the session); otherwise it goes to the log file only.
+    async fn start(name: &str, replicas: usize, tee: bool) -> Demo {
+        let (rw, ro, stats) = (dead_port(), dead_port(), dead_port());
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("demo.log");
+        let session = format!("pglb-{name}-{}", std::process::id());
+        let demo = format!("{} demo --rw-port {rw} --ro-port {ro} --stats-port {stats} --replicas {replicas}", pglb_bin());
+        let cmd = if tee { format!("{demo} 2>&1 | tee {}", log.display()) } else { format!("{demo} > {} 2>&1", log.display()) };
+        assert!(tmux(&["new-session", "-d", "-s", &session, "-x", "200", "-y", "50", &cmd]).status.success());
+        let read = || std::fs::read_to_string(&log).unwrap_or_default();
+        poll("the demo to be ready", Duration::from_secs(60), || async { read().contains("Ctrl-C stops pglb").then_some(()) }).await;
+        let lab_dir = read()
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("starting a primary and {replicas} replicas in ")).map(|l| l.trim_end_matches(" ...").to_string()))
+            .expect("lab dir");
+        assert!(std::path::Path::new(&lab_dir).exists());
+        Demo { session, log, lab_dir, rw, ro, stats, _dir: dir }
+    }
+
+    fn read(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_serves_both_ports_and_ctrl_c_cleans_up() {
-    let (rw, ro, stats) = (dead_port(), dead_port(), dead_port());
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("demo.log");
-    let session = format!("pglb-demo-test-{}", std::process::id());
-    let cmd = format!("{} demo --rw-port {rw} --ro-port {ro} --stats-port {stats} > {} 2>&1", pglb_bin(), log.display());
-    assert!(tmux(&["new-session", "-d", "-s", &session, "-x", "200", "-y", "50", &cmd]).status.success());
-    let read = || std::fs::read_to_string(&log).unwrap_or_default();
-    poll("the demo to be ready", Duration::from_secs(60), || async { read().contains("Ctrl-C stops pglb").then_some(()) }).await;
-    let text = read();
-    let lab_dir = text
-        .lines()
-        .find_map(|l| l.strip_prefix("starting a primary and 2 replicas in "))
-        .map(|l| l.trim_end_matches(" ...").to_string())
-        .expect("lab dir");
-    assert!(std::path::Path::new(&lab_dir).exists());
+    let demo = Demo::start("demo-test", 2, false).await;
+    let (rw, ro, stats, session, lab_dir) = (demo.rw, demo.ro, demo.stats, demo.session.as_str(), demo.lab_dir.as_str());
+    let text = demo.read();
+    let read = || demo.read();
 
     // Writes: the primary; reads: a replica (once the checks have run).
     let out = psql(rw, "prefer", "select pg_is_in_recovery()");
@@ -55,11 +81,11 @@ async fn demo_serves_both_ports_and_ctrl_c_cleans_up() {
     std::io::Read::read_to_string(&mut api, &mut state).unwrap();
     assert!(state.contains(" ro ") && state.contains(" replica2 "), "{state}");
 
-    assert!(tmux(&["send-keys", "-t", &session, "C-c", ""]).status.success());
-    poll("the demo to exit", Duration::from_secs(30), || async { (!tmux(&["has-session", "-t", &session]).status.success()).then_some(()) }).await;
+    assert!(tmux(&["send-keys", "-t", session, "C-c", ""]).status.success());
+    poll("the demo to exit", Duration::from_secs(30), || async { (!tmux(&["has-session", "-t", session]).status.success()).then_some(()) }).await;
     assert!(read().contains("lab removed"), "{}", read());
     assert!(!std::path::Path::new(&lab_dir).exists(), "data directory left behind");
-    let pgrep = std::process::Command::new("pgrep").arg("-f").arg(&lab_dir).output().unwrap();
+    let pgrep = std::process::Command::new("pgrep").arg("-f").arg(lab_dir).output().unwrap();
     assert!(!pgrep.status.success(), "processes left behind: {}", String::from_utf8_lossy(&pgrep.stdout));
 }
 
@@ -67,24 +93,11 @@ async fn demo_serves_both_ports_and_ctrl_c_cleans_up() {
 /// too: the default action of SIGHUP would leave PostgreSQL running.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_closed_terminal_removes_the_lab() {
-    let (rw, ro, stats) = (dead_port(), dead_port(), dead_port());
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("demo.log");
-    let session = format!("pglb-demo-hup-{}", std::process::id());
-    // stdout/stderr stay on the terminal, which goes away with the session.
-    let cmd = format!("{} demo --rw-port {rw} --ro-port {ro} --stats-port {stats} --replicas 1 2>&1 | tee {}", pglb_bin(), log.display());
-    assert!(tmux(&["new-session", "-d", "-s", &session, "-x", "200", "-y", "50", &cmd]).status.success());
-    let read = || std::fs::read_to_string(&log).unwrap_or_default();
-    poll("the demo to be ready", Duration::from_secs(60), || async { read().contains("Ctrl-C stops pglb").then_some(()) }).await;
-    let lab_dir = read()
-        .lines()
-        .find_map(|l| l.strip_prefix("starting a primary and 1 replicas in "))
-        .map(|l| l.trim_end_matches(" ...").to_string())
-        .expect("lab dir");
-    assert!(tmux(&["kill-session", "-t", &session]).status.success());
+    let demo = Demo::start("demo-hup", 1, true).await;
+    assert!(tmux(&["kill-session", "-t", &demo.session]).status.success());
     poll("the lab removed", Duration::from_secs(30), || async {
-        let gone = !std::path::Path::new(&lab_dir).exists();
-        let pgrep = std::process::Command::new("pgrep").arg("-f").arg(&lab_dir).output().unwrap();
+        let gone = !std::path::Path::new(&demo.lab_dir).exists();
+        let pgrep = std::process::Command::new("pgrep").arg("-f").arg(&demo.lab_dir).output().unwrap();
         (gone && !pgrep.status.success()).then_some(())
     })
     .await;
