@@ -138,9 +138,12 @@ impl ServerOpts {
                         }
                     }
                 }
-                "addr" => match need(ctx, "an IP address") {
-                    Some(a) if a.parse::<std::net::IpAddr>().is_ok() => o.addr = Some(a.to_string()),
-                    Some(a) => ctx.error(n, format!("check addr '{a}' must be an IP address")),
+                // An IP, or a host name resolved at each check (HAProxy
+                // resolves it once at start; a health service's address in
+                // a container network may move).
+                "addr" => match need(ctx, "an IP address or a host name") {
+                    Some(a) if !a.is_empty() && !a.contains([':', '/', ' ']) || a.parse::<std::net::IpAddr>().is_ok() => o.addr = Some(a.to_string()),
+                    Some(a) => ctx.error(n, format!("check addr '{a}' is neither an IP address nor a host name (the port goes in 'port N')")),
                     None => {}
                 },
                 "on-marked-down" => match need(ctx, "an action") {

@@ -76,9 +76,27 @@ async fn run_once(be: &BackendState, srv: &ServerState, fsm: &mut Fsm, sql: Opti
         record(be, srv, fsm, Verdict::Failed, "unresolvable", format!("{} does not resolve", cfg.host), Duration::ZERO);
         return;
     };
-    let ip = cfg.check_addr.as_deref().and_then(|a| a.parse().ok()).unwrap_or(addr.ip());
+    let port = cfg.check_port.unwrap_or(addr.port());
+    let check_addr = match cfg.check_addr.as_deref() {
+        None => addr.ip(),
+        Some(a) => match a.parse() {
+            Ok(ip) => ip,
+            Err(_) => match tokio::time::timeout(cfg.inter, tokio::net::lookup_host((a, port))).await.map(|r| r.map(|mut found| found.next())) {
+                Ok(Ok(Some(first))) => first.ip(),
+                answer => {
+                    let why = match answer {
+                        Ok(Err(e)) => e.to_string(),
+                        Ok(Ok(_)) => "no address".into(),
+                        Err(_) => "timed out".into(),
+                    };
+                    record(be, srv, fsm, Verdict::Failed, "L4CON", format!("check addr {a} does not resolve: {why}"), Duration::ZERO);
+                    return;
+                }
+            },
+        },
+    };
     let target = probe::Target {
-        addr: std::net::SocketAddr::new(ip, cfg.check_port.unwrap_or(addr.port())),
+        addr: std::net::SocketAddr::new(check_addr, port),
         // HAProxy: min(timeout connect, inter) to connect, then timeout check
         // (or inter when unset) to read the answer.
         connect_timeout: be.cfg.timeout_connect.map_or(cfg.inter, |c| c.min(cfg.inter)),

@@ -81,23 +81,41 @@ pub async fn run(specs: Vec<NodeSpec>, interval: Duration, stop: impl std::futur
     Ok(())
 }
 
-/// The answer to one endpoint: (HTTP status, body).
-pub fn answer(path_and_query: &str, state: &NodeState) -> (u16, String) {
+/// The answer to one endpoint: (HTTP status, body). `other_primaries`:
+/// the other watched nodes that report being primary. While there are any,
+/// no node is the primary (split brain): like Patroni, which answers
+/// `/primary` only on the one node holding the leader lock, healthd will
+/// not tell HAProxy to send writes to two servers.
+pub fn answer(path_and_query: &str, state: &NodeState, other_primaries: &[String]) -> (u16, String) {
     let (path, query) = path_and_query.split_once('?').unwrap_or((path_and_query, ""));
     let lag = query.split('&').find_map(|kv| kv.strip_prefix("lag=")).map(parse_lag);
     let lag = match lag.transpose() {
         Ok(l) => l,
         Err(e) => return (400, format!("bad request: {}\n", e.replace("OK", "Ok"))),
     };
-    let desc = state.describe();
+    let primary = state.info.is_some_and(|i| i.primary);
+    let split = primary && !other_primaries.is_empty();
+    let desc = if split {
+        format!("{}; split brain: {} also report(s) being primary, so none is", state.describe(), other_primaries.join(", "))
+    } else {
+        state.describe()
+    };
     let ok = match path.trim_end_matches('/') {
-        "/primary" | "/read-write" | "/master" | "/leader" => state.info.is_some_and(|i| i.primary),
-        "/replica" => state.info.is_some_and(|i| !i.primary && within(&i, lag)),
+        "/primary" | "/read-write" | "/master" | "/leader" => primary && !split,
+        // Patroni's `/` (what `option httpchk` asks by default) is `/primary`.
+        "" => return (if primary && !split { 200 } else { 503 }, state.json()),
+        "/replica" | "/async" | "/asynchronous" => state.info.is_some_and(|i| !i.primary && within(&i, lag)),
         "/read-only" => state.info.is_some_and(|i| i.primary || within(&i, lag)),
         "/health" | "/readiness" => state.info.is_some(),
         "/liveness" => true,
-        "/status" | "" => return (if state.info.is_some() { 200 } else { 503 }, state.json()),
-        _ => return (404, "not found: use /primary, /replica, /read-only, /health, /liveness, /readiness or /status\n".into()),
+        "/status" => return (if state.info.is_some() { 200 } else { 503 }, state.json()),
+        _ => {
+            return (
+                404,
+                "not found: use / or /primary, /replica, /async, /read-only, /health, /liveness, /readiness or /status (no /sync: healthd does not follow synchronous replication)\n"
+                    .into(),
+            );
+        }
     };
     if ok {
         (200, format!("OK: {desc}\n"))
@@ -143,6 +161,8 @@ mod tests {
     #[test]
     fn endpoints() {
         let replica = state(false, 2.0, 100);
+        let none: &[String] = &[];
+        let answer = |p: &str, s: &NodeState| super::answer(p, s, none);
         assert_eq!(answer("/replica", &replica).0, 200);
         assert_eq!(answer("/replica?lag=10s", &replica).0, 200);
         assert_eq!(answer("/replica?lag=1s", &replica).0, 503);
@@ -163,7 +183,24 @@ mod tests {
         assert!(answer("/replica", &replica).1.contains("OK"));
         assert_eq!(answer("/nope", &replica).0, 404);
         assert_eq!(answer("/replica?lag=xyz", &replica).0, 400);
+        // Patroni's `/` is `/primary`; `/async` is a replica.
+        assert_eq!((answer("/", &primary).0, answer("/", &replica).0), (200, 503));
+        assert_eq!(answer("/async?lag=10s", &replica).0, 200);
+        assert_eq!(answer("/status", &replica).0, 200);
         assert!(!answer("/replica?lag=OK", &replica).1.contains("OK"), "a 400 must not echo OK");
+    }
+
+    #[test]
+    fn two_primaries_make_neither_the_primary() {
+        let primary = state(true, 0.0, 0);
+        let others = ["old".to_string()];
+        for p in ["/primary", "/leader", "/"] {
+            let (code, body) = answer(p, &primary, &others);
+            assert_eq!(code, 503, "{p}");
+            assert!(!body.contains("OK") && (p == "/" || body.contains("split brain: old also")), "{p}: {body}");
+        }
+        assert_eq!(answer("/read-only", &primary, &others).0, 200, "either still serves reads");
+        assert_eq!(answer("/replica", &state(false, 0.0, 0), &others).0, 200, "a replica is unaffected");
     }
 
     #[test]

@@ -64,6 +64,12 @@ impl Shared {
         self.nodes.lock().unwrap_or_else(|e| e.into_inner())[i].clone()
     }
 
+    /// The other watched nodes that report being primary now.
+    pub fn other_primaries(&self, i: usize) -> Vec<String> {
+        let nodes = self.nodes.lock().unwrap_or_else(|e| e.into_inner());
+        nodes.iter().enumerate().filter(|(j, n)| *j != i && n.info.is_some_and(|p| p.primary)).map(|(_, n)| n.name.clone()).collect()
+    }
+
     fn set(&self, i: usize, info: Option<PgInfo>, error: Option<String>) -> (NodeState, NodeState) {
         let mut nodes = self.nodes.lock().unwrap_or_else(|e| e.into_inner());
         let primary_lsn = nodes.iter().enumerate().filter(|(j, _)| *j != i).filter_map(|(_, n)| n.info).filter(|p| p.primary).map(|p| p.lsn).max();
@@ -151,13 +157,13 @@ pub async fn serve(shared: Arc<Shared>, i: usize, listener: tokio::net::TcpListe
                 async move {
                     let (code, body) = if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
                         let target = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
-                        answer(target, &shared.get(i))
+                        answer(target, &shared.get(i), &shared.other_primaries(i))
                     } else {
                         (405, "only GET, HEAD and OPTIONS\n".to_string())
                     };
                     let mut r = Response::new(Full::new(Bytes::from(body)));
                     *r.status_mut() = hyper::StatusCode::from_u16(code).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
-                    let ct = if target_is_status(&req) { "application/json" } else { "text/plain; charset=utf-8" };
+                    let ct = if code != 405 && target_is_status(&req) { "application/json" } else { "text/plain; charset=utf-8" };
                     if let Ok(v) = ct.parse() {
                         r.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
                     }

@@ -296,10 +296,12 @@ impl CheckPort {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_marked_down_and_up_close_the_affected_sessions() {
     let lab = shared_lab().await;
+    // `addr localhost`: a check address given by name, as seed 004's health
+    // service is, resolved at each check.
     let mut active = CheckPort::new();
     let cfg = format!(
         "listen pg\n    bind 127.0.0.1:0\n    timeout connect 1s\n    timeout check 1s\n\
-         \x20   server main 127.0.0.1:{p} check port {c} inter 100ms rise 1 fall 1 on-marked-down shutdown-sessions on-marked-up shutdown-backup-sessions\n\
+         \x20   server main 127.0.0.1:{p} check port {c} addr localhost inter 100ms rise 1 fall 1 on-marked-down shutdown-sessions on-marked-up shutdown-backup-sessions\n\
          \x20   server spare 127.0.0.1:{r} backup\n",
         p = lab.primary().port,
         c = active.port,

@@ -80,5 +80,18 @@ async fn stock_haproxy_with_healthd_marks_a_lagging_replica_down() {
     lab.fault("replica1", Fault::ResumeReplay).await.unwrap();
     poll("replica1 UP again", Duration::from_secs(15), || async { (haproxy_status(&socket, "replica1") == "UP").then_some(()) }).await;
     writer.abort();
+
+    // Split brain: replica2 promoted while the primary runs. Neither is the
+    // primary for healthd, so HAProxy would send writes to neither.
+    lab.fault("replica2", Fault::Promote).await.unwrap();
+    for port in [p_primary, p_r2] {
+        let (code, body) = poll("both /primary refuse", Duration::from_secs(10), || async {
+            let (code, body) = try_http_get(port, "/primary", None).await?;
+            (code == 503).then_some((code, body))
+        })
+        .await;
+        assert!(body.contains("split brain") && !body.contains("OK"), "{code} {body}");
+        assert_eq!(try_http_get(port, "/", None).await.map(|r| r.0), Some(503), "Patroni's / is /primary");
+    }
     lab.down().await.unwrap();
 }
