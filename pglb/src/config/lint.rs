@@ -52,7 +52,7 @@ fn check_startup_packets(ctx: &mut Ctx, be: &Backend) {
         if d.problems.is_empty() {
             ctx.warn(
                 rule.line,
-                "this StartupMessage check leaves a 'could not receive data from client' or 'incomplete startup packet' line in PostgreSQL's log at every check: 'option pgsql-check user NAME' checks the same and closes cleanly",
+                "under HAProxy, which ends checks with a reset, this StartupMessage check leaves a 'could not receive data from client' line in PostgreSQL's log at every check (pglb closes it cleanly); 'option pgsql-check user NAME' checks the same and is quiet under both",
             );
             continue;
         }
