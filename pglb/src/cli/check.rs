@@ -4,13 +4,20 @@ use crate::config;
 use std::path::Path;
 use std::process::ExitCode;
 
+/// Prints warnings and errors together in line order, as they read in the file.
+fn print_in_line_order(mut found: Vec<(usize, String)>) {
+    found.sort_by_key(|(line, _)| *line);
+    for (_, text) in found {
+        eprintln!("{text}");
+    }
+}
+
 pub fn run(file: &Path) -> ExitCode {
     let report = config::report(file);
-    for w in &report.warnings {
-        eprintln!("{w}");
-    }
+    let mut found: Vec<(usize, String)> = report.warnings.iter().map(|w| (w.line, w.to_string())).collect();
     match report.into_result() {
         Ok(loaded) => {
+            print_in_line_order(found);
             let c = &loaded.config;
             let servers: usize = c.backends.iter().map(|b| b.servers.len()).sum();
             println!(
@@ -24,9 +31,8 @@ pub fn run(file: &Path) -> ExitCode {
         }
         Err(e) => {
             let all = e.into_vec();
-            for err in &all {
-                eprintln!("{err}");
-            }
+            found.extend(all.iter().map(|e| (e.line().unwrap_or(0), e.to_string())));
+            print_in_line_order(found);
             eprintln!("Configuration file has {} error(s) and is not valid.", all.len());
             ExitCode::from(1)
         }

@@ -18,8 +18,9 @@ pub struct CtlArgs {
     /// Print the raw answer even on a terminal.
     #[arg(long)]
     pub raw: bool,
-    /// The command, as for socat (e.g. `show stat`, `disable server pg/replica1`).
-    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    /// The command, as for socat (e.g. `show stat`, `disable server pg/replica1`,
+    /// `show stat rw 4 -1`). Options may also follow it.
+    #[arg(required = true, allow_negative_numbers = true)]
     pub command: Vec<String>,
 }
 
@@ -101,4 +102,23 @@ fn align(rows: Vec<Vec<String>>) -> String {
         out.push('\n');
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CtlArgs;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        ctl: CtlArgs,
+    }
+
+    #[test]
+    fn options_may_follow_the_command_and_negative_numbers_are_words() {
+        let cli = Cli::try_parse_from(["ctl", "-S", "/s", "show", "stat", "rw", "4", "-1", "--raw"]).unwrap();
+        assert_eq!(cli.ctl.command, ["show", "stat", "rw", "4", "-1"]);
+        assert!(cli.ctl.raw);
+    }
 }

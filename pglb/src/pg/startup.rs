@@ -108,7 +108,7 @@ pub fn diagnose(bytes: &[u8]) -> Option<StartupDiagnosis> {
     let declared = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize;
     if declared != bytes.len() {
         problems.push(format!(
-            "its length field says {declared} bytes but {} are sent, so PostgreSQL {}",
+            "its length field says {declared} bytes while {} are sent, so PostgreSQL {}",
             bytes.len(),
             if declared > bytes.len() {
                 "waits for the rest, the check times out and the server is marked DOWN"
@@ -177,7 +177,7 @@ mod tests {
         let seed = crate::config::decode_hex("00000020000000030000757365720000706f737467726573000000").unwrap();
         let d = diagnose(&seed).unwrap();
         assert_eq!(d.problems.len(), 3, "{:?}", d.problems);
-        assert!(d.problems[0].contains("says 32 bytes but 27"));
+        assert!(d.problems[0].contains("says 32 bytes while 27"));
         assert!(d.problems[1].contains("0.3"));
         assert_eq!(d.corrected.unwrap(), startup_message(&[("user", "postgres")]));
     }

@@ -32,7 +32,7 @@ async fn seed_000_is_checked_then_balances_10_10_10() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("pglb.cfg:31: tcp-check send-binary is a PostgreSQL StartupMessage"), "{stderr}");
-    assert!(stderr.contains("length field says 32 bytes but 27 are sent"), "{stderr}");
+    assert!(stderr.contains("length field says 32 bytes while 27 are sent"), "{stderr}");
     assert!(stderr.contains("protocol version is 0.3"), "{stderr}");
     assert!(stderr.contains("timeout tunnel"), "idle-timeout warning missing: {stderr}");
     let fix = stderr.split("write: tcp-check send-binary ").nth(1).unwrap().split_whitespace().next().unwrap().to_string();
