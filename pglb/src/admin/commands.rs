@@ -251,7 +251,7 @@ fn filter_stat<'a>(rows: Vec<stats::Row>, rest: &'a [&'a str]) -> Result<(Vec<st
 /// HAProxy's `show servers state` (format version 1); `be_id` is the
 /// proxy's id, as `iid` in `show stat`.
 fn servers_state(rt: &Runtime, backends: &[Arc<BackendState>]) -> String {
-    let ids = stats::snapshot(rt);
+    let ids = stats::proxy_ids(rt);
     let mut s = String::from(
         "1\n# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight srv_iweight srv_time_since_last_change srv_check_status srv_check_result srv_check_health srv_check_state srv_agent_state bk_f_forced_id srv_f_forced_id srv_fqdn srv_port srvrecord srv_use_ssl srv_check_port srv_check_addr srv_agent_addr srv_agent_port\n",
     );
@@ -279,7 +279,7 @@ fn servers_state(rt: &Runtime, backends: &[Arc<BackendState>]) -> String {
             let _ = writeln!(
                 s,
                 "{} {} {} {} {} {op} {admin} {w} {iw} {since} {status} {result} {health} {state} 0 0 0 {fqdn} {port} - 0 {cport} {caddr} - 0",
-                ids.iter().find(|r| r.pxname == *be.cfg.name).map_or(0, |r| r.iid),
+                ids.iter().find(|(name, _)| *name == &*be.cfg.name).map_or(0, |(_, iid)| *iid),
                 be.cfg.name,
                 srv.index + 1,
                 srv.cfg.name,

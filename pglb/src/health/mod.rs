@@ -79,20 +79,12 @@ async fn run_once(be: &BackendState, srv: &ServerState, fsm: &mut Fsm, sql: Opti
     let port = cfg.check_port.unwrap_or(addr.port());
     let check_addr = match cfg.check_addr.as_deref() {
         None => addr.ip(),
-        Some(a) => match a.parse() {
+        Some(a) => match resolve_check_addr(a, port, cfg.inter).await {
             Ok(ip) => ip,
-            Err(_) => match tokio::time::timeout(cfg.inter, tokio::net::lookup_host((a, port))).await.map(|r| r.map(|mut found| found.next())) {
-                Ok(Ok(Some(first))) => first.ip(),
-                answer => {
-                    let why = match answer {
-                        Ok(Err(e)) => e.to_string(),
-                        Ok(Ok(_)) => "no address".into(),
-                        Err(_) => "timed out".into(),
-                    };
-                    record(be, srv, fsm, Verdict::Failed, "L4CON", format!("check addr {a} does not resolve: {why}"), Duration::ZERO);
-                    return;
-                }
-            },
+            Err(why) => {
+                record(be, srv, fsm, Verdict::Failed, "L4CON", format!("check addr {a} does not resolve: {why}"), Duration::ZERO);
+                return;
+            }
         },
     };
     let target = probe::Target {
@@ -150,6 +142,19 @@ async fn run_once(be: &BackendState, srv: &ServerState, fsm: &mut Fsm, sql: Opti
     }
     let r = probe::run(&be.cfg.check, target).await;
     record(be, srv, fsm, Verdict::from(r.ok), r.status, r.desc, r.duration);
+}
+
+/// `check ... addr`: an IP, or a host name resolved at each check (the
+/// first answer), within `limit`.
+async fn resolve_check_addr(addr: &str, port: u16, limit: Duration) -> Result<std::net::IpAddr, String> {
+    if let Ok(ip) = addr.parse() {
+        return Ok(ip);
+    }
+    match tokio::time::timeout(limit, tokio::net::lookup_host((addr, port))).await {
+        Ok(Ok(mut found)) => found.next().map(|a| a.ip()).ok_or_else(|| "no address".to_string()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("timed out".to_string()),
+    }
 }
 
 /// An error text carrying EMFILE or ENFILE (std and tokio-postgres both end

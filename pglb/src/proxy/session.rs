@@ -272,7 +272,9 @@ async fn session(rt: &Arc<Runtime>, fe: &Arc<FrontendState>, client: &mut TcpStr
     for counter in abrt.into_iter().flatten() {
         crate::state::counters::Counters::add(counter, 1);
     }
-    log.reason = end_reason(rt, fe, &be, &conn.slot.server, outcome.termination);
+    if let Some(reason) = end_reason(rt, fe, &be, &conn.slot.server, outcome.termination) {
+        log.reason = Some(reason);
+    }
     // Frees the server slot (and wakes a queued session).
     drop(conn);
     if let Some(key) = outcome.key {

@@ -137,7 +137,6 @@ fn handle(rt: &Runtime, fe: &FrontendState, req: &Request<Incoming>) -> Response
     reply(StatusCode::OK, "text/html; charset=utf-8", html::render(&rows, &page))
 }
 
-/// Ready: not stopping, and every proxying frontend's backend has a usable server.
 /// `/ready`: 503 while stopping, or when no `mode tcp` frontend has a
 /// usable server (this instance can serve nothing). One empty backend does
 /// not make the instance unready: with a read-write and a read-only

@@ -92,12 +92,10 @@ fn avg(sum: u64, n: u64) -> u64 {
     sum.checked_div(n).unwrap_or(0)
 }
 
-/// All rows in HAProxy's order: per proxy, FRONTEND, servers, BACKEND.
-pub fn snapshot(rt: &Runtime) -> Vec<Row> {
-    let mut rows = Vec::new();
-    let mut iid = 1;
-    // Proxies in configuration order: a listen section is a frontend and a
-    // backend of the same name, shown together as HAProxy does.
+/// Proxy names with their ids (`iid`), in configuration order: a listen
+/// section is a frontend and a backend of the same name, one proxy, as in
+/// HAProxy. Ids start at 2 (HAProxy's 1 is its internal proxy).
+pub fn proxy_ids(rt: &Runtime) -> Vec<(&str, usize)> {
     let mut names: Vec<&str> = Vec::new();
     for f in &rt.frontends {
         names.push(&f.cfg.name);
@@ -107,8 +105,13 @@ pub fn snapshot(rt: &Runtime) -> Vec<Row> {
             names.push(&b.cfg.name);
         }
     }
-    for name in names {
-        iid += 1;
+    names.into_iter().zip(2..).collect()
+}
+
+/// All rows in HAProxy's order: per proxy, FRONTEND, servers, BACKEND.
+pub fn snapshot(rt: &Runtime) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for (name, iid) in proxy_ids(rt) {
         if let Some(fe) = rt.frontends.iter().find(|f| *f.cfg.name == *name) {
             rows.push(frontend_row(rt, fe, iid));
             if fe.cfg.listen && fe.cfg.mode == crate::config::Mode::Http {
