@@ -139,6 +139,11 @@ fn record(shared: &Shared, i: usize, name: &str, info: Option<PgInfo>, error: Op
     if changed {
         tracing::info!(target: "pglb::healthd", node = name, lag_seconds = lag.map(|p| p.lag_seconds), lag_bytes = lag.map(|p| p.lag_bytes),
             streaming = lag.map(|p| p.streaming), error = after.error.as_deref(), "{}", after.describe());
+        let others = shared.other_primaries(i);
+        if role(&after) == Some(true) && !others.is_empty() {
+            tracing::warn!(target: "pglb::healthd", node = name, also_primary = others.join(","),
+                "split brain: {name} and {} report being primary; /primary answers 503 on each until only one does", others.join(", "));
+        }
     } else {
         tracing::debug!(target: "pglb::healthd", node = name, lag_seconds = lag.map(|p| p.lag_seconds), lag_bytes = lag.map(|p| p.lag_bytes), "{}", after.describe());
     }

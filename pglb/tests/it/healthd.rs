@@ -23,7 +23,9 @@ async fn stock_haproxy_with_healthd_marks_a_lagging_replica_down() {
         args.push("--listen".into());
         args.push(format!("{}=127.0.0.1:{port}", node.name));
     }
-    let _healthd = KillOnDrop(std::process::Command::new(pglb_bin()).args(&args).stderr(std::process::Stdio::null()).spawn().unwrap());
+    let log_dir = tempfile::tempdir().unwrap();
+    let log = log_dir.path().join("healthd.log");
+    let _healthd = KillOnDrop(std::process::Command::new(pglb_bin()).args(&args).stderr(std::fs::File::create(&log).unwrap()).spawn().unwrap());
     let (p_primary, p_r1, p_r2) = (ports[0], ports[1], ports[2]);
     for port in [p_primary, p_r1, p_r2] {
         poll("healthd has checked every node", Duration::from_secs(10), || async {
@@ -93,5 +95,7 @@ async fn stock_haproxy_with_healthd_marks_a_lagging_replica_down() {
         assert!(body.contains("split brain") && !body.contains("OK"), "{code} {body}");
         assert_eq!(try_http_get(port, "/", None).await.map(|r| r.0), Some(503), "Patroni's / is /primary");
     }
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(logged.contains("split brain: replica2 and primary report being primary"), "{logged}");
     lab.down().await.unwrap();
 }
