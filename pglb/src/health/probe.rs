@@ -50,7 +50,7 @@ pub async fn run(spec: &CheckSpec, target: Target) -> CheckResult {
     CheckResult { ok, status, desc, duration: started.elapsed() }
 }
 
-pub(super) type Outcome = (bool, &'static str, String);
+pub(crate) type Outcome = (bool, &'static str, String);
 
 async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, Outcome> {
     match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
@@ -163,7 +163,7 @@ async fn tcp_check(rules: &[TcpCheckRule], target: Target) -> Outcome {
 /// HAProxy's `option pgsql-check user NAME`: send a StartupMessage; any
 /// authentication request ('R') means the server accepts connections;
 /// an ErrorResponse ('E') is DOWN with the server's own message.
-pub(super) async fn pgsql(check: &PgsqlCheck, target: Target) -> Outcome {
+pub(crate) async fn pgsql(check: &PgsqlCheck, target: Target) -> Outcome {
     let mut s = match connect(target.addr, target.connect_timeout).await {
         Ok(s) => s,
         Err(f) => return f,

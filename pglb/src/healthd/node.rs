@@ -91,25 +91,62 @@ pub async fn poll(shared: Arc<Shared>, i: usize, name: String, mut config: tokio
     if config.get_application_name().is_none() {
         config.application_name("pglb-healthd");
     }
+    let limit = interval.max(Duration::from_secs(1));
     let mut client: Option<tokio_postgres::Client> = None;
     loop {
-        if client.as_ref().is_none_or(|c| c.is_closed()) {
+        let fresh = client.as_ref().is_none_or(|c| c.is_closed());
+        if fresh {
             client = connect(&config).await.map_err(|e| record(&shared, i, &name, None, Some(e))).ok();
         }
         if let Some(c) = &client {
-            match tokio::time::timeout(interval.max(Duration::from_secs(1)), sql::read_info(c)).await {
-                Ok(Ok(info)) => record(&shared, i, &name, Some(info), None),
-                Ok(Err(e)) => {
+            // Beside the query on the kept session, a start-up exchange on a
+            // new connection: a frozen postmaster (or one out of processes)
+            // takes no new client although the kept session still answers.
+            let (answer, accepts) = tokio::join!(tokio::time::timeout(limit, sql::read_info(c)), async {
+                if fresh { Ok(()) } else { accepts_new_clients(&config, limit).await }
+            });
+            match (answer, accepts) {
+                (Ok(Ok(info)), Ok(())) => record(&shared, i, &name, Some(info), None),
+                (Ok(Ok(_)), Err(why)) => record(&shared, i, &name, None, Some(format!("new connections fail: {why}"))),
+                (Ok(Err(e)), _) => {
                     record(&shared, i, &name, None, Some(sql::login_error(&e)));
                     client = None;
                 }
-                Err(_) => {
+                (Err(_), _) => {
                     record(&shared, i, &name, None, Some("timeout".into()));
                     client = None;
                 }
             }
         }
+        // Unless the DSN says `sslmode=disable`, every poll logs in afresh
+        // (which proves new clients are taken) instead of the start-up check:
+        // that is plaintext, which a `hostssl`-only server would refuse, and log.
+        if config.get_ssl_mode() != tokio_postgres::config::SslMode::Disable {
+            client = None;
+        }
         tokio::time::sleep(interval).await;
+    }
+}
+
+/// HAProxy's start-up check against the DSN's first TCP host: start-up
+/// packet, authentication request, EOF (PostgreSQL logs nothing).
+async fn accepts_new_clients(config: &tokio_postgres::Config, limit: Duration) -> Result<(), String> {
+    use tokio_postgres::config::Host;
+    let Some(Host::Tcp(host)) = config.get_hosts().first() else { return Ok(()) };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let addr = match tokio::net::lookup_host((host.as_str(), port)).await.map(|mut a| a.next()) {
+        Ok(Some(a)) => a,
+        _ => return Err(format!("{host} does not resolve")),
+    };
+    let check = crate::config::PgsqlCheck {
+        user: config.get_user().unwrap_or("postgres").to_string(),
+        database: config.get_dbname().map(str::to_string),
+        ..Default::default()
+    };
+    let target = crate::health::probe::Target { addr, connect_timeout: limit, read_timeout: limit };
+    match crate::health::probe::pgsql(&check, target).await {
+        (true, ..) => Ok(()),
+        (false, _, desc) => Err(desc),
     }
 }
 

@@ -18,8 +18,11 @@ async fn stock_haproxy_with_healthd_marks_a_lagging_replica_down() {
     let ports: Vec<u16> = (0..3).map(|_| dead_port()).collect();
     let mut args = vec!["healthd".to_string(), "--interval".into(), "200ms".into()];
     for (node, port) in lab.nodes().iter().zip(&ports) {
+        // replica1 with sslmode=disable: a kept session plus a start-up check
+        // per poll; the others log in at every poll.
+        let tls = if node.name == "replica1" { " sslmode=disable" } else { "" };
         args.push("--node".into());
-        args.push(format!("{}={}", node.name, lab.dsn(node, "appdb")));
+        args.push(format!("{}={}{tls}", node.name, lab.dsn(node, "appdb")));
         args.push("--listen".into());
         args.push(format!("{}=127.0.0.1:{port}", node.name));
     }
@@ -82,6 +85,18 @@ async fn stock_haproxy_with_healthd_marks_a_lagging_replica_down() {
     lab.fault("replica1", Fault::ResumeReplay).await.unwrap();
     poll("replica1 UP again", Duration::from_secs(15), || async { (haproxy_status(&socket, "replica1") == "UP").then_some(()) }).await;
     writer.abort();
+
+    // A frozen postmaster takes no new client, though healthd's kept
+    // session on replica1 still answers: /replica must say so.
+    lab.fault("replica1", Fault::Freeze).await.unwrap();
+    let (_, body) = poll("frozen replica1 refused", Duration::from_secs(10), || async {
+        try_http_get(p_r1, "/replica", None).await.filter(|(code, _)| *code == 503)
+    })
+    .await;
+    assert!(body.contains("new connections fail"), "{body}");
+    lab.fault("replica1", Fault::Thaw).await.unwrap();
+    poll("thawed replica1 OK", Duration::from_secs(10), || async { try_http_get(p_r1, "/replica", None).await.filter(|(code, _)| *code == 200) })
+        .await;
 
     // Split brain: replica2 promoted while the primary runs. Neither is the
     // primary for healthd, so HAProxy would send writes to neither.
