@@ -50,7 +50,7 @@ pub async fn run(spec: &CheckSpec, target: Target) -> CheckResult {
     CheckResult { ok, status, desc, duration: started.elapsed() }
 }
 
-pub(crate) type Outcome = (bool, &'static str, String);
+type Outcome = (bool, &'static str, String);
 
 async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, Outcome> {
     match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
@@ -163,7 +163,7 @@ async fn tcp_check(rules: &[TcpCheckRule], target: Target) -> Outcome {
 /// HAProxy's `option pgsql-check user NAME`: send a StartupMessage; any
 /// authentication request ('R') means the server accepts connections;
 /// an ErrorResponse ('E') is DOWN with the server's own message.
-pub(crate) async fn pgsql(check: &PgsqlCheck, target: Target) -> Outcome {
+async fn pgsql(check: &PgsqlCheck, target: Target) -> Outcome {
     let mut s = match connect(target.addr, target.connect_timeout).await {
         Ok(s) => s,
         Err(f) => return f,
@@ -208,6 +208,17 @@ pub(crate) async fn pgsql(check: &PgsqlCheck, target: Target) -> Outcome {
     };
     close(s).await;
     outcome
+}
+
+/// The start-up check on a new connection, for callers that keep a session
+/// open (the SQL-level check, healthd): a frozen postmaster, or one out of
+/// processes, takes no new client although old sessions still answer.
+/// On failure, the check's status (L4CON, L7TOUT...) and reason.
+pub(crate) async fn takes_new_clients(check: &PgsqlCheck, addr: SocketAddr, limit: Duration) -> Result<(), (&'static str, String)> {
+    match pgsql(check, Target { addr, connect_timeout: limit, read_timeout: limit }).await {
+        (true, ..) => Ok(()),
+        (false, status, desc) => Err((status, desc)),
+    }
 }
 
 /// True when `b` holds a complete message of type `ty` at a message boundary.

@@ -143,14 +143,11 @@ impl SqlProbe {
         // which a `hostssl`-only server would refuse, and log.
         let tls = self.check.sslmode.is_some_and(|m| m != SslMode::Disable);
         let stale = tls || self.client.as_ref().is_none_or(|(c, since, at)| c.is_closed() || since.elapsed() >= FRESH_LOGIN_EVERY || *at != addr);
-        let fresh = if stale {
+        if stale {
             self.client = None;
             let fresh = tokio::time::timeout(timeout, self.login(addr, timeout)).await.map_err(|_| SqlError::Timeout)??;
             self.client = Some((fresh, Instant::now(), addr));
-            true
-        } else {
-            false
-        };
+        }
         let (client, ..) = self.client.as_ref().expect("just set");
         let query = async {
             match tokio::time::timeout(timeout, read_info(client)).await {
@@ -159,15 +156,12 @@ impl SqlProbe {
                 Ok(Ok(info)) => Ok(info),
             }
         };
+        // A fresh login has just proved it.
         let accepts = async {
-            if fresh {
+            if stale {
                 return Ok(());
             }
-            let target = super::probe::Target { addr, connect_timeout: timeout, read_timeout: timeout };
-            match super::probe::pgsql(&self.check, target).await {
-                (true, ..) => Ok(()),
-                (false, status, desc) => Err(SqlError::NewConnection { status, desc }),
-            }
+            super::probe::takes_new_clients(&self.check, addr, timeout).await.map_err(|(status, desc)| SqlError::NewConnection { status, desc })
         };
         let (info, accepts) = tokio::join!(query, accepts);
         if info.is_err() {

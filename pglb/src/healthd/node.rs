@@ -143,11 +143,7 @@ async fn accepts_new_clients(config: &tokio_postgres::Config, limit: Duration) -
         database: config.get_dbname().map(str::to_string),
         ..Default::default()
     };
-    let target = crate::health::probe::Target { addr, connect_timeout: limit, read_timeout: limit };
-    match crate::health::probe::pgsql(&check, target).await {
-        (true, ..) => Ok(()),
-        (false, _, desc) => Err(desc),
-    }
+    crate::health::probe::takes_new_clients(&check, addr, limit).await.map_err(|(_, desc)| desc)
 }
 
 async fn connect(config: &tokio_postgres::Config) -> Result<tokio_postgres::Client, String> {
