@@ -33,6 +33,8 @@ const HELP: &str = "The following commands are valid at this level:
   set server <bk>/<srv> weight <w>[%]     : change a server's weight (admin)
   set weight <bk>/<srv> <w>[%]            : change a server's weight (admin)
   shutdown sessions server <bk>/<srv>     : close every session on a server (admin)
+  pause backend <bk>                      : new clients of a backend wait; open sessions go on (admin)
+  resume backend <bk>                     : release the clients a paused backend holds (admin)
   disable health <bk>/<srv>               : stop health checks on a server (admin)
   enable health <bk>/<srv>                : resume health checks on a server (admin)
   reload                                  : re-read the configuration file; the running one stays if it is invalid (admin)
@@ -130,6 +132,16 @@ pub fn execute(rt: &Runtime, level: Level, line: &str) -> Outcome {
             tracing::warn!(target: "pglb::admin", backend = %be.cfg.name, server = %s.cfg.name, "runtime API: sessions shut down");
             String::new()
         }),
+        ["pause", "backend", name] | ["resume", "backend", name] => {
+            let pause = words[0] == "pause";
+            let Some(be) = rt.backend(name) else { return text("No such backend.\n") };
+            if be.set_paused(pause) {
+                let held = crate::state::counters::Counters::get(&be.counters.queue_cur);
+                tracing::warn!(target: "pglb::admin", backend = %be.cfg.name, paused = pause, held,
+                    "runtime API: backend {} {}", be.cfg.name, if pause { "paused: new clients wait" } else { "resumed" });
+            }
+            text("")
+        }
         ["disable", "health", target] | ["enable", "health", target] => {
             let enable = words[0] == "enable";
             with_server(rt, target, |be, s| {
@@ -147,7 +159,7 @@ pub fn execute(rt: &Runtime, level: Level, line: &str) -> Outcome {
 }
 
 fn is_change(verb: &str, words: &[&str]) -> bool {
-    matches!(verb, "disable" | "enable" | "shutdown") || (verb == "set" && matches!(words.get(1), Some(&"server" | &"weight")))
+    matches!(verb, "disable" | "enable" | "shutdown" | "pause" | "resume") || (verb == "set" && matches!(words.get(1), Some(&"server" | &"weight")))
 }
 
 fn with_server(rt: &Runtime, target: &str, f: impl FnOnce(&BackendState, &ServerState) -> String) -> Outcome {

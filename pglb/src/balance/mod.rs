@@ -23,12 +23,15 @@ pub struct Usable {
 }
 
 impl Usable {
-    pub fn build(servers: &[Arc<ServerState>], allbackups: bool) -> Usable {
-        let active: Vec<usize> = servers.iter().filter(|s| !s.cfg.backup && s.usable()).map(|s| s.index).collect();
+    /// The usable servers among those `allowed` (the routing rules of the
+    /// backend, e.g. only the server that proves to be primary).
+    pub fn build(servers: &[Arc<ServerState>], allbackups: bool, allowed: impl Fn(&ServerState) -> bool) -> Usable {
+        let usable = |s: &&Arc<ServerState>| s.usable() && allowed(s);
+        let active: Vec<usize> = servers.iter().filter(|s| !s.cfg.backup).filter(usable).map(|s| s.index).collect();
         let (chosen, backup) = if !active.is_empty() {
             (active, false)
         } else {
-            let mut b: Vec<usize> = servers.iter().filter(|s| s.cfg.backup && s.usable()).map(|s| s.index).collect();
+            let mut b: Vec<usize> = servers.iter().filter(|s| s.cfg.backup).filter(usable).map(|s| s.index).collect();
             if !allbackups {
                 b.truncate(1);
             }
@@ -159,6 +162,7 @@ mod tests {
             on_marked_up: OnMarkedUp::Nothing,
             resolvers: None,
             tcp_ut: None,
+            observe: Default::default(),
         }
     }
 

@@ -277,7 +277,7 @@ pub fn decode_hex(text: &str) -> Result<Vec<u8>, String> {
 }
 
 /// `option pgsql-check user NAME [database DB] [password-env VAR | password-file PATH]
-/// [sslmode M] [role R] [max-lag T] [max-lag-bytes S] [require-streaming]`.
+/// [sslmode M] [role R] [max-lag T] [max-lag-bytes S] [require-streaming] [strict-rise]`.
 fn parse_pgsql(ctx: &mut Ctx, line: &Line) -> Option<PgsqlCheck> {
     let n = line.number;
     let mut check = PgsqlCheck::default();
@@ -339,10 +339,11 @@ fn parse_pgsql(ctx: &mut Ctx, line: &Line) -> Option<PgsqlCheck> {
                 }
             },
             "require-streaming" => check.require_streaming = true,
+            "strict-rise" => check.strict_rise = true,
             other => {
                 ctx.error(
                     n,
-                    format!("unknown pgsql-check option '{other}' (use user, database, password-env, password-file, sslmode, role, max-lag, max-lag-bytes, require-streaming)"),
+                    format!("unknown pgsql-check option '{other}' (use user, database, password-env, password-file, sslmode, role, max-lag, max-lag-bytes, require-streaming, strict-rise)"),
                 );
                 return None;
             }

@@ -263,6 +263,10 @@ pub struct PgsqlCheck {
     pub max_lag: Option<Duration>,
     pub max_lag_bytes: Option<u64>,
     pub require_streaming: bool,
+    /// `strict-rise`: a promoted server waits for `rise` checks before it
+    /// takes writes, as in HAProxy (pglb otherwise adopts the only proven
+    /// primary of a `role primary` backend at its first check).
+    pub strict_rise: bool,
 }
 
 impl PgsqlCheck {
@@ -275,6 +279,7 @@ impl PgsqlCheck {
             || self.max_lag.is_some()
             || self.max_lag_bytes.is_some()
             || self.require_streaming
+            || self.strict_rise
     }
 }
 
@@ -344,6 +349,50 @@ pub struct Server {
     pub resolvers: Option<String>,
     /// TCP_USER_TIMEOUT on server connections (`tcp-ut`).
     pub tcp_ut: Option<Duration>,
+    /// Passive health (`observe`, `error-limit`, `on-error`): what sessions
+    /// see of the server between checks.
+    pub observe: Observe,
+}
+
+/// HAProxy's `observe layer4` with `error-limit` and `on-error`: failed
+/// connects (and, in pglb, startup refusals) count between checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Observe {
+    /// `observe layer4`; off by default except in `role` backends.
+    pub layer4: bool,
+    /// Consecutive errors that trigger `action` (`error-limit`, 10; 1 in `role` backends).
+    pub error_limit: u32,
+    pub action: OnError,
+}
+
+impl Default for Observe {
+    fn default() -> Self {
+        Observe { layer4: false, error_limit: 10, action: OnError::FailCheck }
+    }
+}
+
+/// `on-error`: what reaching `error-limit` does. Every action also brings
+/// the server's next check forward to `fastinter`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnError {
+    FastInter,
+    /// One simulated failed check (HAProxy's default).
+    FailCheck,
+    /// Leaves the server one failed check away from DOWN.
+    SuddenDeath,
+    /// DOWN at once.
+    MarkDown,
+}
+
+impl OnError {
+    pub fn name(self) -> &'static str {
+        match self {
+            OnError::FastInter => "fastinter",
+            OnError::FailCheck => "fail-check",
+            OnError::SuddenDeath => "sudden-death",
+            OnError::MarkDown => "mark-down",
+        }
+    }
 }
 
 impl Server {

@@ -609,13 +609,14 @@ impl ProxyDraft {
         if kind.has_backend() && mode == Mode::Tcp {
             self.check.warn_unused(ctx);
             let check = self.check.finish(ctx, name, line);
+            let role_check = matches!(&check, CheckSpec::Pgsql(p) if matches!(p.role, Some(RoleRequirement::Primary | RoleRequirement::Replica)));
             let servers = self
                 .servers
                 .iter()
                 .filter_map(|(sname, sline, address, opts)| {
                     let mut merged = self.default_server.clone();
                     merged.merge(opts);
-                    merged.build(ctx, sname, *sline, address)
+                    merged.build(ctx, sname, *sline, address, role_check)
                 })
                 .collect::<Vec<_>>();
             if kind == SectionKind::Backend && servers.is_empty() && self.servers.is_empty() {

@@ -3,7 +3,7 @@
 use super::addr;
 use super::keywords::{self, SERVER_NO_EFFECT, SERVER_REJECTED};
 use super::lexer::Line;
-use super::model::{OnMarkedDown, OnMarkedUp, Server};
+use super::model::{Observe, OnError, OnMarkedDown, OnMarkedUp, Server};
 use super::parse::Ctx;
 use super::units::{parse_time, parse_timeout};
 use std::time::Duration;
@@ -29,6 +29,9 @@ pub(super) struct ServerOpts {
     on_marked_up: Option<OnMarkedUp>,
     resolvers: Option<String>,
     tcp_ut: Option<Duration>,
+    observe: Option<bool>,
+    error_limit: Option<u32>,
+    on_error: Option<OnError>,
 }
 
 macro_rules! merge_fields {
@@ -58,7 +61,10 @@ impl ServerOpts {
             on_marked_down,
             on_marked_up,
             resolvers,
-            tcp_ut
+            tcp_ut,
+            observe,
+            error_limit,
+            on_error
         );
     }
 
@@ -156,6 +162,30 @@ impl ServerOpts {
                     Some(other) => ctx.error(n, format!("on-marked-up '{other}' is unknown: pglb supports shutdown-backup-sessions")),
                     None => {}
                 },
+                "observe" => match need(ctx, "none or layer4") {
+                    Some("layer4") => o.observe = Some(true),
+                    Some("none") => o.observe = Some(false),
+                    Some("layer7") => ctx.error(n, "observe layer7 judges HTTP responses: pglb proxies PostgreSQL over TCP, use observe layer4"),
+                    Some(other) => ctx.error(n, format!("observe '{other}' is unknown: use layer4 or none")),
+                    None => {}
+                },
+                "error-limit" => {
+                    if let Some(v) = need(ctx, "a count such as 10") {
+                        match ctx.number::<u32>(n, opt, v) {
+                            Some(0) => ctx.error(n, "'error-limit 0' is not allowed: the count must be at least 1"),
+                            Some(c) => o.error_limit = Some(c),
+                            None => {}
+                        }
+                    }
+                }
+                "on-error" => {
+                    if let Some(a) = need(ctx, "fastinter, fail-check, sudden-death or mark-down") {
+                        match [OnError::FastInter, OnError::FailCheck, OnError::SuddenDeath, OnError::MarkDown].into_iter().find(|x| x.name() == a) {
+                            Some(action) => o.on_error = Some(action),
+                            None => ctx.error(n, format!("on-error '{a}' is unknown: use fastinter, fail-check, sudden-death or mark-down")),
+                        }
+                    }
+                }
                 "init-addr" => {
                     if let Some(v) = need(ctx, "methods such as last,libc,none") {
                         for method in v.split(',') {
@@ -204,8 +234,11 @@ impl ServerOpts {
         o
     }
 
-    /// Builds the server, filling in HAProxy's defaults.
-    pub fn build(&self, ctx: &mut Ctx, name: &str, line: usize, address: &str) -> Option<Server> {
+    /// Builds the server, filling in HAProxy's defaults. In a backend whose
+    /// check knows roles (`role_check`), passive health is on unless
+    /// written otherwise: `observe layer4 error-limit 1 on-error mark-down`,
+    /// so one refused connect or startup takes the server out at once.
+    pub fn build(&self, ctx: &mut Ctx, name: &str, line: usize, address: &str, role_check: bool) -> Option<Server> {
         let (host, port) = match addr::split_host_port(address) {
             Ok(hp) => hp,
             Err(e) => {
@@ -240,6 +273,20 @@ impl ServerOpts {
             on_marked_up: self.on_marked_up.unwrap_or_default(),
             resolvers: self.resolvers.clone(),
             tcp_ut: self.tcp_ut,
+            observe: if role_check {
+                Observe {
+                    layer4: self.observe.unwrap_or(true),
+                    error_limit: self.error_limit.unwrap_or(1),
+                    action: self.on_error.unwrap_or(OnError::MarkDown),
+                }
+            } else {
+                let d = Observe::default();
+                Observe {
+                    layer4: self.observe.unwrap_or(d.layer4),
+                    error_limit: self.error_limit.unwrap_or(d.error_limit),
+                    action: self.on_error.unwrap_or(d.action),
+                }
+            },
         })
     }
 }

@@ -90,6 +90,23 @@ impl Fsm {
         was_up.then_some(Transition::Down)
     }
 
+    /// HAProxy's `on-error sudden-death`: an UP server is left where one
+    /// more failure marks it DOWN; the failure that follows is recorded by
+    /// the caller (it is part of the action).
+    pub fn sudden_death(&mut self) {
+        if self.health > self.rise {
+            self.health = self.rise + 1;
+        }
+    }
+
+    /// UP at once, whatever `rise` says: the only server that proves to be
+    /// primary in a backend that has none.
+    pub fn force_up(&mut self) -> Option<Transition> {
+        let was_up = self.is_up();
+        self.health = self.top();
+        (!was_up).then_some(Transition::Up)
+    }
+
     /// The delay before the next check: `downinter` while DOWN, `fastinter`
     /// while a change is in progress, `inter` when stable.
     pub fn interval(&self, inter: Duration, fastinter: Duration, downinter: Duration) -> Duration {
@@ -167,6 +184,27 @@ mod tests {
         assert_eq!(f.record(false), None);
         assert_eq!(f.record(true), None);
         assert_eq!(f.record(true), Some(Transition::Up));
+    }
+
+    #[test]
+    fn sudden_death_leaves_one_failure_to_down() {
+        let mut f = Fsm::new(2, 5);
+        f.record(true);
+        f.sudden_death();
+        assert_eq!(f.record(false), None, "one simulated failure keeps it UP");
+        assert_eq!(f.record(false), Some(Transition::Down), "the next failure marks it DOWN");
+        let mut rising = Fsm::new_down(3, 3);
+        rising.record(true);
+        rising.sudden_death();
+        assert_eq!(rising.health(), 1, "a server below rise is not lifted");
+    }
+
+    #[test]
+    fn force_up_skips_rise() {
+        let mut f = Fsm::new_down(5, 3);
+        assert_eq!(f.force_up(), Some(Transition::Up));
+        assert_eq!(f.health(), 7);
+        assert_eq!(f.force_up(), None);
     }
 
     #[test]

@@ -7,11 +7,12 @@ pub mod probe;
 mod resolve;
 pub mod sql;
 
-use crate::config::{CheckSpec, OnMarkedDown, OnMarkedUp};
+use crate::config::{CheckSpec, OnError, OnMarkedDown, OnMarkedUp};
 use crate::state::{Admin, BackendState, CheckInfo, Health, Runtime, ServerState};
 use fsm::{Fsm, Transition};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 
 /// Starts the check and resolver tasks; they end at hard stop.
@@ -42,6 +43,11 @@ pub fn start(rt: &Arc<Runtime>, tasks: &TaskTracker) {
     }
 }
 
+/// While clients wait for a usable server in a backend, its servers are
+/// checked at least this often (and at `fastinter` when that is shorter):
+/// the check that finds the new primary releases them.
+pub const HELD_CHECK_INTERVAL: Duration = Duration::from_millis(500);
+
 async fn check_loop(be: &BackendState, srv: &ServerState) {
     let cfg = &srv.cfg;
     let checked_before = !srv.check.lock().unwrap_or_else(|e| e.into_inner()).status.is_empty();
@@ -59,15 +65,60 @@ async fn check_loop(be: &BackendState, srv: &ServerState) {
     };
     // Spread the first checks over one interval so servers are not all
     // checked at the same instant.
-    let first = cfg.inter.mul_f64(fastrand::f64());
-    tokio::time::sleep(first).await;
+    let mut next = Instant::now() + cfg.inter.mul_f64(fastrand::f64());
     loop {
-        srv.check_health.store(fsm.health(), std::sync::atomic::Ordering::Relaxed);
-        if srv.admin() != Admin::Maint && srv.checks_enabled.load(std::sync::atomic::Ordering::Relaxed) {
-            run_once(be, srv, &mut fsm, sql.as_mut()).await;
+        tokio::select! {
+            biased;
+            _ = srv.woken() => {
+                if apply_passive(be, srv, &mut fsm) {
+                    // HAProxy: every on-error action brings the next check
+                    // forward to fastinter.
+                    next = next.min(Instant::now() + cfg.fastinter);
+                }
+                if srv.take_check_request() {
+                    next = Instant::now();
+                }
+            }
+            _ = tokio::time::sleep_until(next) => {
+                srv.take_check_request();
+                if srv.admin() != Admin::Maint && srv.checks_enabled.load(std::sync::atomic::Ordering::Relaxed) {
+                    run_once(be, srv, &mut fsm, sql.as_mut()).await;
+                }
+                srv.check_health.store(fsm.health(), std::sync::atomic::Ordering::Relaxed);
+                next = Instant::now() + interval(be, srv, &fsm);
+            }
         }
-        tokio::time::sleep(fsm.interval(cfg.inter, cfg.fastinter, cfg.downinter)).await;
     }
+}
+
+/// HAProxy's interval for the state, shortened while clients are held.
+fn interval(be: &BackendState, srv: &ServerState, fsm: &Fsm) -> Duration {
+    let cfg = &srv.cfg;
+    let normal = fsm.interval(cfg.inter, cfg.fastinter, cfg.downinter);
+    if be.holding.load(std::sync::atomic::Ordering::Relaxed) > 0 { normal.min(cfg.fastinter).min(HELD_CHECK_INTERVAL) } else { normal }
+}
+
+/// Applies `on-error` once sessions saw `error-limit` consecutive errors;
+/// returns whether it did. The check status becomes HAProxy's `HANA`
+/// ("Health analyze").
+fn apply_passive(be: &BackendState, srv: &ServerState, fsm: &mut Fsm) -> bool {
+    let Some((n, why)) = srv.take_passive() else { return false };
+    let desc = format!("Health analyze: Detected {n} consecutive errors, last one was: {why}");
+    match srv.cfg.observe.action {
+        OnError::FastInter => {
+            tracing::info!(target: "pglb::health", backend = %be.cfg.name, server = %srv.cfg.name, reason = %desc, "Server {}/{}: {desc}; checking at fastinter", be.cfg.name, srv.cfg.name);
+        }
+        OnError::FailCheck => record(be, srv, fsm, Verdict::Failed, "HANA", desc, Duration::ZERO),
+        OnError::SuddenDeath => {
+            fsm.sudden_death();
+            record(be, srv, fsm, Verdict::Failed, "HANA", desc, Duration::ZERO);
+        }
+        OnError::MarkDown => record(be, srv, fsm, Verdict::Down, "HANA", desc, Duration::ZERO),
+    }
+    if srv.clear_passive_down() {
+        be.republish();
+    }
+    true
 }
 
 async fn run_once(be: &BackendState, srv: &ServerState, fsm: &mut Fsm, sql: Option<&mut sql::SqlProbe>) {
@@ -99,9 +150,11 @@ async fn run_once(be: &BackendState, srv: &ServerState, fsm: &mut Fsm, sql: Opti
         let answer = probe.probe(target.addr, target.read_timeout.max(target.connect_timeout)).await;
         let duration = started.elapsed();
         let mut definitive = false;
+        let mut primary = None;
         let (ok, status, desc) = match answer {
             Ok(mut info) => {
                 definitive = sql::wrong_role(check, &info);
+                primary = Some(info.primary);
                 if !info.primary
                     && let Some(primary_lsn) = primary_lsn(be, srv)
                 {
@@ -114,9 +167,6 @@ async fn run_once(be: &BackendState, srv: &ServerState, fsm: &mut Fsm, sql: Opti
                 }
             }
             Err(e) => {
-                // The last known role stays while the server is still UP (and
-                // routable): a primary whose check times out must keep
-                // counting as a claimant for split-brain protection.
                 let status = match e {
                     sql::SqlError::Timeout => "L7TOUT",
                     sql::SqlError::Connect(_) => "L4CON",
@@ -126,16 +176,28 @@ async fn run_once(be: &BackendState, srv: &ServerState, fsm: &mut Fsm, sql: Opti
                 (false, status, e.to_string())
             }
         };
-        let was_primary_claim = srv.pg.lock().unwrap_or_else(|e| e.into_inner()).is_some_and(|p| p.primary);
+        // What the server is now, as this check saw it: a failed check
+        // leaves no claim to be primary behind (a stopped primary's last
+        // answer must not make a promoted replica look like a split brain).
+        srv.note_role(if ok { primary } else { None }, started);
         // A primary that came back as a replica (or the reverse) must not get
-        // `fall - 1` more checks' worth of sessions: DOWN at once.
-        let verdict = if definitive { Verdict::WrongRole } else { Verdict::from(ok) };
+        // `fall - 1` more checks' worth of sessions: DOWN at once. The only
+        // server that proves primary in a backend without one is adopted at
+        // once (unless `strict-rise`): nothing else can take the writes.
+        let verdict = if definitive {
+            Verdict::Down
+        } else if ok && primary == Some(true) && be.requires_primary() && !check.strict_rise && !fsm.is_up() && sole_claimant(be, srv) {
+            Verdict::Adopt
+        } else {
+            Verdict::from(ok)
+        };
         record(be, srv, fsm, verdict, status, desc, duration);
         if srv.health() == Health::Down && !ok {
             *srv.pg.lock().unwrap_or_else(|e| e.into_inner()) = None;
         }
-        if be.requires_primary() && (was_primary_claim || be.split_brain.load(std::sync::atomic::Ordering::Relaxed)) {
-            // A second primary must be noticed at once, not at the next transition.
+        if be.requires_primary() {
+            // Claims decide routing: a second primary must be noticed at
+            // once, not at the next transition.
             be.republish();
         }
         return;
@@ -174,14 +236,22 @@ fn primary_lsn(be: &BackendState, except: &ServerState) -> Option<u64> {
         .max()
 }
 
+/// No other server of the backend (out of maintenance) claims to be primary.
+fn sole_claimant(be: &BackendState, srv: &ServerState) -> bool {
+    !be.servers.iter().any(|s| s.index != srv.index && s.admin() != Admin::Maint && s.claim().is_some())
+}
+
 /// What one check concluded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
     Passed,
     Failed,
-    /// The server answered with a role the backend must not route to:
-    /// DOWN without waiting for `fall` failures.
-    WrongRole,
+    /// DOWN without waiting for `fall` failures: the server answered with a
+    /// role the backend must not route to, or `on-error mark-down`.
+    Down,
+    /// Passed, and UP without waiting for `rise`: the only server that
+    /// proves to be primary in a `role primary` backend that has none.
+    Adopt,
 }
 
 impl From<bool> for Verdict {
@@ -192,7 +262,15 @@ impl From<bool> for Verdict {
 
 /// Applies one result: state machine, check info, transition side effects.
 pub fn record(be: &BackendState, srv: &ServerState, fsm: &mut Fsm, verdict: Verdict, status: &str, desc: String, duration: Duration) {
-    let ok = verdict == Verdict::Passed;
+    let desc = if verdict == Verdict::Adopt && !fsm.is_up() {
+        format!(
+            "{desc}; the only primary of the backend, taken without waiting for rise {} (option pgsql-check ... strict-rise to wait)",
+            srv.cfg.rise
+        )
+    } else {
+        desc
+    };
+    let ok = matches!(verdict, Verdict::Passed | Verdict::Adopt);
     if !ok && is_local_resource_error(&desc) {
         // pglb itself is out of file descriptors: that says nothing about
         // the server, whose state stays as it was (HAProxy's SOCKERR).
@@ -209,10 +287,16 @@ pub fn record(be: &BackendState, srv: &ServerState, fsm: &mut Fsm, verdict: Verd
         *info = CheckInfo { status: status.to_string(), desc: desc.clone(), duration_ms: duration.as_millis() as u64 };
         changed
     };
-    if !ok {
+    if ok {
+        srv.passive_ok();
+    } else {
         crate::state::counters::Counters::add(&srv.counters.check_failures, 1);
     }
-    let transition = if verdict == Verdict::WrongRole { fsm.fail_now() } else { fsm.record(ok) };
+    let transition = match verdict {
+        Verdict::Down => fsm.fail_now(),
+        Verdict::Adopt => fsm.force_up(),
+        _ => fsm.record(ok),
+    };
     srv.check_health.store(fsm.health(), std::sync::atomic::Ordering::Relaxed);
     if transition.is_none() && changed_info && be.cfg.log_health_checks {
         tracing::info!(target: "pglb::health", backend = %be.cfg.name, server = %srv.cfg.name, check_status = status, check_desc = %desc,

@@ -46,6 +46,20 @@ pub fn fatal(code: &str, message: &str, detail: Option<&str>, hint: Option<&str>
     msg
 }
 
+/// The SQLSTATE ('C') and message ('M') of an ErrorResponse body (after
+/// the type byte and length); empty strings for missing fields.
+pub fn error_fields(body: &[u8]) -> (String, String) {
+    let (mut code, mut message) = (String::new(), String::new());
+    for field in body.split(|b| *b == 0) {
+        match field.split_first() {
+            Some((b'C', v)) => code = String::from_utf8_lossy(v).into_owned(),
+            Some((b'M', v)) => message = String::from_utf8_lossy(v).into_owned(),
+            _ => {}
+        }
+    }
+    (code, message)
+}
+
 /// Builds a StartupMessage (protocol 3.0) with the given parameters.
 pub fn startup_message(params: &[(&str, &str)]) -> Vec<u8> {
     let mut body = Vec::new();
@@ -77,6 +91,12 @@ mod tests {
         assert_eq!(len + 1, m.len());
         assert!(m.windows(6).any(|w| w == b"C08006"));
         assert_eq!(*m.last().unwrap(), 0);
+    }
+
+    #[test]
+    fn error_fields_are_read_back() {
+        let m = fatal("57P03", "the database system is shutting down", Some("d"), None);
+        assert_eq!(error_fields(&m[5..]), ("57P03".to_string(), "the database system is shutting down".to_string()));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 pub mod cancel;
 pub mod connect;
+mod handshake;
 pub mod listener;
 pub mod log;
 mod reject;

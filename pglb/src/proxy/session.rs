@@ -8,6 +8,7 @@
 
 use super::cancel::Delivery;
 use super::connect::{self, Attempts, Connected};
+use super::handshake::{self, Exchange};
 use super::log::{ConnLog, ms, ms32};
 use super::relay::{self, End, Relay};
 use super::sniff::Event;
@@ -28,7 +29,7 @@ use tokio::time::Instant;
 const DEFAULT_STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Why the first packet could not be read.
-enum ReadError {
+pub(super) enum ReadError {
     /// Closed before sending anything.
     Empty,
     Timeout,
@@ -47,18 +48,18 @@ const FIRST_READ: usize = 1024;
 /// A length-prefixed packet as read: `bytes[..len]` is the packet; any
 /// bytes after it were sent by the client without waiting for an answer
 /// and are forwarded with it.
-struct Packet {
-    bytes: Vec<u8>,
+pub(super) struct Packet {
+    pub(super) bytes: Vec<u8>,
     len: usize,
 }
 
 impl Packet {
-    fn packet(&self) -> &[u8] {
+    pub(super) fn packet(&self) -> &[u8] {
         &self.bytes[..self.len]
     }
 
     /// Whether the client sent more than this packet.
-    fn pipelined(&self) -> bool {
+    pub(super) fn pipelined(&self) -> bool {
         self.bytes.len() > self.len
     }
 
@@ -70,7 +71,7 @@ impl Packet {
 
 /// Reads one length-prefixed first packet, starting with `carry` (bytes
 /// already read after the previous packet).
-async fn read_packet(client: &mut TcpStream, limit: Duration, carry: &[u8]) -> Result<Packet, ReadError> {
+pub(super) async fn read_packet(client: &mut TcpStream, limit: Duration, carry: &[u8]) -> Result<Packet, ReadError> {
     let read = async {
         let mut bytes = carry.to_vec();
         while bytes.len() < 4 {
@@ -91,7 +92,18 @@ async fn read_packet(client: &mut TcpStream, limit: Duration, carry: &[u8]) -> R
     tokio::time::timeout(limit, read).await.unwrap_or(Err(ReadError::Timeout))
 }
 
-/// The first packet, cancel requests, refusals and the server connection.
+/// A session past its startup exchange: the server took it.
+struct Opened {
+    be: Arc<BackendState>,
+    conn: Connected,
+    /// Watches the rest of an unencrypted startup answer for BackendKeyData.
+    sniffer: Option<Box<super::sniff::Sniffer>>,
+    /// The session's BackendKeyData, once seen (unregistered at the end).
+    key: Option<CancelKey>,
+}
+
+/// The first packet, cancel requests, refusals, the server connection and
+/// the startup exchange (replayed on another server when one refuses).
 /// `None` when the session ends here (already logged).
 async fn open(
     rt: &Arc<Runtime>,
@@ -100,7 +112,7 @@ async fn open(
     peer: SocketAddr,
     started: Instant,
     log: &mut ConnLog,
-) -> Option<(Arc<crate::state::BackendState>, Connected, Box<(Packet, FirstPacket)>)> {
+) -> Option<Opened> {
     let backend = fe.backend.clone();
     if let Some(be) = &backend {
         log.backend = be.cfg.name.clone();
@@ -156,54 +168,153 @@ async fn open(
     if let FirstPacket::Startup(s) = &parsed {
         note_startup(log, s);
     }
-
-    let attempt = if rt.stopping.is_cancelled() {
-        Err((sqlstate::ADMIN_SHUTDOWN, "shutting down".to_string(), "PC"))
-    } else {
-        match &backend {
-            None => Err((sqlstate::CONNECTION_FAILURE, format!("frontend \"{}\" has no backend", fe.cfg.name), "PC")),
-            Some(be) => {
-                let mut attempts = Attempts::default();
-                let r = (async {
-                    tokio::select! {
-                    r = connect::connect(be, peer.ip(), &mut attempts) => r.map_err(|e| {
-                        let termination = e.termination();
-                        let code = e.sqlstate();
-                        (code, e.to_string(), termination)
-                    }),
-                    _ = rt.stopping.cancelled() => Err((sqlstate::ADMIN_SHUTDOWN, "shutting down".to_string(), "PC")),
-                    _ = client_gone(client, first.pipelined()) => Err((sqlstate::CONNECTION_FAILURE, "client left while waiting for a server".into(), "CQ")),
+    let mut first = (first, parsed);
+    let mut counts = (first.0.bytes.len() as u64, 0u64);
+    let refusal = match &backend {
+        _ if rt.stopping.is_cancelled() => Refusal::stopping(),
+        None => Refusal {
+            code: sqlstate::CONNECTION_FAILURE,
+            message: format!("frontend \"{}\" has no backend", fe.cfg.name),
+            termination: "PC",
+            answer: Vec::new(),
+        },
+        Some(be) => {
+            let mut attempts = Attempts::default();
+            let r = start_on_a_server(rt, be, client, peer, &mut first, startup_limit, &mut counts, &mut attempts, log).await;
+            log.retries = attempts.retries;
+            log.redispatched = attempts.redispatched;
+            log.queue_ms = Some(ms32(attempts.queue_wait));
+            match r {
+                Ok((conn, plain, answer)) => {
+                    let be = be.clone();
+                    log.server = conn.slot.server.cfg.name.clone();
+                    log.connect_ms = Some(ms32(conn.connect_time));
+                    let mut opened = Opened { be, conn, sniffer: plain.then(Box::default), key: None };
+                    (log.bytes_in, log.bytes_out) = counts;
+                    if !answer.is_empty() {
+                        if client.write_all(&answer).await.is_err() {
+                            log.termination = "CD";
+                            log.total_ms = ms(started.elapsed());
+                            log.emit();
+                            return None;
+                        }
+                        log.bytes_out += answer.len() as u64;
+                        if let Some(sniffer) = opened.sniffer.as_mut() {
+                            let key = &mut opened.key;
+                            sniffer.feed(&answer, |e| {
+                                if let Event::Key(k) = e {
+                                    *key = Some(k);
+                                }
+                            });
+                        }
+                        if let Some(k) = opened.key {
+                            rt.cancel.register(k, opened.conn.addr);
+                        }
+                        if opened.sniffer.as_ref().is_some_and(|s| s.done) {
+                            opened.sniffer = None;
+                        }
                     }
-                })
-                .await;
-                log.retries = attempts.retries;
-                log.redispatched = attempts.redispatched;
-                log.queue_ms = Some(ms32(attempts.queue_wait));
-                r
+                    return Some(opened);
+                }
+                Err(r) => r,
             }
         }
     };
-    let conn = match attempt {
-        Ok(c) => c,
-        Err((code, message, termination)) => {
-            log.termination = termination;
-            log.reason = Some(message.as_str().into());
-            if let Some(be) = &backend {
-                crate::state::counters::Counters::add(&be.counters.errors_sent, 1);
-            }
-            crate::state::counters::Counters::add(&fe.counters.errors_sent, 1);
-            if termination != "CQ" {
-                super::reject::refuse(client, &parsed, first.rest(), code, &format!("pglb: {message}"), startup_limit).await;
-            }
-            log.total_ms = ms(started.elapsed());
-            log.emit();
-            return None;
+    let Refusal { code, message, termination, answer } = refusal;
+    log.termination = termination;
+    log.reason = Some(message.as_str().into());
+    if !code.is_empty() || termination == "CQ" {
+        if let Some(be) = &backend {
+            crate::state::counters::Counters::add(&be.counters.errors_sent, 1);
         }
-    };
-    let be = backend.expect("connected implies a backend");
-    log.server = conn.slot.server.cfg.name.clone();
-    log.connect_ms = Some(ms32(conn.connect_time));
-    Some((be, conn, Box::new((first, parsed))))
+        crate::state::counters::Counters::add(&fe.counters.errors_sent, 1);
+    }
+    if !answer.is_empty() {
+        let _ = tokio::time::timeout(Duration::from_secs(1), client.write_all(&answer)).await;
+    } else if !code.is_empty() {
+        super::reject::refuse(client, &first.1, first.0.rest(), code, &format!("pglb: {message}"), startup_limit).await;
+    }
+    log.total_ms = ms(started.elapsed());
+    log.emit();
+    None
+}
+
+/// Why a session could not start: the FATAL to send (no `code`: nothing
+/// to send, or the server's own `answer`) and the termination state.
+struct Refusal {
+    code: &'static str,
+    message: String,
+    termination: &'static str,
+    answer: Vec<u8>,
+}
+
+impl From<connect::ConnectError> for Refusal {
+    fn from(e: connect::ConnectError) -> Self {
+        Refusal { code: e.sqlstate(), message: e.to_string(), termination: e.termination(), answer: Vec::new() }
+    }
+}
+
+impl Refusal {
+    fn stopping() -> Refusal {
+        Refusal { code: sqlstate::ADMIN_SHUTDOWN, message: "shutting down".to_string(), termination: "PC", answer: Vec::new() }
+    }
+
+    fn quiet(termination: &'static str) -> Refusal {
+        Refusal { code: "", message: String::new(), termination, answer: Vec::new() }
+    }
+}
+
+/// Connects and runs the startup exchange until a server takes the
+/// session, replaying the client's startup on another server (or the same
+/// one, as `retries` and `option redispatch` say) when one refuses before
+/// anything reached the client. Returns the connection, whether the
+/// startup is unencrypted, and the server's first answer (to forward).
+#[allow(clippy::too_many_arguments)]
+async fn start_on_a_server(
+    rt: &Arc<Runtime>,
+    be: &Arc<BackendState>,
+    client: &mut TcpStream,
+    peer: SocketAddr,
+    first: &mut (Packet, FirstPacket),
+    startup_limit: Duration,
+    counts: &mut (u64, u64),
+    attempts: &mut Attempts,
+    log: &mut ConnLog,
+) -> Result<(Connected, bool, Vec<u8>), Refusal> {
+    let server_limit = be.cfg.timeout_server.unwrap_or(DEFAULT_STARTUP_TIMEOUT);
+    loop {
+        let pipelined = first.0.pipelined();
+        let mut conn = tokio::select! {
+            r = connect::connect(be, peer.ip(), attempts) => r?,
+            _ = rt.stopping.cancelled() => return Err(Refusal::stopping()),
+            _ = client_gone(client, pipelined) => return Err(Refusal::quiet("CQ")),
+        };
+        let srv = conn.slot.server.clone();
+        match handshake::exchange(client, &mut conn.stream, first, startup_limit, server_limit, counts, log).await {
+            Exchange::Relay { plain, answer } => {
+                srv.passive_ok();
+                return Ok((conn, plain, answer));
+            }
+            Exchange::End(termination) => {
+                log.server = srv.cfg.name.clone();
+                return Err(Refusal::quiet(termination));
+            }
+            Exchange::Replay { reason, health, answer } => {
+                let addr = conn.addr;
+                drop(conn);
+                tracing::debug!(backend = %be.cfg.name, server = %srv.cfg.name, %reason, "startup refused; replaying it");
+                crate::state::counters::Counters::add(&srv.counters.conn_errors, 1);
+                crate::state::counters::Counters::add(&be.counters.conn_errors, 1);
+                if health {
+                    srv.passive_error(be, &format!("startup refused: {reason}"));
+                }
+                if let Err(e) = attempts.failed(be, &srv, addr, format!("refused the startup: {reason}"), false, true) {
+                    log.server = srv.cfg.name.clone();
+                    return Err(Refusal { answer, ..Refusal::from(e) });
+                }
+            }
+        }
+    }
 }
 
 /// Why pglb ended a relaying session, for the log line's `reason`: which
@@ -260,11 +371,12 @@ async fn session(rt: &Arc<Runtime>, fe: &Arc<FrontendState>, client: &mut TcpStr
     // The phase before the relay is boxed: a session spends its life in the
     // relay, and an unboxed phase's state would make every idle session's
     // future as large as that phase.
-    let Some((be, mut conn, first)) = Box::pin(open(rt, fe, client, peer, started, &mut log)).await else { return };
-    let outcome = serve(rt, fe, &be, client, &mut conn, first, &mut log).await;
+    let Some(mut opened) = Box::pin(open(rt, fe, client, peer, started, &mut log)).await else { return };
+    let termination = serve(rt, fe, client, &mut opened, &mut log).await;
+    let Opened { be, conn, key, .. } = opened;
     // Aborts count on the frontend, the backend and the server, as in HAProxy.
     let srv = &conn.slot.server.counters;
-    let abrt = match outcome.termination {
+    let abrt = match termination {
         "CD" | "cD" => Some([&fe.counters.cli_abrt, &be.counters.cli_abrt, &srv.cli_abrt]),
         "SD" | "sD" => Some([&fe.counters.srv_abrt, &be.counters.srv_abrt, &srv.srv_abrt]),
         _ => None,
@@ -272,20 +384,18 @@ async fn session(rt: &Arc<Runtime>, fe: &Arc<FrontendState>, client: &mut TcpStr
     for counter in abrt.into_iter().flatten() {
         crate::state::counters::Counters::add(counter, 1);
     }
-    if let Some(reason) = end_reason(rt, fe, &be, &conn.slot.server, outcome.termination) {
+    if let Some(reason) = end_reason(rt, fe, &be, &conn.slot.server, termination) {
         log.reason = Some(reason);
     }
     // Frees the server slot (and wakes a queued session).
     drop(conn);
-    if let Some(key) = outcome.key {
+    if let Some(key) = key {
         rt.cancel.unregister(&key);
     }
-    log.termination = outcome.termination;
+    log.termination = termination;
     let total = started.elapsed().as_millis() as u64;
     crate::state::counters::Counters::add(&be.counters.session_time_ms, total);
     crate::state::counters::Counters::add(&be.counters.queue_time_ms, u64::from(log.queue_ms.unwrap_or(0)));
-    log.bytes_in = outcome.bytes_in;
-    log.bytes_out = outcome.bytes_out;
     log.total_ms = ms(started.elapsed());
     log.emit();
 }
@@ -314,7 +424,7 @@ pub async fn refuse_out_of_fds(fe: &FrontendState, mut client: TcpStream, peer: 
     log.emit();
 }
 
-fn note_startup(log: &mut ConnLog, s: &Startup) {
+pub(super) fn note_startup(log: &mut ConnLog, s: &Startup) {
     log.user = s.user.as_deref().map(Box::from);
     log.database = s.database.as_deref().or(s.user.as_deref()).map(Box::from);
     log.application_name = s.application_name.as_deref().map(Box::from);
@@ -341,70 +451,43 @@ async fn client_gone(client: &TcpStream, pipelined: bool) {
     }
 }
 
-struct Served {
-    termination: &'static str,
-    bytes_in: u64,
-    bytes_out: u64,
-    key: Option<CancelKey>,
-}
-
-/// Negotiation, then the relay. Everything large is borrowed or boxed:
-/// this future is what an idle session costs, and an async fn keeps room
-/// for its arguments for its whole life.
-async fn serve(
-    rt: &Arc<Runtime>,
-    fe: &FrontendState,
-    be: &crate::state::BackendState,
-    client: &mut TcpStream,
-    conn: &mut Connected,
-    first_packet: Box<(Packet, FirstPacket)>,
-    log: &mut ConnLog,
-) -> Served {
+/// The relay; returns the termination state. Everything large is borrowed
+/// or boxed: this future is what an idle session costs, and an async fn
+/// keeps room for its arguments for its whole life.
+async fn serve(rt: &Arc<Runtime>, fe: &FrontendState, client: &mut TcpStream, opened: &mut Opened, log: &mut ConnLog) -> &'static str {
     // Borrowed, not copied: this frame lives as long as the session.
+    let Opened { be, conn, sniffer, key } = opened;
     let (addr, server, srv) = (&conn.addr, &mut conn.stream, &conn.slot.server);
     // A kill from here on ends the session once it relays.
     let kill = srv.kill.load_full();
     let seen = kill.generation();
     let _be_open = Open::new(&be.counters);
-    let mut bytes_in = first_packet.0.bytes.len() as u64;
-    let mut bytes_out = 0u64;
-    let startup_limit = fe.cfg.timeout_client.unwrap_or(DEFAULT_STARTUP_TIMEOUT);
-
-    // Replay the negotiation: SSLRequest / GSSENCRequest answers decide
-    // whether the startup answer will be readable.
-    let negotiated =
-        Box::pin(negotiate(client, server, first_packet, startup_limit, be.cfg.timeout_server, &mut bytes_in, &mut bytes_out, log)).await;
-    match negotiated {
-        Err(termination) => Served { termination, bytes_in, bytes_out, key: None },
-        Ok(_) if rt.hard_stop.is_cancelled() => {
-            // A hard stop cancels this before it throws the kill switches:
-            // a session that noted its generation after the throw ends here.
-            crate::state::counters::Counters::add(&srv.counters.killed, 1);
-            Served { termination: End::Killed.code(), bytes_in, bytes_out, key: None }
-        }
-        Ok(plain) => {
-            let (client_idle, server_idle) = match be.cfg.timeout_tunnel {
-                Some(t) => (Some(t), Some(t)),
-                None => (fe.cfg.timeout_client, be.cfg.timeout_server),
-            };
-            let timeouts = relay::Timeouts::new(client_idle, server_idle, fe.cfg.timeout_client_fin, be.cfg.timeout_server_fin);
-            let mut relay =
-                Relay { client, server, timeouts, sniffer: plain.then(Box::default), counters: [&fe.counters, &be.counters, &srv.counters] };
-            let mut key = None;
-            let outcome = relay
-                .run(&kill, seen, &mut |e| {
-                    if let Event::Key(k) = e {
-                        rt.cancel.register(k, *addr);
-                        key = Some(k);
-                    }
-                })
-                .await;
-            if outcome.end == End::Killed {
-                crate::state::counters::Counters::add(&srv.counters.killed, 1);
-            }
-            Served { termination: outcome.end.code(), bytes_in: bytes_in + outcome.bytes_in, bytes_out: bytes_out + outcome.bytes_out, key }
-        }
+    if rt.hard_stop.is_cancelled() {
+        // A hard stop cancels this before it throws the kill switches:
+        // a session that noted its generation after the throw ends here.
+        crate::state::counters::Counters::add(&srv.counters.killed, 1);
+        return End::Killed.code();
     }
+    let (client_idle, server_idle) = match be.cfg.timeout_tunnel {
+        Some(t) => (Some(t), Some(t)),
+        None => (fe.cfg.timeout_client, be.cfg.timeout_server),
+    };
+    let timeouts = relay::Timeouts::new(client_idle, server_idle, fe.cfg.timeout_client_fin, be.cfg.timeout_server_fin);
+    let mut relay = Relay { client, server, timeouts, sniffer: sniffer.take(), counters: [&fe.counters, &be.counters, &srv.counters] };
+    let outcome = relay
+        .run(&kill, seen, &mut |e| {
+            if let Event::Key(k) = e {
+                rt.cancel.register(k, *addr);
+                *key = Some(k);
+            }
+        })
+        .await;
+    if outcome.end == End::Killed {
+        crate::state::counters::Counters::add(&srv.counters.killed, 1);
+    }
+    log.bytes_in += outcome.bytes_in;
+    log.bytes_out += outcome.bytes_out;
+    outcome.end.code()
 }
 
 /// Counts a session as open in `counters` for as long as it lives.
@@ -421,64 +504,6 @@ impl Drop for Open<'_> {
     fn drop(&mut self) {
         self.0.close();
     }
-}
-
-/// Forwards the first packet and any SSL/GSS negotiation. Returns whether
-/// the rest of the startup is unencrypted (so BackendKeyData is visible).
-#[allow(clippy::too_many_arguments)]
-async fn negotiate(
-    client: &mut TcpStream,
-    server: &mut TcpStream,
-    first: Box<(Packet, FirstPacket)>,
-    limit: Duration,
-    server_timeout: Option<Duration>,
-    bytes_in: &mut u64,
-    bytes_out: &mut u64,
-    log: &mut ConnLog,
-) -> Result<bool, &'static str> {
-    let (mut packet, mut parsed) = *first;
-    // libpq may send GSSENCRequest, then SSLRequest, then the StartupMessage.
-    for _ in 0..3 {
-        server.write_all(&packet.bytes).await.map_err(|_| "SD")?;
-        let (encrypted_answer, transport) = match parsed {
-            FirstPacket::SslRequest => (b'S', "tls"),
-            FirstPacket::GssEncRequest => (b'G', "gssenc"),
-            _ => return Ok(true),
-        };
-        let mut answer = [0u8; 1];
-        let read = server.read_exact(&mut answer);
-        tokio::time::timeout(server_timeout.unwrap_or(DEFAULT_STARTUP_TIMEOUT), read).await.map_err(|_| "sD")?.map_err(|_| "SD")?;
-        client.write_all(&answer).await.map_err(|_| "CD")?;
-        *bytes_out += 1;
-        if answer[0] == encrypted_answer {
-            log.transport = transport;
-            return Ok(false);
-        }
-        if answer[0] != b'N' || packet.pipelined() {
-            // An old server's ErrorResponse, or a client that did not wait
-            // for the answer (what it sent is already at the server): pass
-            // the rest through untouched.
-            return Ok(false);
-        }
-        packet = match read_packet(client, limit, &[]).await {
-            Ok(p) => p,
-            Err(ReadError::Timeout) => return Err("cR"),
-            Err(_) => return Err("CR"),
-        };
-        *bytes_in += packet.bytes.len() as u64;
-        parsed = match startup::parse_first(packet.packet()) {
-            Ok(p) => p,
-            Err(_) => {
-                // Not ours to judge after negotiation: let the server answer.
-                server.write_all(&packet.bytes).await.map_err(|_| "SD")?;
-                return Ok(false);
-            }
-        };
-        if let FirstPacket::Startup(s) = &parsed {
-            note_startup(log, s);
-        }
-    }
-    Err("PR")
 }
 
 /// Accepted connection options (TCP_NODELAY, keepalive).

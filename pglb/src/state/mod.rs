@@ -79,6 +79,31 @@ pub struct ServerState {
     /// Set when a reload carried this server into the next generation (its
     /// sessions then continue rather than drain).
     pub carried: std::sync::atomic::AtomicBool,
+    /// The server proves to be primary now: its last check passed and said
+    /// so. Cleared by a failed check, a replica answer, or passive errors.
+    /// Split brain and promotions are judged on these, never on a role
+    /// remembered from a check that has failed since.
+    claim: Mutex<Option<Claim>>,
+    /// Passive health: consecutive errors sessions saw, and the last one.
+    passive_errors: AtomicU32,
+    passive_last: Mutex<String>,
+    /// Set by a session when passive errors reach `error-limit` with
+    /// `on-error mark-down`: out of routing at once, before the check task
+    /// (which owns the rise/fall state) marks it DOWN.
+    passive_down: AtomicBool,
+    /// Asks the check task to look at passive errors or check at once.
+    wake: Notify,
+    check_asap: AtomicBool,
+}
+
+/// A server's current claim to be primary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Claim {
+    /// The first check of this unbroken run of primary answers started.
+    pub since: tokio::time::Instant,
+    /// The latest check that said primary started (a check's start, not its
+    /// end: what it saw may be that old).
+    pub confirmed: tokio::time::Instant,
 }
 
 /// Closes the sessions of a server on demand. A session notes the
@@ -142,7 +167,97 @@ impl ServerState {
             down_since: AtomicU64::new(0),
             kill: ArcSwap::default(),
             carried: AtomicBool::new(false),
+            claim: Mutex::new(None),
+            passive_errors: AtomicU32::new(0),
+            passive_last: Mutex::new(String::new()),
+            passive_down: AtomicBool::new(false),
+            wake: Notify::new(),
+            check_asap: AtomicBool::new(false),
         }
+    }
+
+    pub fn claim(&self) -> Option<Claim> {
+        *self.claim.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records what a check that started at `at` said about the role
+    /// (`Some(true)` primary, `Some(false)` not primary, `None` failed).
+    /// Returns true when the claim appeared or disappeared.
+    pub fn note_role(&self, primary: Option<bool>, at: tokio::time::Instant) -> bool {
+        let mut claim = self.claim.lock().unwrap_or_else(|e| e.into_inner());
+        let had = claim.is_some();
+        *claim = match (primary, *claim) {
+            (Some(true), Some(c)) => Some(Claim { confirmed: at, ..c }),
+            (Some(true), None) => Some(Claim { since: at, confirmed: at }),
+            _ => None,
+        };
+        had != claim.is_some()
+    }
+
+    /// A session saw this server fail before any byte reached its client: a
+    /// refused or timed-out connect, or a startup answer saying it takes no
+    /// clients (`observe layer4`). At `error-limit` consecutive errors the
+    /// server stops counting as a primary, `on-error mark-down` takes it out
+    /// of routing at once, and the check task applies the action. Returns
+    /// true when the server left routing.
+    pub fn passive_error(&self, be: &BackendState, why: &str) -> bool {
+        let observe = self.cfg.observe;
+        if !observe.layer4 || !self.cfg.check {
+            return false;
+        }
+        *self.passive_last.lock().unwrap_or_else(|e| e.into_inner()) = why.to_string();
+        if self.passive_errors.fetch_add(1, Relaxed) + 1 < observe.error_limit {
+            return false;
+        }
+        let dropped_claim = self.claim.lock().unwrap_or_else(|e| e.into_inner()).take().is_some();
+        let marked = observe.action == crate::config::OnError::MarkDown && !self.passive_down.swap(true, Relaxed);
+        if dropped_claim || marked {
+            be.republish();
+        }
+        self.wake.notify_one();
+        marked && self.health() == Health::Up
+    }
+
+    /// A session got through: the consecutive-error count starts again.
+    pub fn passive_ok(&self) {
+        if self.passive_errors.load(Relaxed) != 0 {
+            self.passive_errors.store(0, Relaxed);
+        }
+    }
+
+    /// For the check task: the passive errors to act on (count and last
+    /// error), once they reached `error-limit`; resets the count.
+    pub fn take_passive(&self) -> Option<(u32, String)> {
+        let n = self.passive_errors.load(Relaxed);
+        if n < self.cfg.observe.error_limit.max(1) {
+            return None;
+        }
+        self.passive_errors.store(0, Relaxed);
+        Some((n, std::mem::take(&mut *self.passive_last.lock().unwrap_or_else(|e| e.into_inner()))))
+    }
+
+    /// The check task marked the server DOWN (or it passed a check): the
+    /// session-side mark-down is no longer needed.
+    pub fn clear_passive_down(&self) -> bool {
+        self.passive_down.swap(false, Relaxed)
+    }
+
+    /// Asks the check task to check now (a contested primary claim, clients
+    /// waiting for a usable server).
+    pub fn request_check(&self) {
+        if self.cfg.check && !self.check_asap.swap(true, Relaxed) {
+            self.wake.notify_one();
+        }
+    }
+
+    /// For the check task: wakes at a passive error or a check request.
+    pub fn woken(&self) -> tokio::sync::futures::Notified<'_> {
+        self.wake.notified()
+    }
+
+    /// For the check task: whether a check was asked for (and clears it).
+    pub fn take_check_request(&self) -> bool {
+        self.check_asap.swap(false, Relaxed)
     }
 
     pub fn health(&self) -> Health {
@@ -189,6 +304,7 @@ impl ServerState {
         self.down_since.store(old.down_since.load(Relaxed), Relaxed);
         *self.check.lock().unwrap_or_else(|e| e.into_inner()) = old.check.lock().unwrap_or_else(|e| e.into_inner()).clone();
         *self.pg.lock().unwrap_or_else(|e| e.into_inner()) = *old.pg.lock().unwrap_or_else(|e| e.into_inner());
+        *self.claim.lock().unwrap_or_else(|e| e.into_inner()) = old.claim();
         self.kill.store(old.kill.load_full());
         old.carried.store(true, Relaxed);
     }
@@ -209,7 +325,11 @@ impl ServerState {
 
     /// May receive new sessions from load balancing.
     pub fn usable(&self) -> bool {
-        self.health() == Health::Up && self.admin() == Admin::Ready && self.addr.load().is_some() && self.weight.load(Relaxed) > 0
+        self.health() == Health::Up
+            && self.admin() == Admin::Ready
+            && !self.passive_down.load(Relaxed)
+            && self.addr.load().is_some()
+            && self.weight.load(Relaxed) > 0
     }
 
     /// Takes a connection slot if the server is under its maxconn.
@@ -248,9 +368,18 @@ pub struct BackendState {
     pub slot_freed: Notify,
     /// Unix time the backend last went from some usable server to none or back.
     pub last_change: AtomicU64,
-    /// Two servers of a `role primary` backend both claim to be primary:
-    /// pglb routes to neither until one stops claiming it.
+    /// Two servers of a `role primary` backend both prove to be primary
+    /// now: pglb routes to neither until one stops claiming it.
     pub split_brain: AtomicBool,
+    /// `pause backend`: new clients wait (as when no server is usable)
+    /// until `resume backend`; open sessions go on.
+    pub paused: AtomicBool,
+    /// Sessions waiting because no server is usable (or the backend is
+    /// paused); while any wait, the servers are checked at a short interval.
+    pub holding: AtomicU64,
+    /// Serialises `republish`: checks, sessions (passive errors) and the
+    /// runtime API all republish, from different threads.
+    publish: Mutex<()>,
 }
 
 impl BackendState {
@@ -264,7 +393,7 @@ impl BackendState {
                 s.set_health(Health::Down);
             }
         }
-        let usable = balance::Usable::build(&servers, cfg.allbackups);
+        let usable = balance::Usable::build(&servers, cfg.allbackups, |_| true);
         BackendState {
             cfg,
             servers,
@@ -274,6 +403,9 @@ impl BackendState {
             slot_freed: Notify::new(),
             last_change: AtomicU64::new(unix_now()),
             split_brain: AtomicBool::new(false),
+            paused: AtomicBool::new(false),
+            holding: AtomicU64::new(0),
+            publish: Mutex::new(()),
         }
     }
 
@@ -287,36 +419,67 @@ impl BackendState {
         matches!(&self.cfg.check, crate::config::CheckSpec::Pgsql(p) if p.role == Some(crate::config::RoleRequirement::Primary))
     }
 
-    /// Rebuilds the routing snapshot after a health, admin, weight or
-    /// address change, and wakes queued sessions to try again.
+    /// Rebuilds the routing snapshot after a health, admin, weight,
+    /// address or claim change, and wakes queued sessions to try again.
+    ///
+    /// A `role primary` backend routes by current claims (see
+    /// [`ServerState::note_role`]): with one claimant, to it alone; with
+    /// none, to its UP servers as HAProxy would (a primary whose last check
+    /// timed out keeps its clients until `fall`); with several, to none.
+    /// Several claims are a split brain only when each was confirmed by a
+    /// check that started after the newest claim began; until then the
+    /// older claimants are checked again at once (a stopped primary's last
+    /// answer is not a second primary).
     pub fn republish(&self) {
+        let _one_writer = self.publish.lock().unwrap_or_else(|e| e.into_inner());
         let before = !self.usable.load().servers.is_empty();
-        let mut usable = Usable::build(&self.servers, self.cfg.allbackups);
+        let mut usable = Usable::build(&self.servers, self.cfg.allbackups, |_| true);
         if self.requires_primary() {
-            let claimants: Vec<&str> = self
-                .servers
-                .iter()
-                .filter(|s| s.usable() && s.pg.lock().unwrap_or_else(|e| e.into_inner()).is_some_and(|p| p.primary))
-                .map(|s| &*s.cfg.name)
-                .collect();
-            let split = claimants.len() > 1;
+            let claims: Vec<(&Arc<ServerState>, Claim)> =
+                self.servers.iter().filter(|s| s.admin() != Admin::Maint).filter_map(|s| s.claim().map(|c| (s, c))).collect();
+            let mut split = false;
+            match claims.as_slice() {
+                [] => {}
+                [(only, _)] => {
+                    usable = Usable::build(&self.servers, self.cfg.allbackups, |s| s.index == only.index);
+                }
+                _ => {
+                    let newest = claims.iter().map(|(_, c)| c.since).max().expect("several claims");
+                    let stale: Vec<&Arc<ServerState>> = claims.iter().filter(|(_, c)| c.confirmed < newest).map(|(s, _)| *s).collect();
+                    split = stale.is_empty();
+                    for s in stale {
+                        s.request_check();
+                    }
+                    usable = Usable::default();
+                }
+            }
             if split != self.split_brain.swap(split, Relaxed) {
+                let names: Vec<&str> = claims.iter().map(|(s, _)| &*s.cfg.name).collect();
                 if split {
-                    tracing::error!(target: "pglb::health", backend = %self.cfg.name, servers = ?claimants,
-                        "split brain in backend '{}': {} all report being primary; routing to none of them until only one does", self.cfg.name, claimants.join(", "));
+                    tracing::error!(target: "pglb::health", backend = %self.cfg.name, servers = ?names,
+                        "split brain in backend '{}': {} all report being primary; routing to none of them until only one does", self.cfg.name, names.join(", "));
                 } else {
                     tracing::warn!(target: "pglb::health", backend = %self.cfg.name, "split brain in backend '{}' is over", self.cfg.name);
                 }
             }
-            if split {
-                usable = Usable::default();
-            }
+        }
+        if self.paused.load(Relaxed) {
+            usable = Usable::default();
         }
         if before == usable.servers.is_empty() {
             self.last_change.store(unix_now(), Relaxed);
         }
         self.usable.store(Arc::new(usable));
         self.slot_freed.notify_waiters();
+    }
+
+    /// `pause backend` / `resume backend`; returns true when it changed.
+    pub fn set_paused(&self, paused: bool) -> bool {
+        let changed = self.paused.swap(paused, Relaxed) != paused;
+        if changed {
+            self.republish();
+        }
+        changed
     }
 
     pub fn server(&self, name: &str) -> Option<&Arc<ServerState>> {
@@ -379,6 +542,8 @@ impl Runtime {
         if let Some(prev) = prev {
             for be in &backends {
                 let Some(old_be) = prev.backend(&be.cfg.name) else { continue };
+                // A pause is the operator's, not the file's: a reload keeps it.
+                be.paused.store(old_be.paused.load(Relaxed), Relaxed);
                 for srv in &be.servers {
                     if let Some(old) = old_be.server(&srv.cfg.name).filter(|o| o.cfg.same_settings(&srv.cfg)) {
                         srv.carry_from(old);

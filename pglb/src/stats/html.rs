@@ -60,6 +60,7 @@ ul { margin-top: 0.25em; padding-left: 1.5em; }
 .g { margin-right: 0.25em; }
 .bad { color: #c00000; font-weight: bold; }
 .splitbrain { background: #e00000; color: white; font-weight: bold; letter-spacing: 0.05em; padding: 1px 6px; }
+.paused { background: #ffd060; color: #503000; font-weight: bold; padding: 1px 6px; }
 .stopping { background: #ff9090; border: 2px solid #b00040; color: #600020; font-size: 14px; font-weight: bold; padding: 4px 8px; margin: 0.5em 0; }
 table.tbl { border-collapse: collapse; border-style: none; }
 table.tbl td { text-align: right; border: 1px solid gray; padding: 2px 3px; white-space: nowrap; }
@@ -175,7 +176,12 @@ fn legend(out: &mut String) {
 fn table(out: &mut String, rows: &[Row]) {
     let px = esc(&rows[0].pxname);
     let split = rows.iter().any(|r| kind(r) == Kind::Backend && r.split_brain == Some(true));
-    let badge = if split { " <span class=\"splitbrain\">SPLIT BRAIN</span>" } else { "" };
+    let paused = rows.iter().any(|r| kind(r) == Kind::Backend && r.paused == Some(true));
+    let badge = match (split, paused) {
+        (true, _) => " <span class=\"splitbrain\">SPLIT BRAIN</span>",
+        (false, true) => " <span class=\"paused\">PAUSED: new clients wait (resume backend)</span>",
+        _ => "",
+    };
     let _ = write!(out, "<table class=\"tbl\" width=\"100%\" id=\"{px}\">\n<tr class=\"titre\"><th class=\"pxname\" width=\"10%\">{px}</th>");
     let _ = writeln!(out, "<th class=\"empty\" width=\"90%\">{badge}</th></tr>\n</table>");
     out.push_str("<table class=\"tbl\" width=\"100%\">\n<tr class=\"titre\"><th rowspan=\"2\"></th>");

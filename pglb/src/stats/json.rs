@@ -74,6 +74,7 @@ pub fn render(rows: &[Row]) -> String {
             extra("pg_lag_bytes", row.lag_bytes.map(|v| json!({"type": "u64", "value": v})));
             extra("pg_streaming", row.streaming.map(|v| json!({"type": "str", "value": if v { "yes" } else { "no" }})));
             extra("pg_split_brain", row.split_brain.map(|v| json!({"type": "u32", "value": u8::from(v)})));
+            extra("pg_paused", row.paused.map(|v| json!({"type": "u32", "value": u8::from(v)})));
             Value::Array(fields)
         })
         .collect();

@@ -80,6 +80,8 @@ pub struct Row {
     pub streaming: Option<bool>,
     /// Backend only: two servers claim primary.
     pub split_brain: Option<bool>,
+    /// Backend only: `pause backend` holds its new clients.
+    pub paused: Option<bool>,
     /// Errors pglb answered itself (PostgreSQL FATAL).
     pub errors_sent: Option<u64>,
 }
@@ -273,7 +275,15 @@ fn backend_row(be: &BackendState, iid: usize) -> Row {
         econ: Some(get(&c.conn_errors)),
         wretr: Some(get(&c.retries)),
         wredis: Some(get(&c.redispatches)),
-        status: if usable.servers.is_empty() { "DOWN".into() } else { "UP".into() },
+        // HAProxy: DOWN when no server takes traffic. A paused backend says
+        // so (its servers may all be UP): operators read this column.
+        status: if be.paused.load(Relaxed) {
+            "PAUSED".into()
+        } else if usable.servers.is_empty() {
+            "DOWN".into()
+        } else {
+            "UP".into()
+        },
         weight: Some(weight),
         uweight: Some(weight),
         act: Some(active),
@@ -290,6 +300,7 @@ fn backend_row(be: &BackendState, iid: usize) -> Row {
         mode: "tcp",
         algo: Some(be.cfg.balance.name()),
         split_brain: Some(be.split_brain.load(Relaxed)),
+        paused: Some(be.paused.load(Relaxed)),
         errors_sent: Some(get(&c.errors_sent)),
         ..Default::default()
     }

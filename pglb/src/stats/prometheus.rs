@@ -115,6 +115,14 @@ pub fn render(rt: &Runtime, rows: &[Row]) -> String {
         false,
         |r| r.split_brain.map(|s| f64::from(u8::from(s))),
     );
+    add(
+        &mut reg,
+        &mut be,
+        "pglb_backend_paused",
+        "1 while the backend is paused by the runtime API (new clients wait; open sessions go on).",
+        false,
+        |r| r.paused.map(|s| f64::from(u8::from(s))),
+    );
     add(&mut reg, &mut be, "pglb_pg_errors_sent", "Clients pglb answered with a PostgreSQL FATAL (no server, queue, shutdown).", true, |r| {
         o(r.errors_sent)
     });

@@ -160,23 +160,25 @@ async fn psql_prints_pglb_fatal_when_no_server_is_usable() {
     let pglb = start(&cfg).await;
     let be = pglb.runtime().backend("pg").unwrap().clone();
     poll("server a DOWN", Duration::from_secs(5), || async { be.usable.load().servers.is_empty().then_some(()) }).await;
-    // psql's default sslmode=prefer sends an SSLRequest first: pglb declines it,
-    // reads the StartupMessage and answers with its FATAL.
-    for sslmode in ["prefer", "disable"] {
-        let out = psql(pglb.addr("pg").unwrap().port(), sslmode, "select 1");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(stderr.contains("FATAL:  pglb: no server is available in backend \"pg\" (1 server(s), 1 DOWN)"), "{sslmode}: {stderr}");
-        assert!(!stderr.contains("server closed the connection unexpectedly"), "{stderr}");
-    }
-    // A client that sends its StartupMessage right behind its SSLRequest,
-    // without waiting for the 'N' (pglb reads both at once), is told too.
+    // A plaintext client reads pglb's FATAL, worded so that drivers retry it.
+    let out = psql(pglb.addr("pg").unwrap().port(), "disable", "select 1");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("FATAL:  pglb: no server is available in backend \"pg\" (1 server(s), 1 DOWN) after waiting 1s (timeout queue); connection closed, try again"),
+        "{stderr}"
+    );
+    // A client that asked for TLS is never told 'N' ("SSL is not enabled on
+    // the server", untrue, and retried by no driver): the connection closes.
+    let out = psql(pglb.addr("pg").unwrap().port(), "require", "select 1");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("server closed the connection unexpectedly"), "{stderr}");
+    assert!(!stderr.contains("SSL"), "{stderr}");
+    // Also when it sent its StartupMessage right behind its SSLRequest.
     let ssl_request = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
     let answer = answer_to(pglb.addr("pg").unwrap().port(), &[&ssl_request[..], &startup_message(0)].concat()).await;
-    assert_eq!(answer.first(), Some(&b'N'));
-    let text = String::from_utf8_lossy(&answer);
-    assert!(text.contains("pglb: no server is available in backend"), "{text}");
+    assert_eq!(answer, b"", "nothing but a close");
     // Retries exhausted on a refused connection.
-    let out = psql(pglb.addr("refused").unwrap().port(), "prefer", "select 1");
+    let out = psql(pglb.addr("refused").unwrap().port(), "disable", "select 1");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("FATAL:  pglb: could not connect to server refused/b"), "{stderr}");
     assert!(stderr.contains("after 2 attempt(s)"), "{stderr}");
