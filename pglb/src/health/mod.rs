@@ -186,7 +186,7 @@ async fn run_once(be: &BackendState, srv: &ServerState, fsm: &mut Fsm, sql: Opti
         // once (unless `strict-rise`): nothing else can take the writes.
         let verdict = if definitive {
             Verdict::Down
-        } else if ok && primary == Some(true) && be.requires_primary() && !check.strict_rise && !fsm.is_up() && sole_claimant(be, srv) {
+        } else if ok && primary == Some(true) && be.requires_primary() && !check.strict_rise && !one_success_from_up(fsm) && sole_claimant(be, srv) {
             Verdict::Adopt
         } else {
             Verdict::from(ok)
@@ -234,6 +234,13 @@ fn primary_lsn(be: &BackendState, except: &ServerState) -> Option<u64> {
         .filter(|p| p.primary)
         .map(|p| p.lsn)
         .max()
+}
+
+/// Whether `rise` has nothing to add: the server is UP, or one success
+/// (this one) makes it UP anyway.
+fn one_success_from_up(fsm: &Fsm) -> bool {
+    let mut next = *fsm;
+    fsm.is_up() || next.record(true) == Some(Transition::Up)
 }
 
 /// No other server of the backend (out of maintenance) claims to be primary.

@@ -1,11 +1,13 @@
 //! pglb's integration tests: one binary, against real PostgreSQL servers
 //! that the lab starts (a primary and streaming replicas on loopback).
 
+mod argo;
 mod common;
 mod config_cli;
 mod demo;
 mod deploy;
 mod dns;
+mod failover;
 mod faults;
 mod health;
 mod healthd;
