@@ -60,7 +60,7 @@ async fn every_refusal_is_one_argo_retries_with_and_without_tls() {
     // The queue: one session holds the only slot, one client waits.
     let full = port("full");
     let holder = connect(full, "appdb").await.unwrap();
-    let waiter = tokio::spawn(async move { connect(full, "appdb").await.map(|c| drop(c)) });
+    let waiter = tokio::spawn(async move { connect(full, "appdb").await.map(drop) });
     let be = rt.backend("full").unwrap().clone();
     poll("one client queued", Duration::from_secs(5), || async { (pglb::state::counters::Counters::get(&be.counters.queue_cur) == 1).then_some(()) })
         .await;
