@@ -51,8 +51,9 @@ pub enum LabCommand {
     Scenario {
         #[arg(long, default_value = DEFAULT_DIR)]
         dir: PathBuf,
-        /// lb, failover, lag or profile.
-        #[arg(value_parser = ["lb", "failover", "lag", "profile"])]
+        /// lb, failover, lag, profile or switchover (which builds a lab of
+        /// its own for each run, in --dir's place).
+        #[arg(value_parser = ["lb", "failover", "lag", "profile", "switchover"])]
         name: String,
         /// Queries for `lb`.
         #[arg(long, default_value_t = 20)]
@@ -63,6 +64,18 @@ pub enum LabCommand {
         /// max-lag for `lag`.
         #[arg(long, default_value = "2s", value_parser = parse_duration)]
         max_lag: std::time::Duration,
+        /// `switchover`: a clean stop of the primary, then replica1 promoted at once (the default).
+        #[arg(long, conflicts_with = "crash")]
+        planned: bool,
+        /// `switchover`: the primary killed, replica1 promoted 1 s later.
+        #[arg(long)]
+        crash: bool,
+        /// `switchover`: how many runs (each on a lab of its own).
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// `switchover`: pglb, or haproxy (Debian's, with pglb healthd answering its checks).
+        #[arg(long, default_value = "pglb", value_parser = ["pglb", "haproxy"])]
+        proxy: String,
         #[arg(long)]
         json: bool,
     },
@@ -115,13 +128,13 @@ pub fn run(args: LabArgs, format: LogFormat) -> ExitCode {
                 lab.fault(&node, fault).await?;
                 println!("{fault} {node}: done");
             }
-            LabCommand::Scenario { dir, name, queries, inter, max_lag, json } => {
-                let lab = Lab::open(&dir).await?;
+            LabCommand::Scenario { dir, name, queries, inter, max_lag, planned: _, crash, runs, proxy, json } => {
                 let report = match name.as_str() {
-                    "lb" => scenario::lb(&lab, queries).await,
-                    "failover" => scenario::failover(&lab, scenario::FailoverOptions { inter, ..Default::default() }).await,
-                    "lag" => scenario::lag(&lab, scenario::LagOptions { max_lag, inter }).await,
-                    _ => scenario::profile(&lab).await,
+                    "switchover" => {
+                        let proxy = if proxy == "haproxy" { scenario::Proxy::Haproxy } else { scenario::Proxy::Pglb };
+                        scenario::switchover(&dir, scenario::SwitchoverOptions { crash, runs, proxy }).await
+                    }
+                    _ => on_lab(&dir, &name, queries, inter, max_lag).await?,
                 };
                 match report {
                     Ok(r) if json => println!("{}", r.json),
@@ -144,6 +157,23 @@ pub fn run(args: LabArgs, format: LogFormat) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// The scenarios that run on the lab in `dir` (switchover makes its own).
+async fn on_lab(
+    dir: &std::path::Path,
+    name: &str,
+    queries: usize,
+    inter: std::time::Duration,
+    max_lag: std::time::Duration,
+) -> Result<Result<scenario::Report, scenario::ScenarioError>, Failure> {
+    let lab = Lab::open(dir).await?;
+    Ok(match name {
+        "lb" => scenario::lb(&lab, queries).await,
+        "failover" => scenario::failover(&lab, scenario::FailoverOptions { inter, ..Default::default() }).await,
+        "lag" => scenario::lag(&lab, scenario::LagOptions { max_lag, inter }).await,
+        _ => scenario::profile(&lab).await,
+    })
 }
 
 #[derive(Debug, thiserror::Error)]

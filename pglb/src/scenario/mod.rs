@@ -1,4 +1,4 @@
-//! Seed 004's test scripts as commands (`pglb lab scenario lb|failover|lag|profile`):
+//! Seed 004's test scripts as commands (`pglb lab scenario lb|failover|lag|profile|switchover`):
 //! each runs pglb in this process in front of a running lab, with a
 //! generated configuration, and reports what happened in readable text or
 //! JSON. The integration tests run the same functions.
@@ -7,11 +7,13 @@ mod failover;
 mod lag;
 mod lb;
 mod profile;
+mod switchover;
 
 pub use failover::{FailoverOptions, failover};
 pub use lag::{LagOptions, lag};
 pub use lb::lb;
 pub use profile::profile;
+pub use switchover::{Proxy, SwitchoverOptions, switchover};
 
 use crate::lab::Lab;
 use crate::run::Running;
@@ -72,6 +74,22 @@ pub async fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> Option
     let started = tokio::time::Instant::now();
     while started.elapsed() < limit {
         if cond() {
+            return Some(started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    None
+}
+
+/// Polls the async `cond` every 10 ms until true or `limit`; returns the time taken.
+pub async fn wait_for_async<F, Fut>(limit: Duration, mut cond: F) -> Option<Duration>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = tokio::time::Instant::now();
+    while started.elapsed() < limit {
+        if cond().await {
             return Some(started.elapsed());
         }
         tokio::time::sleep(Duration::from_millis(10)).await;

@@ -31,3 +31,24 @@ async fn every_scenario_runs_and_reports() {
     assert!(fo.json["queries_ok"].as_u64().unwrap() > 10, "{}", fo.text);
     lab.down().await.unwrap();
 }
+
+/// Issue 13's bar, one run each (docs/scenarios.md has five): with seed
+/// timings, no client that arrives after the event sees an error, pglb
+/// produces none, writes resume within 1.5 s (planned) or 2.5 s (crash,
+/// promotion 1 s after the kill), and no acknowledged write is lost or
+/// lands on a non-primary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switchover_planned_and_crash_show_no_client_error() {
+    init_logs();
+    for crash in [false, true] {
+        let report = scenario::switchover(&lab_dir(), scenario::SwitchoverOptions { crash, runs: 1, proxy: scenario::Proxy::Pglb }).await.unwrap();
+        let run = &report.json["runs"][0];
+        let bound = if crash { 2.5 } else { 1.5 };
+        assert_eq!(run["new_client_errors"], serde_json::json!({}), "{}", report.text);
+        assert_eq!(run["errors_by_proxy"], 0, "{}", report.text);
+        assert!(run["longest_gap_seconds"].as_f64().unwrap() <= bound, "{}", report.text);
+        assert_eq!(run["lost_acknowledged_writes"], 0, "{}", report.text);
+        assert_eq!(run["writes_on_non_primary"], 0, "{}", report.text);
+        println!("{}", report.text);
+    }
+}
