@@ -193,6 +193,16 @@ impl Control {
         removed
     }
 
+    /// Asks every session of every generation to close at its next
+    /// transaction boundary.
+    fn drain_sessions(&self) {
+        for g in self.generations.lock().unwrap_or_else(|e| e.into_inner()).iter().filter_map(|g| g.upgrade()) {
+            for s in g.backends.iter().flat_map(|b| b.servers.iter()) {
+                s.drain_sessions();
+            }
+        }
+    }
+
     /// Sessions on servers that are gone or changed drain up to
     /// `hard-stop-after`, then are closed.
     fn drain_removed_servers(&self, old: &Arc<Runtime>, new: &Arc<Runtime>) {
@@ -270,29 +280,44 @@ impl Running {
         self.control.reload().await
     }
 
-    /// Stops accepting sessions (new clients get a PostgreSQL FATAL
-    /// 57P01), waits for open sessions up to `hard-stop-after`, then closes
-    /// what is left. `force` resolving ends the wait early.
+    /// Stops gracefully. At once: `/ready` answers 503, idle sessions are
+    /// closed, busy ones close at their next transaction boundary. For
+    /// `grace`, new clients are still served (a load balancer needs a
+    /// moment to notice); then they are refused (PostgreSQL FATAL 57P01),
+    /// and the sessions they opened meanwhile are drained too. pglb returns
+    /// as soon as no session is left, or when `hard-stop-after` (counted
+    /// from the start) or `force` closes what is left.
     pub async fn shutdown(self, force: impl std::future::Future<Output = ()>) {
         let c = &self.control;
         let rt = c.runtime();
-        rt.stopping.cancel();
+        let started = tokio::time::Instant::now();
+        rt.soft_stop.cancel();
         let open = rt.sessions.cur.load(Relaxed);
-        tracing::info!(open_sessions = open, hard_stop_after = %rt.config.global.hard_stop_after.map_or("none".into(), crate::config::units::fmt_duration), "pglb is stopping: waiting for sessions to finish");
+        let grace = rt.config.global.grace.unwrap_or_default();
+        tracing::info!(open_sessions = open, grace = %crate::config::units::fmt_duration(grace), hard_stop_after = %rt.config.global.hard_stop_after.map_or("none".into(), crate::config::units::fmt_duration), "pglb is stopping: idle sessions close now, busy ones at their next transaction boundary");
+        c.drain_sessions();
+        let mut force = std::pin::pin!(force);
+        let forced = tokio::select! {
+            _ = tokio::time::sleep(grace) => false,
+            _ = force.as_mut() => true,
+        };
+        rt.stopping.cancel();
+        c.drain_sessions();
         c.sessions.close();
         let drained = async {
             match rt.config.global.hard_stop_after {
-                Some(limit) => tokio::time::timeout(limit, c.sessions.wait()).await.is_ok(),
+                Some(limit) => tokio::time::timeout_at(started + limit, c.sessions.wait()).await.is_ok(),
                 None => {
                     c.sessions.wait().await;
                     true
                 }
             }
         };
-        let clean = tokio::select! {
-            d = drained => d,
-            _ = force => false,
-        };
+        let clean = !forced
+            && tokio::select! {
+                d = drained => d,
+                _ = force => false,
+            };
         let left = rt.sessions.cur.load(Relaxed);
         if !clean && left > 0 {
             tracing::warn!(closing_sessions = left, "hard stop: closing the remaining sessions");

@@ -33,6 +33,7 @@ const HELP: &str = "The following commands are valid at this level:
   set server <bk>/<srv> weight <w>[%]     : change a server's weight (admin)
   set weight <bk>/<srv> <w>[%]            : change a server's weight (admin)
   shutdown sessions server <bk>/<srv>     : close every session on a server (admin)
+  drain sessions server <bk>/<srv>        : close every session on a server at its next transaction boundary (admin)
   pause backend <bk>                      : new clients of a backend wait; open sessions go on (admin)
   resume backend <bk>                     : release the clients a paused backend holds (admin)
   disable health <bk>/<srv>               : stop health checks on a server (admin)
@@ -132,6 +133,11 @@ pub fn execute(rt: &Runtime, level: Level, line: &str) -> Outcome {
             tracing::warn!(target: "pglb::admin", backend = %be.cfg.name, server = %s.cfg.name, "runtime API: sessions shut down");
             String::new()
         }),
+        ["drain", "sessions", "server", target] => with_server(rt, target, |be, s| {
+            s.drain_sessions();
+            tracing::warn!(target: "pglb::admin", backend = %be.cfg.name, server = %s.cfg.name, "runtime API: sessions drained at their transaction boundaries");
+            String::new()
+        }),
         ["pause", "backend", name] | ["resume", "backend", name] => {
             let pause = words[0] == "pause";
             let Some(be) = rt.backend(name) else { return text("No such backend.\n") };
@@ -159,7 +165,8 @@ pub fn execute(rt: &Runtime, level: Level, line: &str) -> Outcome {
 }
 
 fn is_change(verb: &str, words: &[&str]) -> bool {
-    matches!(verb, "disable" | "enable" | "shutdown" | "pause" | "resume") || (verb == "set" && matches!(words.get(1), Some(&"server" | &"weight")))
+    matches!(verb, "disable" | "enable" | "shutdown" | "drain" | "pause" | "resume")
+        || (verb == "set" && matches!(words.get(1), Some(&"server" | &"weight")))
 }
 
 fn with_server(rt: &Runtime, target: &str, f: impl FnOnce(&BackendState, &ServerState) -> String) -> Outcome {

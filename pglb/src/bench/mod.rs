@@ -32,6 +32,8 @@ pub struct BenchOptions {
     pub skip: Vec<String>,
     /// When not empty, only the workloads whose name contains one of these.
     pub only: Vec<String>,
+    /// Another pglb binary, measured as "pglb-before".
+    pub baseline: Option<PathBuf>,
 }
 
 /// One measured run.
@@ -68,11 +70,12 @@ async fn measure(lab: &Lab, opts: &BenchOptions) -> Result<Value, BenchError> {
     let dir = opts.dir.join("bench");
     std::fs::create_dir_all(&dir).map_err(|e| BenchError::Failed(e.to_string()))?;
     let mut systems = Vec::new();
-    for kind in systems::KINDS {
+    let baseline = opts.baseline.as_deref();
+    for kind in systems::KINDS.iter().copied().chain(baseline.map(|_| systems::BASELINE)) {
         if opts.skip.iter().any(|s| s == kind) {
             continue;
         }
-        systems.push(System::start(kind, lab, &dir).await.map_err(BenchError::Failed)?);
+        systems.push(System::start(kind, lab, &dir, baseline).await.map_err(BenchError::Failed)?);
     }
     let versions: Vec<Value> = systems.iter().map(|s| json!({"system": s.name, "version": s.version})).collect();
     let mut samples = Vec::new();
@@ -85,7 +88,7 @@ async fn measure(lab: &Lab, opts: &BenchOptions) -> Result<Value, BenchError> {
                 // allocator reuses what the previous round freed, which would
                 // make every round after the first read close to zero.
                 let fresh = match w {
-                    Workload::Idle if s.pid.is_some() => Some(System::start(&s.name, lab, &dir).await.map_err(BenchError::Failed)?),
+                    Workload::Idle if s.pid.is_some() => Some(System::start(&s.name, lab, &dir, baseline).await.map_err(BenchError::Failed)?),
                     _ => None,
                 };
                 let target = fresh.as_ref().unwrap_or(s);

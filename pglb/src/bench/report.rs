@@ -58,6 +58,7 @@ pub fn summarize(samples: &[Sample], opts: &BenchOptions, versions: Vec<Value>) 
             json!({
                 "workload": w, "unit": unit(w), "lower_is_better": lower_is_better(w), "systems": systems,
                 "pglb_vs_haproxy": ratio(med("pglb"), med("haproxy")), "pglb_vs_direct": ratio(med("pglb"), med("direct")),
+                "pglb_vs_before": ratio(med("pglb"), med("pglb-before")),
             })
         })
         .collect();
@@ -75,31 +76,53 @@ fn cell(v: &Value) -> String {
     }
 }
 
-/// The table for docs/performance.md.
+/// The table for docs/performance.md; with a `--baseline` run, a "pglb
+/// before" column and a "pglb / before" ratio.
 pub fn render_markdown(report: &Value) -> String {
-    let systems = ["direct", "pglb", "haproxy", "pgbouncer"];
-    let mut out = String::new();
-    out.push_str("| workload | unit | direct | pglb | HAProxy | PgBouncer | pglb / HAProxy | pglb / direct |\n|---|---|---|---|---|---|---|---|\n");
     let empty = Vec::new();
-    for w in report["workloads"].as_array().unwrap_or(&empty) {
+    let workloads = report["workloads"].as_array().unwrap_or(&empty);
+    let before = workloads.iter().any(|w| w["systems"]["pglb-before"].is_object());
+    let mut systems = vec![("direct", "direct"), ("pglb", "pglb")];
+    if before {
+        systems.push(("pglb-before", "pglb before"));
+    }
+    systems.extend([("haproxy", "HAProxy"), ("pgbouncer", "PgBouncer")]);
+    let mut ratios = vec![("pglb_vs_haproxy", "pglb / HAProxy"), ("pglb_vs_direct", "pglb / direct")];
+    if before {
+        ratios.push(("pglb_vs_before", "pglb / before"));
+    }
+    let mut out = String::from("| workload | unit |");
+    for (_, title) in systems.iter().chain(&ratios) {
+        out.push_str(&format!(" {title} |"));
+    }
+    out.push_str(&format!("\n|{}\n", "---|".repeat(2 + systems.len() + ratios.len())));
+    for w in workloads {
         let name = w["workload"].as_str().unwrap_or("");
         let mut row = format!("| `{name}` | {} |", w["unit"].as_str().unwrap_or(""));
-        for s in systems {
+        for (s, _) in &systems {
             row.push_str(&format!(" {} |", cell(&w["systems"][s]["value"])));
         }
-        for r in ["pglb_vs_haproxy", "pglb_vs_direct"] {
+        for (r, _) in &ratios {
             row.push_str(&format!(" {} |", w[r].as_f64().map(|v| format!("{v:.2}×")).unwrap_or_else(|| "—".into())));
         }
         out.push_str(&row);
         out.push('\n');
     }
-    out.push_str(
-        "\nProxy CPU seconds per 1,000 transactions (median; from /proc/PID/stat):\n\n| workload | pglb | HAProxy | PgBouncer |\n|---|---|---|---|\n",
-    );
-    for w in report["workloads"].as_array().unwrap_or(&empty) {
+    let proxies: Vec<&(&str, &str)> = systems.iter().filter(|(s, _)| *s != "direct").collect();
+    out.push_str("\nProxy CPU seconds per 1,000 transactions (median; from /proc/PID/stat):\n\n| workload |");
+    for (_, title) in &proxies {
+        out.push_str(&format!(" {title} |"));
+    }
+    out.push_str(&format!("\n|{}\n", "---|".repeat(1 + proxies.len())));
+    for w in workloads {
         let c = |s: &str| w["systems"][s]["cpu_s_per_1k_tx"]["median"].as_f64().map(|v| format!("{v:.4}")).unwrap_or_else(|| "—".into());
         if w["systems"]["pglb"]["cpu_s_per_1k_tx"]["median"].is_number() {
-            out.push_str(&format!("| `{}` | {} | {} | {} |\n", w["workload"].as_str().unwrap_or(""), c("pglb"), c("haproxy"), c("pgbouncer")));
+            let mut row = format!("| `{}` |", w["workload"].as_str().unwrap_or(""));
+            for (s, _) in &proxies {
+                row.push_str(&format!(" {} |", c(s)));
+            }
+            out.push_str(&row);
+            out.push('\n');
         }
     }
     out

@@ -9,6 +9,9 @@ use std::time::Duration;
 
 pub const KINDS: [&str; 4] = ["direct", "pglb", "haproxy", "pgbouncer"];
 
+/// The system that runs `--baseline PATH` (another pglb build).
+pub const BASELINE: &str = "pglb-before";
+
 pub struct System {
     pub name: String,
     pub port: u16,
@@ -48,7 +51,8 @@ async fn wait_listening(port: u16) -> Result<(), String> {
 }
 
 impl System {
-    pub async fn start(kind: &str, lab: &Lab, dir: &Path) -> Result<System, String> {
+    /// Starts `kind`; `baseline` is the binary of [`BASELINE`].
+    pub async fn start(kind: &str, lab: &Lab, dir: &Path, baseline: Option<&Path>) -> Result<System, String> {
         // stdout (connection logs) is discarded; stderr is kept to explain a failed start.
         let errlog = dir.join(format!("{kind}.stderr"));
         let spawn = |cmd: &mut Command| {
@@ -58,11 +62,16 @@ impl System {
         let port = free_port();
         let (child, version) = match kind {
             "direct" => return Ok(System { name: kind.into(), port: lab.primary().port, pid: None, version: "PostgreSQL".into(), child: None }),
-            "pglb" => {
-                let cfg = dir.join("pglb.cfg");
+            "pglb" | BASELINE => {
+                let cfg = dir.join(format!("{kind}.cfg"));
                 std::fs::write(&cfg, haproxy_language(port, lab)).map_err(|e| e.to_string())?;
-                let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-                (spawn(Command::new(&exe).args(["run", "-f"]).arg(&cfg))?, format!("pglb {}", env!("CARGO_PKG_VERSION")))
+                let exe = match (kind, baseline) {
+                    (BASELINE, Some(b)) => b.to_path_buf(),
+                    (BASELINE, None) => return Err("pglb-before needs --baseline PATH".into()),
+                    _ => std::env::current_exe().map_err(|e| e.to_string())?,
+                };
+                let version = format!("{} ({})", version(&exe.to_string_lossy(), "--version"), exe.display());
+                (spawn(Command::new(&exe).args(["run", "-f"]).arg(&cfg))?, version)
             }
             "haproxy" => {
                 let cfg = dir.join("haproxy.cfg");

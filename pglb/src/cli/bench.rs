@@ -32,6 +32,12 @@ pub struct BenchArgs {
     /// e.g. `--only '-c 16'`; for a quick comparison while working.
     #[arg(long, allow_hyphen_values = true)]
     pub only: Vec<String>,
+    /// Another pglb binary (e.g. the build before a change) measured as the
+    /// system "pglb-before" in the same interleaved rounds, with a
+    /// "pglb / before" ratio: a change on the relay path shows its effect
+    /// in one run.
+    #[arg(long)]
+    pub baseline: Option<PathBuf>,
 }
 
 pub fn run(args: BenchArgs, format: LogFormat) -> ExitCode {
@@ -51,6 +57,7 @@ pub fn run(args: BenchArgs, format: LogFormat) -> ExitCode {
         dir: std::env::temp_dir().join(format!("pglb-bench-{}", std::process::id())),
         skip: args.skip,
         only: args.only,
+        baseline: args.baseline,
     };
     let report = match rt.block_on(bench::run(opts)) {
         Ok(r) => r,

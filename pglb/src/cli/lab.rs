@@ -51,9 +51,9 @@ pub enum LabCommand {
     Scenario {
         #[arg(long, default_value = DEFAULT_DIR)]
         dir: PathBuf,
-        /// lb, failover, lag, profile or switchover (which builds a lab of
-        /// its own for each run, in --dir's place).
-        #[arg(value_parser = ["lb", "failover", "lag", "profile", "switchover"])]
+        /// lb, failover, lag, profile, switchover or rolling-restart (these
+        /// two build labs of their own, under --dir).
+        #[arg(value_parser = ["lb", "failover", "lag", "profile", "switchover", "rolling-restart"])]
         name: String,
         /// Queries for `lb`.
         #[arg(long, default_value_t = 20)]
@@ -76,6 +76,14 @@ pub enum LabCommand {
         /// `switchover`: pglb, or haproxy (Debian's, with pglb healthd answering its checks).
         #[arg(long, default_value = "pglb", value_parser = ["pglb", "haproxy"])]
         proxy: String,
+        /// `rolling-restart`: the pooled client's command line (it gets
+        /// `--dsn URL --pool N --duration S` appended and prints one JSON
+        /// line), e.g. `--client 'python3 pglb/tests/clients/pooled_psycopg.py'`.
+        #[arg(long)]
+        client: Option<String>,
+        /// `rolling-restart`: the client's pool size.
+        #[arg(long, default_value_t = 8)]
+        pool: usize,
         #[arg(long)]
         json: bool,
     },
@@ -128,8 +136,13 @@ pub fn run(args: LabArgs, format: LogFormat) -> ExitCode {
                 lab.fault(&node, fault).await?;
                 println!("{fault} {node}: done");
             }
-            LabCommand::Scenario { dir, name, queries, inter, max_lag, planned: _, crash, runs, proxy, json } => {
+            LabCommand::Scenario { dir, name, queries, inter, max_lag, planned: _, crash, runs, proxy, client, pool, json } => {
                 let report = match name.as_str() {
+                    "rolling-restart" => {
+                        let client: Vec<String> = client.as_deref().unwrap_or_default().split_whitespace().map(str::to_string).collect();
+                        let pglb = std::env::current_exe().map_err(|e| Failure::Scenario(scenario::ScenarioError::Start(e.to_string())))?;
+                        scenario::rolling_restart(&dir, scenario::RollingOptions { pglb, client, pool }).await
+                    }
                     "switchover" => {
                         let proxy = if proxy == "haproxy" { scenario::Proxy::Haproxy } else { scenario::Proxy::Pglb };
                         scenario::switchover(&dir, scenario::SwitchoverOptions { crash, runs, proxy }).await

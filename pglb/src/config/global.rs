@@ -34,6 +34,14 @@ pub(super) fn parse(ctx: &mut Ctx, lines: &[Line], global: &mut Global) {
                     }
                 }
             }
+            "grace" => {
+                if let Some(v) = ctx.arg(line, 0, "a time such as 2s") {
+                    match parse_timeout(v) {
+                        Ok(d) => global.grace = d,
+                        Err(e) => ctx.error(n, e),
+                    }
+                }
+            }
             "pidfile" => global.pidfile = ctx.arg(line, 0, "a path").map(PathBuf::from),
             "ulimit-n" => {
                 if let Some(v) = ctx.arg(line, 0, "a number").and_then(|v| ctx.number(n, kw, v)) {

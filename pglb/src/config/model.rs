@@ -31,6 +31,11 @@ pub struct Global {
     /// How long a stopping pglb waits for sessions before closing them;
     /// `None` waits for ever, as HAProxy does without `hard-stop-after`.
     pub hard_stop_after: Option<Duration>,
+    /// After SIGTERM, how long new clients are still served (`grace`,
+    /// HAProxy's keyword): `/ready` already says 503, and a load balancer
+    /// or Kubernetes Service needs a moment to stop sending clients.
+    /// Default 0.
+    pub grace: Option<Duration>,
     pub stats_sockets: Vec<StatsSocket>,
     /// Idle timeout of runtime API connections (`stats timeout`, default 10s).
     pub stats_timeout: Duration,

@@ -305,6 +305,11 @@ pub fn record(be: &BackendState, srv: &ServerState, fsm: &mut Fsm, verdict: Verd
         _ => fsm.record(ok),
     };
     srv.check_health.store(fsm.health(), std::sync::atomic::Ordering::Relaxed);
+    // A passed check supersedes a session's mark-down that the check task
+    // has not applied yet (the server answers again).
+    if ok && srv.clear_passive_down() && transition.is_none() {
+        be.republish();
+    }
     if transition.is_none() && changed_info && be.cfg.log_health_checks {
         tracing::info!(target: "pglb::health", backend = %be.cfg.name, server = %srv.cfg.name, check_status = status, check_desc = %desc,
             "Health check for server {}/{} {}, reason: {desc}", be.cfg.name, srv.cfg.name, if ok { "succeeded" } else { "failed" });

@@ -11,4 +11,5 @@ mod reject;
 pub mod relay;
 pub mod session;
 pub mod sniff;
+pub mod track;
 pub mod workers;

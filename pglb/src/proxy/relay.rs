@@ -6,6 +6,7 @@
 //! (`pending`), and only until they are written. Half-closes are forwarded.
 
 use super::sniff::{Event, Sniffer};
+use super::track::Track;
 use crate::state::KillSwitch;
 use crate::state::counters::Counters;
 use std::cell::RefCell;
@@ -81,6 +82,8 @@ pub enum End {
     ServerTimeout,
     /// Closed by pglb: runtime API, server marked down, or hard stop.
     Killed,
+    /// Closed by pglb at a transaction boundary (stopping, `drain`).
+    Drained,
 }
 
 impl End {
@@ -93,6 +96,8 @@ impl End {
             End::ClientTimeout => "cD",
             End::ServerTimeout => "sD",
             End::Killed => "KD",
+            // As HAProxy logs a keep-alive connection closed at soft stop.
+            End::Drained => "--",
         }
     }
 }
@@ -119,6 +124,7 @@ enum Side {
 /// `poll_read` treats a short read as "drained" (edge-triggered epoll), so a
 /// request/response exchange costs one read and one write per message, with
 /// no extra EAGAIN round.
+#[allow(clippy::too_many_arguments)]
 fn pump(
     cx: &mut Context<'_>,
     src: &mut ReadHalf<'_>,
@@ -127,6 +133,7 @@ fn pump(
     other_done: bool,
     sniffer: &mut Option<Box<Sniffer>>,
     on_event: &mut impl FnMut(Event),
+    track: (&mut Track, fn(&mut Track, &[u8])),
 ) -> Poll<Result<(), Side>> {
     let mut progressed = false;
     for _ in 0..MAX_READS_PER_WAKE {
@@ -167,6 +174,7 @@ fn pump(
                         return Poll::Ready(Ok(0));
                     }
                     let data = rb.filled();
+                    (track.1)(track.0, data);
                     if let Some(s) = sniffer.as_mut() {
                         s.feed(data, &mut *on_event);
                         if s.done {
@@ -220,6 +228,8 @@ pub struct Relay<'a> {
     pub sniffer: Option<Box<Sniffer>>,
     /// Counters to add bytes to (frontend, backend, server).
     pub counters: [&'a Counters; 3],
+    /// Where the conversation is (transaction boundaries), for draining.
+    pub track: &'a mut Track,
 }
 
 /// What the relay tracks between wake-ups.
@@ -234,14 +244,16 @@ struct Flow {
 
 impl Relay<'_> {
     /// Runs until both sides close, an error, a timeout, or `kill` is
-    /// thrown (or was since the session noted generation `seen`).
+    /// thrown (or was since the session noted generation `seen`), or
+    /// drained (`kill.drains()` moved past `drains_seen`) once the session
+    /// is idle.
     ///
     /// Its state is what an idle session costs, so it is kept tight: the
     /// relay is borrowed and used in place (an async fn keeps its
     /// arguments' storage for its whole life, so moving a relay in would
     /// take its size twice), and the wake-up closure holds one reference
     /// per group of state rather than one per variable.
-    pub async fn run(&mut self, kill: &KillSwitch, seen: u64, on_event: &mut impl FnMut(Event)) -> Outcome {
+    pub async fn run(&mut self, kill: &KillSwitch, (seen, drains_seen): (u64, u64), on_event: &mut impl FnMut(Event)) -> Outcome {
         let mut flow = Flow { up: Direction::default(), down: Direction::default(), last: Instant::now(), armed: None };
         let f = &mut flow;
         // Futures that live for the whole session: re-creating them at every
@@ -260,8 +272,17 @@ impl Relay<'_> {
                 if up.done && down.done {
                     return Poll::Ready(End::Normal);
                 }
-                let a = if up.done { Poll::Pending } else { pump(cx, &mut client_r, &mut server_w, up, down.done, &mut None, on_event) };
-                let b = if down.done { Poll::Pending } else { pump(cx, &mut server_r, &mut client_w, down, up.done, &mut relay.sniffer, on_event) };
+                let track = &mut *relay.track;
+                let a = if up.done {
+                    Poll::Pending
+                } else {
+                    pump(cx, &mut client_r, &mut server_w, up, down.done, &mut None, on_event, (track, Track::client))
+                };
+                let b = if down.done {
+                    Poll::Pending
+                } else {
+                    pump(cx, &mut server_r, &mut client_w, down, up.done, &mut relay.sniffer, on_event, (track, Track::server))
+                };
                 let mut progressed = false;
                 for (r, swap_sides) in [(a, false), (b, true)] {
                     match r {
@@ -287,8 +308,18 @@ impl Relay<'_> {
                     // Busy session: give other tasks a turn, then come back.
                     cx.waker().wake_by_ref();
                 }
-                if killed.as_mut().poll(cx).is_ready() || kill.generation() != seen {
+                // One waiter for kills and drains: re-armed after each wake.
+                if killed.as_mut().poll(cx).is_ready() {
+                    killed.set(kill.notified());
+                    let _ = killed.as_mut().poll(cx);
+                }
+                if kill.generation() != seen {
                     return Poll::Ready(End::Killed);
+                }
+                // Idle, and everything the server said has reached the
+                // client (its last ReadyForQuery above all).
+                if kill.drains() != drains_seen && relay.track.idle() && down.pending.is_empty() && up.pending.is_empty() {
+                    return Poll::Ready(End::Drained);
                 }
                 let (deadline, which) = deadline(&relay.timeouts, up, down, *last);
                 match (deadline, *armed) {

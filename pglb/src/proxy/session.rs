@@ -100,6 +100,8 @@ struct Opened {
     sniffer: Option<Box<super::sniff::Sniffer>>,
     /// The session's BackendKeyData, once seen (unregistered at the end).
     key: Option<CancelKey>,
+    /// Where the conversation is, to close it at a transaction boundary.
+    track: super::track::Track,
 }
 
 /// The first packet, cancel requests, refusals, the server connection and
@@ -189,7 +191,8 @@ async fn open(
                     let be = be.clone();
                     log.server = conn.slot.server.cfg.name.clone();
                     log.connect_ms = Some(ms32(conn.connect_time));
-                    let mut opened = Opened { be, conn, sniffer: plain.then(Box::default), key: None };
+                    let track = if plain { super::track::Track::default() } else { super::track::Track::opaque() };
+                    let mut opened = Opened { be, conn, sniffer: plain.then(Box::default), key: None, track };
                     (log.bytes_in, log.bytes_out) = counts;
                     if !answer.is_empty() {
                         if client.write_all(&answer).await.is_err() {
@@ -199,6 +202,7 @@ async fn open(
                             return None;
                         }
                         log.bytes_out += answer.len() as u64;
+                        opened.track.server(&answer);
                         if let Some(sniffer) = opened.sniffer.as_mut() {
                             let key = &mut opened.key;
                             sniffer.feed(&answer, |e| {
@@ -456,11 +460,11 @@ async fn client_gone(client: &TcpStream, pipelined: bool) {
 /// keeps room for its arguments for its whole life.
 async fn serve(rt: &Arc<Runtime>, fe: &FrontendState, client: &mut TcpStream, opened: &mut Opened, log: &mut ConnLog) -> &'static str {
     // Borrowed, not copied: this frame lives as long as the session.
-    let Opened { be, conn, sniffer, key } = opened;
+    let Opened { be, conn, sniffer, key, track } = opened;
     let (addr, server, srv) = (&conn.addr, &mut conn.stream, &conn.slot.server);
     // A kill from here on ends the session once it relays.
     let kill = srv.kill.load_full();
-    let seen = kill.generation();
+    let seen = (kill.generation(), kill.drains());
     let _be_open = Open::new(&be.counters);
     if rt.hard_stop.is_cancelled() {
         // A hard stop cancels this before it throws the kill switches:
@@ -473,7 +477,7 @@ async fn serve(rt: &Arc<Runtime>, fe: &FrontendState, client: &mut TcpStream, op
         None => (fe.cfg.timeout_client, be.cfg.timeout_server),
     };
     let timeouts = relay::Timeouts::new(client_idle, server_idle, fe.cfg.timeout_client_fin, be.cfg.timeout_server_fin);
-    let mut relay = Relay { client, server, timeouts, sniffer: sniffer.take(), counters: [&fe.counters, &be.counters, &srv.counters] };
+    let mut relay = Relay { client, server, timeouts, sniffer: sniffer.take(), counters: [&fe.counters, &be.counters, &srv.counters], track };
     let outcome = relay
         .run(&kill, seen, &mut |e| {
             if let Event::Key(k) = e {
@@ -485,9 +489,30 @@ async fn serve(rt: &Arc<Runtime>, fe: &FrontendState, client: &mut TcpStream, op
     if outcome.end == End::Killed {
         crate::state::counters::Counters::add(&srv.counters.killed, 1);
     }
+    if outcome.end == End::Drained {
+        // The server's session ends as a client's would: no "unexpected
+        // EOF on client connection" in its log. The client sees the
+        // connection close while idle, which pools and drivers handle as
+        // a connection to replace, not as a failed query.
+        // Boxed: this rare step must not add to every idle session's future.
+        Box::pin(close_at_boundary(client, server)).await;
+        log.reason = Some("closed at a transaction boundary: pglb is stopping or the server's sessions are drained".into());
+    }
     log.bytes_in += outcome.bytes_in;
     log.bytes_out += outcome.bytes_out;
     outcome.end.code()
+}
+
+/// Ends a drained session: Terminate to the server, then a FIN (never a
+/// reset) to the client. lib/pq turns an EOF into driver.ErrBadConn, which
+/// database/sql retries on another connection, but passes a reset on to the
+/// application; a socket closed with unread bytes sends a reset, so
+/// whatever the client sent meanwhile is read and discarded.
+async fn close_at_boundary(client: &mut TcpStream, server: &mut TcpStream) {
+    let _ = tokio::time::timeout(Duration::from_secs(1), server.write_all(&pg::TERMINATE)).await;
+    let _ = client.shutdown().await;
+    let mut sink = [0u8; 512];
+    while matches!(client.try_read(&mut sink), Ok(n) if n > 0) {}
 }
 
 /// Counts a session as open in `counters` for as long as it lives.

@@ -1,4 +1,4 @@
-//! Seed 004's test scripts as commands (`pglb lab scenario lb|failover|lag|profile|switchover`):
+//! Seed 004's test scripts as commands (`pglb lab scenario lb|failover|lag|profile|switchover|rolling-restart`):
 //! each runs pglb in this process in front of a running lab, with a
 //! generated configuration, and reports what happened in readable text or
 //! JSON. The integration tests run the same functions.
@@ -7,12 +7,14 @@ mod failover;
 mod lag;
 mod lb;
 mod profile;
+mod rolling;
 mod switchover;
 
 pub use failover::{FailoverOptions, failover};
 pub use lag::{LagOptions, lag};
 pub use lb::lb;
 pub use profile::profile;
+pub use rolling::{RollingOptions, rolling_restart};
 pub use switchover::{Proxy, SwitchoverOptions, switchover};
 
 use crate::lab::Lab;

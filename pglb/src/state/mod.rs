@@ -115,12 +115,26 @@ pub struct Claim {
 #[derive(Debug, Default)]
 pub struct KillSwitch {
     generation: AtomicU64,
+    /// Bumped by [`drain`](KillSwitch::drain): sessions that noted an
+    /// earlier value close at their next transaction boundary.
+    drains: AtomicU64,
     notify: Notify,
 }
 
 impl KillSwitch {
     pub fn generation(&self) -> u64 {
         self.generation.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    pub fn drains(&self) -> u64 {
+        self.drains.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Asks every session that noted an earlier drain count to close at
+    /// its next transaction boundary (at once when idle).
+    pub fn drain(&self) {
+        self.drains.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.notify.notify_waiters();
     }
 
     /// Ends every session that noted an earlier generation.
@@ -353,6 +367,12 @@ impl ServerState {
     pub fn kill_sessions(&self) {
         self.kill.load().throw();
     }
+
+    /// Closes every session on this server at its next transaction
+    /// boundary (TLS sessions, which pglb cannot read, go on).
+    pub fn drain_sessions(&self) {
+        self.kill.load().drain();
+    }
 }
 
 #[derive(Debug)]
@@ -514,8 +534,12 @@ pub struct Runtime {
     /// Shared by every configuration generation: a cancel may name a session
     /// opened before a reload.
     pub cancel: Arc<CancelRegistry>,
-    /// Cancelled when pglb starts stopping (shared by every generation).
+    /// Cancelled when pglb starts stopping, after `grace`: new clients are
+    /// refused (shared by every generation).
     pub stopping: CancellationToken,
+    /// Cancelled at SIGTERM, before `grace`: `/ready` answers 503 so that
+    /// load balancers stop sending clients (shared by every generation).
+    pub soft_stop: CancellationToken,
     /// Cancelled at a hard stop: checks end, and a session that is not
     /// relaying yet does not start (relaying ones end by their servers'
     /// kill switches, thrown right after).
@@ -573,6 +597,7 @@ impl Runtime {
             backends,
             cancel: prev.map(|p| p.cancel.clone()).unwrap_or_default(),
             stopping: prev.map(|p| p.stopping.clone()).unwrap_or_default(),
+            soft_stop: prev.map(|p| p.soft_stop.clone()).unwrap_or_default(),
             hard_stop: CancellationToken::new(),
             retired: CancellationToken::new(),
             started: prev.map(|p| p.started).unwrap_or_else(SystemTime::now),

@@ -144,7 +144,7 @@ fn handle(rt: &Runtime, fe: &FrontendState, req: &Request<Incoming>) -> Response
 /// Kubernetes Service too. `?frontend=A,B` asks about those frontends only
 /// (each needs a usable server), `?all` about every frontend.
 fn ready(rt: &Runtime, query: &str) -> Response<Full<Bytes>> {
-    if rt.stopping.is_cancelled() {
+    if rt.soft_stop.is_cancelled() || rt.stopping.is_cancelled() {
         return reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "not ready: stopping\n");
     }
     let mut wanted: Option<Vec<&str>> = None;

@@ -7,6 +7,7 @@ mod config_cli;
 mod demo;
 mod deploy;
 mod dns;
+mod drain;
 mod failover;
 mod faults;
 mod health;

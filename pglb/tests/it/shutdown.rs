@@ -64,6 +64,9 @@ async fn hard_stop_after_bounds_the_drain() {
     let mut pglb = spawn_pglb(&cfg, None);
     let port = pglb.port;
     let client = poll("pglb listening", Duration::from_secs(10), || async { connect(port, "appdb").await.ok() }).await;
+    // Inside a transaction that never ends: an idle session would be
+    // closed at once, this one only by hard-stop-after.
+    client.batch_execute("begin").await.unwrap();
     pglb.signal(libc::SIGTERM);
     let (code, stderr, took) = pglb.wait_exit(Duration::from_secs(10)).await;
     assert_eq!(code, Some(0), "{stderr}");
@@ -73,5 +76,5 @@ async fn hard_stop_after_bounds_the_drain() {
         stderr.contains("\"termination_state\":\"KD\"") && stderr.contains("closed at hard stop"),
         "the killed session's line says why: {stderr}"
     );
-    assert!(client.query_one("select 1", &[]).await.is_err(), "the idle session was closed");
+    assert!(client.query_one("select 1", &[]).await.is_err(), "the session was closed");
 }
