@@ -194,30 +194,13 @@ async fn open(
                     let track = if plain { super::track::Track::default() } else { super::track::Track::opaque() };
                     let mut opened = Opened { be, conn, sniffer: plain.then(Box::default), key: None, track };
                     (log.bytes_in, log.bytes_out) = counts;
-                    if !answer.is_empty() {
-                        if client.write_all(&answer).await.is_err() {
-                            log.termination = "CD";
-                            log.total_ms = ms(started.elapsed());
-                            log.emit();
-                            return None;
-                        }
-                        log.bytes_out += answer.len() as u64;
-                        opened.track.server(&answer);
-                        if let Some(sniffer) = opened.sniffer.as_mut() {
-                            let key = &mut opened.key;
-                            sniffer.feed(&answer, |e| {
-                                if let Event::Key(k) = e {
-                                    *key = Some(k);
-                                }
-                            });
-                        }
-                        if let Some(k) = opened.key {
-                            rt.cancel.register(k, opened.conn.addr);
-                        }
-                        if opened.sniffer.as_ref().is_some_and(|s| s.done) {
-                            opened.sniffer = None;
-                        }
+                    if forward_first_answer(rt, client, &mut opened, &answer).await.is_err() {
+                        log.termination = "CD";
+                        log.total_ms = ms(started.elapsed());
+                        log.emit();
+                        return None;
                     }
+                    log.bytes_out += answer.len() as u64;
                     return Some(opened);
                 }
                 Err(r) => r,
@@ -241,6 +224,32 @@ async fn open(
     log.total_ms = ms(started.elapsed());
     log.emit();
     None
+}
+
+/// Sends the client what the server answered so far (held until pglb knew
+/// the server takes the session), and reads it as the relay would have:
+/// message framing, BackendKeyData.
+async fn forward_first_answer(rt: &Runtime, client: &mut TcpStream, opened: &mut Opened, answer: &[u8]) -> io::Result<()> {
+    if answer.is_empty() {
+        return Ok(());
+    }
+    client.write_all(answer).await?;
+    opened.track.server(answer);
+    if let Some(sniffer) = opened.sniffer.as_mut() {
+        let key = &mut opened.key;
+        sniffer.feed(answer, |e| {
+            if let Event::Key(k) = e {
+                *key = Some(k);
+            }
+        });
+        if sniffer.done {
+            opened.sniffer = None;
+        }
+    }
+    if let Some(k) = opened.key {
+        rt.cancel.register(k, opened.conn.addr);
+    }
+    Ok(())
 }
 
 /// Why a session could not start: the FATAL to send (no `code`: nothing

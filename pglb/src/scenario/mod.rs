@@ -49,6 +49,21 @@ pub async fn start(text: &str) -> Result<Running, ScenarioError> {
     crate::run::start(loaded.config).await.map_err(|e| ScenarioError::Start(e.to_string()))
 }
 
+/// Writes `config` to DIR/haproxy.cfg and starts Debian's HAProxy on it in
+/// the foreground (the caller kills it).
+pub fn spawn_haproxy(dir: &std::path::Path, config: &str) -> Result<std::process::Child, ScenarioError> {
+    let path = dir.join("haproxy.cfg");
+    std::fs::write(&path, config).map_err(|e| ScenarioError::Failed(format!("{}: {e}", path.display())))?;
+    std::process::Command::new("haproxy")
+        .arg("-db")
+        .arg("-f")
+        .arg(&path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| ScenarioError::Start(format!("haproxy (apt-get install haproxy): {e}")))
+}
+
 /// `server` lines for the given lab nodes.
 pub fn servers<'a>(nodes: impl Iterator<Item = &'a crate::lab::Node>, options: &str) -> String {
     nodes.map(|n| format!("    server {} 127.0.0.1:{} {options}\n", n.name, n.port)).collect()

@@ -135,27 +135,13 @@ async fn run(lab: &Lab, dir: &Path, o: &RollingOptions) -> Result<Report, Scenar
     // The stand-in for the Service: HAProxy sends clients to the instances
     // whose /ready answers 200.
     let front = free_port();
-    let haproxy_cfg = dir.join("haproxy.cfg");
-    std::fs::write(
-        &haproxy_cfg,
-        format!(
-            "defaults\n    mode tcp\n    timeout connect 2s\n    timeout client 1h\n    timeout server 1h\n\
-             listen pg\n    bind 127.0.0.1:{front}\n    balance roundrobin\n    option httpchk GET /ready\n    http-check expect status 200\n\
-             default-server inter 300ms fall 1 rise 2\n    server pglb1 127.0.0.1:{} check port {}\n    server pglb2 127.0.0.1:{} check port {}\n",
-            instances[0].port, instances[0].stats, instances[1].port, instances[1].stats
-        ),
-    )
-    .map_err(failed)?;
-    let mut haproxy = HaproxyChild(
-        Command::new("haproxy")
-            .arg("-db")
-            .arg("-f")
-            .arg(&haproxy_cfg)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| ScenarioError::Start(format!("haproxy (apt-get install haproxy): {e}")))?,
+    let config = format!(
+        "defaults\n    mode tcp\n    timeout connect 2s\n    timeout client 1h\n    timeout server 1h\n\
+         listen pg\n    bind 127.0.0.1:{front}\n    balance roundrobin\n    option httpchk GET /ready\n    http-check expect status 200\n\
+         default-server inter 300ms fall 1 rise 2\n    server pglb1 127.0.0.1:{} check port {}\n    server pglb2 127.0.0.1:{} check port {}\n",
+        instances[0].port, instances[0].stats, instances[1].port, instances[1].stats
     );
+    let mut haproxy = HaproxyChild(super::spawn_haproxy(dir, &config)?);
     let (user, password) = lab.superuser();
     let dsn = format!("postgres://{user}:{password}@127.0.0.1:{front}/appdb?sslmode=disable&connect_timeout=10");
     super::wait_for_async(Duration::from_secs(10), || async {

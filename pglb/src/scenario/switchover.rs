@@ -170,16 +170,7 @@ async fn front(lab: &Lab, dir: &Path, proxy: Proxy) -> Result<(Front, u16), Scen
                 "global\n    log stdout format raw local0 info\n{defaults}listen rw\n    bind 127.0.0.1:{port}\n    option httpchk GET /primary\n    http-check expect status 200\n\
                  default-server inter 1s rise 2 fall 3 on-marked-down shutdown-sessions\n{servers}"
             );
-            let path = dir.join("haproxy.cfg");
-            std::fs::write(&path, cfg).map_err(|e| ScenarioError::Failed(e.to_string()))?;
-            let child = std::process::Command::new("haproxy")
-                .arg("-db")
-                .arg("-f")
-                .arg(&path)
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .spawn()
-                .map_err(|e| ScenarioError::Start(format!("haproxy (apt-get install haproxy): {e}")))?;
+            let child = super::spawn_haproxy(dir, &cfg)?;
             let front = Front::Haproxy { child, _healthd: tx };
             // HAProxy takes every server as UP until its first check: ready
             // once 10 new connections in a row reach the primary.
