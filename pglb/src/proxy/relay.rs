@@ -317,11 +317,24 @@ impl Relay<'_> {
                     return Poll::Ready(End::Killed);
                 }
                 // Idle, and everything the server said has reached the
-                // client (its last ReadyForQuery above all).
+                // client (its last ReadyForQuery above all): closed once
+                // quiet for DRAIN_QUIET (see there), or at once when the
+                // drain is older than DRAIN_PATIENCE.
+                let mut drain_at = None;
                 if kill.drains() != drains_seen && relay.track.idle() && down.pending.is_empty() && up.pending.is_empty() {
-                    return Poll::Ready(End::Drained);
+                    let patience = kill.drained_at().map_or(*last, |d| d + DRAIN_PATIENCE);
+                    let at = (*last + DRAIN_QUIET).min(patience);
+                    if Instant::now() >= at {
+                        return Poll::Ready(End::Drained);
+                    }
+                    drain_at = Some(at);
                 }
-                let (deadline, which) = deadline(&relay.timeouts, up, down, *last);
+                let (mut deadline, mut which) = deadline(&relay.timeouts, up, down, *last);
+                if let Some(at) = drain_at
+                    && deadline.is_none_or(|d| at < d)
+                {
+                    (deadline, which) = (Some(at), End::Drained);
+                }
                 match (deadline, *armed) {
                     (Some(d), Some(a)) if a <= d => {}
                     (Some(d), _) => {
@@ -354,6 +367,18 @@ impl Relay<'_> {
         Outcome { end, bytes_in: flow.up.moved, bytes_out: flow.down.moved }
     }
 }
+
+/// A drained session is closed once its conversation has been quiet this
+/// long at a transaction boundary, not on the heels of the ReadyForQuery
+/// that ended its transaction: the application may still hold the
+/// connection then (node-postgres emits a close that arrives while a
+/// client is checked out as an 'error' nobody listens to, and the process
+/// dies). Pools return a connection within a millisecond or two.
+const DRAIN_QUIET: Duration = Duration::from_millis(25);
+
+/// A connection reused within DRAIN_QUIET for this long after the drain
+/// began is closed at its next transaction boundary regardless.
+const DRAIN_PATIENCE: Duration = Duration::from_secs(1);
 
 /// Where an unarmed idle timer points: a year away.
 fn far_future() -> Instant {

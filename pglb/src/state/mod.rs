@@ -118,6 +118,8 @@ pub struct KillSwitch {
     /// Bumped by [`drain`](KillSwitch::drain): sessions that noted an
     /// earlier value close at their next transaction boundary.
     drains: AtomicU64,
+    /// When the last drain was asked for.
+    drained_at: Mutex<Option<tokio::time::Instant>>,
     notify: Notify,
 }
 
@@ -130,9 +132,15 @@ impl KillSwitch {
         self.drains.load(std::sync::atomic::Ordering::SeqCst)
     }
 
+    /// When the last drain was asked for (`None`: never).
+    pub fn drained_at(&self) -> Option<tokio::time::Instant> {
+        *self.drained_at.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Asks every session that noted an earlier drain count to close at
     /// its next transaction boundary (at once when idle).
     pub fn drain(&self) {
+        *self.drained_at.lock().unwrap_or_else(|e| e.into_inner()) = Some(tokio::time::Instant::now());
         self.drains.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.notify.notify_waiters();
     }

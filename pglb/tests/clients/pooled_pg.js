@@ -21,7 +21,7 @@
 //
 //   {"driver":"node-pg","committed":N,"errors":{"<message>":count},"cut_mid_flight":N,
 //    "errors_total":N,"errors_by_stage":{...},"idle_client_errors":{"<message>":count},
-//    "idle_client_errors_total":N}
+//    "idle_client_errors_total":N,"checked_out_client_errors":{...},"checked_out_client_errors_total":N}
 //
 // An error on pool.connect() (stage acquire) or on BEGIN is a failed start; an
 // error after BEGIN succeeded counts as cut_mid_flight.
@@ -99,12 +99,17 @@ async function main() {
     config = { host: args.host, port: Number(args.port || 5432), user: args.user, password: args.password, database: args.database, ssl: false }
   }
 
-  const tally = { committed: 0, errors: {}, byStage: {}, cutMidFlight: 0, errorsTotal: 0, idle: {}, idleTotal: 0 }
+  const tally = { committed: 0, errors: {}, byStage: {}, cutMidFlight: 0, errorsTotal: 0, idle: {}, idleTotal: 0, checkedOut: {}, checkedOutTotal: 0 }
   const pool = new pg.Pool({ ...config, max: poolSize })
   pool.on('error', (err) => {
     count(tally.idle, err.message)
     tally.idleTotal++
   })
+
+  function onCheckedOutError(err) {
+    count(tally.checkedOut, err.message)
+    tally.checkedOutTotal++
+  }
 
   let stopped = false
   let wake = []
@@ -127,6 +132,10 @@ async function main() {
     let client
     try {
       client = await pool.connect()
+      // While checked out, a client has no pool listener: an 'error' event
+      // with no listener would end the process. A careful application
+      // listens; what arrives here is counted apart.
+      client.on('error', onCheckedOutError)
       stage = 'begin'
       await client.query('BEGIN')
       stage = 'select1'
@@ -135,10 +144,14 @@ async function main() {
       await client.query('SELECT pg_sleep(0.05)')
       stage = 'commit'
       await client.query('COMMIT')
+      client.removeListener('error', onCheckedOutError)
       client.release()
       tally.committed++
     } catch (err) {
-      if (client) client.release(err) // destroy it rather than pool it
+      if (client) {
+        client.removeListener('error', onCheckedOutError)
+        client.release(err) // destroy it rather than pool it
+      }
       count(tally.errors, err.message)
       count(tally.byStage, stage)
       tally.errorsTotal++
@@ -167,6 +180,8 @@ async function main() {
     errors_by_stage: tally.byStage,
     idle_client_errors: tally.idle,
     idle_client_errors_total: tally.idleTotal,
+    checked_out_client_errors: tally.checkedOut,
+    checked_out_client_errors_total: tally.checkedOutTotal,
     versions: { node: process.versions.node, pg: require('pg/package.json').version },
   }) + '\n')
 }

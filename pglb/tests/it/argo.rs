@@ -47,7 +47,10 @@ async fn every_refusal_is_one_argo_retries_with_and_without_tls() {
     let cfg = format!(
         "listen nosrv\n    bind 127.0.0.1:0\n    timeout connect 1s\n    timeout queue 300ms\n    option pgsql-check user postgres\n    server gone 127.0.0.1:{} check inter 100ms fall 1\n\
          listen full\n    bind 127.0.0.1:0\n    timeout connect 1s\n    timeout queue 60s\n    server primary 127.0.0.1:{primary} maxconn 1 maxqueue 1\n\
+         listen slow\n    bind 127.0.0.1:0\n    timeout connect 1s\n    timeout queue 300ms\n    server primary 127.0.0.1:{primary} maxconn 1\n\
+         listen refused\n    bind 127.0.0.1:0\n    timeout connect 1s\n    retries 1\n    server gone 127.0.0.1:{}\n\
          listen stopping\n    bind 127.0.0.1:0\n    server primary 127.0.0.1:{primary}\n",
+        dead_port(),
         dead_port()
     );
     let pglb = start(&cfg).await;
@@ -64,10 +67,14 @@ async fn every_refusal_is_one_argo_retries_with_and_without_tls() {
     let be = rt.backend("full").unwrap().clone();
     poll("one client queued", Duration::from_secs(5), || async { (pglb::state::counters::Counters::get(&be.counters.queue_cur) == 1).then_some(()) })
         .await;
+    let slow_holder = connect(port("slow"), "appdb").await.unwrap();
     for sslmode in ["disable", "require"] {
-        table.push(("no server, hold expired", sslmode, argo_connects(port("nosrv"), sslmode).await));
+        table.push(("no server, the wait expired", sslmode, argo_connects(port("nosrv"), sslmode).await));
         table.push(("queue full", sslmode, argo_connects(full, sslmode).await));
+        table.push(("no free slot within timeout queue", sslmode, argo_connects(port("slow"), sslmode).await));
+        table.push(("every connect attempt failed", sslmode, argo_connects(port("refused"), sslmode).await));
     }
+    drop(slow_holder);
     drop(holder);
     waiter.await.unwrap().unwrap();
 
