@@ -19,20 +19,7 @@ use tokio_postgres::Client;
 /// How often the kept connection is replaced by a fresh login.
 const FRESH_LOGIN_EVERY: Duration = Duration::from_secs(30);
 
-/// One answer from a server.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct PgInfo {
-    pub primary: bool,
-    /// Replay lag in seconds (0 when everything received is replayed).
-    pub lag_seconds: f64,
-    /// Bytes behind the primary (or received-but-not-replayed bytes when no
-    /// primary is known to pglb).
-    pub lag_bytes: u64,
-    /// A WAL receiver is streaming (replicas only).
-    pub streaming: bool,
-    /// The server's current (primary) or replayed (replica) WAL position.
-    pub lsn: u64,
-}
+pub use crate::pg::PgInfo;
 
 /// role, lag seconds, current/replay LSN, receive LSN, WAL receiver status.
 /// A replica that has replayed everything its receiver received lags 0 s.

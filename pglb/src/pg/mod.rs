@@ -27,6 +27,21 @@ pub mod sqlstate {
     pub const PROTOCOL_VIOLATION: &str = "08P01";
 }
 
+/// What a SQL-level check learns from one server (health checks, healthd).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PgInfo {
+    pub primary: bool,
+    /// Replay lag in seconds (0 when everything received is replayed).
+    pub lag_seconds: f64,
+    /// Bytes behind the primary (or received-but-not-replayed bytes when no
+    /// primary is known to pglb).
+    pub lag_bytes: u64,
+    /// A WAL receiver is streaming (replicas only).
+    pub streaming: bool,
+    /// The server's current (primary) or replayed (replica) WAL position.
+    pub lsn: u64,
+}
+
 /// Builds an ErrorResponse message with severity FATAL.
 pub fn fatal(code: &str, message: &str, detail: Option<&str>, hint: Option<&str>) -> Vec<u8> {
     let mut body = Vec::with_capacity(64 + message.len());

@@ -8,25 +8,15 @@
 
 use crate::pg::startup::CancelKey;
 use crate::state::BackendState;
-use std::collections::HashMap;
+use crate::state::cancel::CancelRegistry;
 use std::net::SocketAddr;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 /// Longest pglb spends delivering one cancel to one server.
 const CANCEL_TIMEOUT: Duration = Duration::from_secs(5);
-
-#[derive(Debug, Default)]
-pub struct CancelRegistry {
-    sessions: Mutex<HashMap<CancelKey, SocketAddr>>,
-    /// Cancels delivered to the one server that holds the session.
-    pub routed: AtomicU64,
-    /// Cancels sent to every usable server because the key was unknown.
-    pub broadcast: AtomicU64,
-}
 
 /// How a cancel was delivered, for the connection log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,47 +34,25 @@ impl Delivery {
     }
 }
 
-impl CancelRegistry {
-    pub fn register(&self, key: CancelKey, server: SocketAddr) {
-        self.sessions.lock().unwrap_or_else(|e| e.into_inner()).insert(key, server);
+/// Delivers `packet` (the client's 16-byte CancelRequest) to the server
+/// that holds `key`, or to every usable server of `backend`.
+pub async fn deliver(registry: &CancelRegistry, key: CancelKey, packet: &[u8], backend: Option<&BackendState>) -> Delivery {
+    if let Some(addr) = registry.lookup(&key) {
+        registry.routed.fetch_add(1, Relaxed);
+        send(addr, packet.to_vec()).await;
+        return Delivery::Routed;
     }
-
-    pub fn unregister(&self, key: &CancelKey) {
-        self.sessions.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
-    }
-
-    pub fn lookup(&self, key: &CancelKey) -> Option<SocketAddr> {
-        self.sessions.lock().unwrap_or_else(|e| e.into_inner()).get(key).copied()
-    }
-
-    pub fn len(&self) -> usize {
-        self.sessions.lock().unwrap_or_else(|e| e.into_inner()).len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Delivers `packet` (the client's 16-byte CancelRequest) to the server
-    /// that holds `key`, or to every usable server of `backend`.
-    pub async fn deliver(&self, key: CancelKey, packet: &[u8], backend: Option<&BackendState>) -> Delivery {
-        if let Some(addr) = self.lookup(&key) {
-            self.routed.fetch_add(1, Relaxed);
-            send(addr, packet.to_vec()).await;
-            return Delivery::Routed;
+    registry.broadcast.fetch_add(1, Relaxed);
+    if let Some(be) = backend {
+        // Every server with an address, not only the routable tier: the
+        // session may be on a backup or on a server now draining.
+        let targets: Vec<SocketAddr> = be.servers.iter().filter_map(|s| s.addr.load().as_deref().copied()).collect();
+        let handles: Vec<_> = targets.into_iter().map(|addr| tokio::spawn(send(addr, packet.to_vec()))).collect();
+        for handle in handles {
+            let _ = handle.await;
         }
-        self.broadcast.fetch_add(1, Relaxed);
-        if let Some(be) = backend {
-            // Every server with an address, not only the routable tier: the
-            // session may be on a backup or on a server now draining.
-            let targets: Vec<SocketAddr> = be.servers.iter().filter_map(|s| s.addr.load().as_deref().copied()).collect();
-            let handles: Vec<_> = targets.into_iter().map(|addr| tokio::spawn(send(addr, packet.to_vec()))).collect();
-            for handle in handles {
-                let _ = handle.await;
-            }
-        }
-        Delivery::Broadcast
     }
+    Delivery::Broadcast
 }
 
 async fn send(addr: SocketAddr, packet: Vec<u8>) {

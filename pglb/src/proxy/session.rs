@@ -158,7 +158,7 @@ async fn open(
     };
     if let FirstPacket::Cancel(key) = parsed {
         log.transport = "cancel";
-        let delivery = rt.cancel.deliver(key, first.packet(), backend.as_deref()).await;
+        let delivery = super::cancel::deliver(&rt.cancel, key, first.packet(), backend.as_deref()).await;
         log.reason = Some(format!("cancel request {}", delivery.as_str()).into());
         if delivery == Delivery::Broadcast {
             log.server = "*".into();

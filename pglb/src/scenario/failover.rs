@@ -2,7 +2,7 @@
 //! continuous client load through pglb; measure detection (kill -> DOWN),
 //! the errors new connections saw, and recovery (restart -> UP).
 
-use super::{PASSWORD_VAR, Report, ScenarioError, connect, dsn, fmt_secs, secs, servers, start, wait_for};
+use super::{Report, ScenarioError, connect, dsn, fmt_secs, password_file, secs, servers, start, wait_for};
 use crate::lab::{Fault, Lab};
 use serde_json::json;
 use std::sync::Arc;
@@ -23,12 +23,11 @@ impl Default for FailoverOptions {
 }
 
 pub async fn failover(lab: &Lab, o: FailoverOptions) -> Result<Report, ScenarioError> {
-    // SAFETY: scenarios run before or beside pglb's own tasks; the value is constant.
-    unsafe { std::env::set_var(PASSWORD_VAR, lab.superuser().1) };
+    let password = password_file(lab)?;
     let inter = o.inter.as_millis();
     let cfg = format!(
         "defaults\n    mode tcp\n    timeout connect 1s\n    timeout check 2s\n    timeout tunnel 1h\n    retries 3\n    option redispatch 1\n\
-         listen ro\n    bind 127.0.0.1:0\n    balance roundrobin\n    option pgsql-check user {user} password-env {PASSWORD_VAR} role replica\n{}",
+         listen ro\n    bind 127.0.0.1:0\n    balance roundrobin\n    option pgsql-check user {user} password-file {password} role replica\n{}",
         servers(lab.replicas(), &format!("check inter {inter}ms rise {} fall {}", o.rise, o.fall)),
         user = lab.superuser().0,
     );

@@ -2,7 +2,7 @@
 //! the primary writes; time until pglb marks it DOWN by lag; resume; time
 //! until it is UP again.
 
-use super::{PASSWORD_VAR, Report, ScenarioError, connect, fmt_secs, secs, servers, start, wait_for};
+use super::{Report, ScenarioError, connect, fmt_secs, password_file, secs, servers, start, wait_for};
 use crate::lab::{Fault, Lab};
 use serde_json::json;
 use std::time::Duration;
@@ -20,12 +20,11 @@ impl Default for LagOptions {
 }
 
 pub async fn lag(lab: &Lab, o: LagOptions) -> Result<Report, ScenarioError> {
-    // SAFETY: as in the failover scenario.
-    unsafe { std::env::set_var(PASSWORD_VAR, lab.superuser().1) };
+    let password = password_file(lab)?;
     let (max_lag, inter) = (o.max_lag.as_millis(), o.inter.as_millis());
     let cfg = format!(
         "defaults\n    mode tcp\n    timeout connect 1s\n    timeout check 2s\n    timeout tunnel 1h\n\
-         listen ro\n    bind 127.0.0.1:0\n    option pgsql-check user {user} password-env {PASSWORD_VAR} role replica max-lag {max_lag}ms\n{}",
+         listen ro\n    bind 127.0.0.1:0\n    option pgsql-check user {user} password-file {password} role replica max-lag {max_lag}ms\n{}",
         servers(lab.replicas(), &format!("check inter {inter}ms rise 2 fall 2")),
         user = lab.superuser().0,
     );

@@ -40,8 +40,13 @@ pub enum ScenarioError {
     Failed(String),
 }
 
-/// Environment variable the generated configurations read the check password from.
-pub const PASSWORD_VAR: &str = "PGLB_SCENARIO_PASSWORD";
+/// Writes the lab's password where the generated configurations' checks
+/// read it (`password-file`); returns the path.
+pub fn password_file(lab: &Lab) -> Result<String, ScenarioError> {
+    let path = lab.dir().join("check-password");
+    std::fs::write(&path, lab.superuser().1).map_err(|e| ScenarioError::Failed(format!("{}: {e}", path.display())))?;
+    Ok(path.display().to_string())
+}
 
 /// Starts pglb from configuration text (bound on ephemeral ports).
 pub async fn start(text: &str) -> Result<Running, ScenarioError> {

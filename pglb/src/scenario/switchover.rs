@@ -131,15 +131,13 @@ fn free_port() -> u16 {
 /// Starts the proxy; returns it and the port clients use.
 async fn front(lab: &Lab, dir: &Path, proxy: Proxy) -> Result<(Front, u16), ScenarioError> {
     let (user, password) = lab.superuser();
-    let pw = dir.join("check-password");
-    std::fs::write(&pw, password).map_err(|e| ScenarioError::Failed(e.to_string()))?;
+    let pw = super::password_file(lab)?;
     let defaults = "defaults\n    mode tcp\n    timeout connect 5s\n    timeout client 1h\n    timeout server 1h\n    timeout check 2s\n    retries 3\n    option redispatch\n";
     match proxy {
         Proxy::Pglb => {
             let servers: String = lab.nodes().iter().map(|n| format!("    server {} 127.0.0.1:{} check\n", n.name, n.port)).collect();
             let cfg = format!(
-                "{defaults}listen rw\n    bind 127.0.0.1:0\n    option pgsql-check user {user} password-file {} role primary\n    default-server inter 1s rise 2 fall 3\n{servers}",
-                pw.display()
+                "{defaults}listen rw\n    bind 127.0.0.1:0\n    option pgsql-check user {user} password-file {pw} role primary\n    default-server inter 1s rise 2 fall 3\n{servers}"
             );
             let running = start(&cfg).await?;
             let port = running.addr("rw").map(|a| a.port()).unwrap_or(0);

@@ -5,13 +5,15 @@
 //! health/admin state and call [`BackendState::republish`]; sessions only
 //! load the published [`Usable`] snapshot and bump counters.
 
+pub mod cancel;
 pub mod counters;
+pub mod routing;
 
-use crate::balance::{self, Usable};
 use crate::config::{Backend, Config, Frontend, Server};
-use crate::proxy::cancel::CancelRegistry;
 use arc_swap::{ArcSwap, ArcSwapOption};
+use cancel::CancelRegistry;
 use counters::Counters;
+use routing::Usable;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -70,7 +72,7 @@ pub struct ServerState {
     pub downtime: AtomicU64,
     pub down_since: AtomicU64,
     /// What the SQL-level check last learned (role, lag); `None` otherwise.
-    pub pg: Mutex<Option<crate::health::sql::PgInfo>>,
+    pub pg: Mutex<Option<crate::pg::PgInfo>>,
     /// Thrown to close every session on this server (`shutdown sessions`,
     /// `on-marked-down shutdown-sessions`, a hard stop); sessions watch it.
     /// A reload that carries the server over hands it on, so it reaches the
@@ -421,7 +423,7 @@ impl BackendState {
                 s.set_health(Health::Down);
             }
         }
-        let usable = balance::Usable::build(&servers, cfg.allbackups, |_| true);
+        let usable = Usable::build(&servers, cfg.allbackups, |_| true);
         BackendState {
             cfg,
             servers,
@@ -635,5 +637,26 @@ pub struct BindKey {
 impl BindKey {
     pub fn of(fe: &Frontend, bind: &crate::config::Bind) -> BindKey {
         BindKey { addr: bind.addr, frontend: (bind.addr.port() == 0).then(|| fe.name.to_string()) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// `state/` is the leaf every other module reads: apart from the
+    /// configuration and protocol types it imports nothing of pglb's.
+    #[test]
+    fn imports_only_config_and_pg() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/state");
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            // The code, not its tests.
+            for (n, line) in text.lines().enumerate().take_while(|(_, l)| !l.starts_with("#[cfg(test)]")) {
+                for (i, _) in line.match_indices("crate::") {
+                    let module: String = line[i + 7..].chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+                    assert!(matches!(module.as_str(), "config" | "pg" | "state"), "{}:{}: state/ imports crate::{module}", path.display(), n + 1);
+                }
+            }
+        }
     }
 }
