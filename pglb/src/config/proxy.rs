@@ -652,6 +652,31 @@ mod tests {
     use std::time::Duration;
 
     #[test]
+    fn passive_health_defaults_follow_haproxy_except_in_role_backends() {
+        use crate::config::{Observe, OnError};
+        let text = "backend rw\n    option pgsql-check user u password-env PW role primary\n    server a 127.0.0.1:1 check\n    server b 127.0.0.1:2 check observe none\n\
+                    backend plain\n    server c 127.0.0.1:3 check observe layer4\n    server d 127.0.0.1:4 check observe layer4 error-limit 3 on-error sudden-death\n    server e 127.0.0.1:5 observe layer4\n";
+        let r = report_str(Path::new("o.cfg"), text);
+        assert!(r.errors.is_empty(), "{:?}", r.errors);
+        let cfg = r.config.unwrap();
+        let observe = |b: usize, s: usize| cfg.backends[b].servers[s].observe;
+        assert_eq!(observe(0, 0), Observe { layer4: true, error_limit: 1, action: OnError::MarkDown });
+        assert!(!observe(0, 1).layer4);
+        assert_eq!(observe(1, 0), Observe { layer4: true, error_limit: 10, action: OnError::FailCheck });
+        assert_eq!(observe(1, 1), Observe { layer4: true, error_limit: 3, action: OnError::SuddenDeath });
+        let warnings: Vec<String> = r.warnings.iter().map(ToString::to_string).collect();
+        assert!(warnings.iter().any(|w| w.contains("'observe layer4' has no effect without 'check'")), "{warnings:?}");
+        for (bad, says) in [
+            ("observe layer7", "observe layer7 judges HTTP responses"),
+            ("error-limit 0", "'error-limit 0' is not allowed"),
+            ("on-error retry", "on-error 'retry' is unknown"),
+        ] {
+            let r = report_str(Path::new("o.cfg"), &format!("backend b\n    server a 127.0.0.1:1 check {bad}\n"));
+            assert!(r.errors.iter().any(|e| e.to_string().contains(says)), "{bad}: {:?}", r.errors);
+        }
+    }
+
+    #[test]
     fn overlapping_binds_and_duplicate_servers_are_reported_with_every_error() {
         let text = "frontend a\n    bind 127.0.0.1:7001\n    bind 127.0.0.1:0\n    default_backend b\n\
                     frontend c\n    bind :7001\n    bind 127.0.0.1:0\n    bind 127.0.0.1:7002\n    bind 127.0.0.1:7002\n    default_backend b\n\

@@ -251,6 +251,10 @@ impl ServerOpts {
             return None;
         }
         let inter = self.inter.unwrap_or(Duration::from_secs(2));
+        if self.observe == Some(true) && !self.check.unwrap_or(false) {
+            // HAProxy's documentation: observing needs health checks.
+            ctx.warn(line, format!("server '{name}': 'observe layer4' has no effect without 'check' (passive health acts on the server's checks)"));
+        }
         Some(Server {
             name: name.into(),
             line,
