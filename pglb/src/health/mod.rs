@@ -10,6 +10,7 @@ pub mod sql;
 use crate::config::{CheckSpec, OnError, OnMarkedDown, OnMarkedUp};
 use crate::state::{Admin, BackendState, CheckInfo, Health, Runtime, ServerState};
 use fsm::{Fsm, Transition};
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -22,8 +23,9 @@ pub fn start(rt: &Arc<Runtime>, tasks: &TaskTracker) {
             if srv.cfg.check {
                 let (rt, be, srv) = (rt.clone(), be.clone(), srv.clone());
                 tasks.spawn(async move {
+                    let prober = NetProber::new(&be);
                     tokio::select! {
-                        _ = check_loop(&be, &srv) => {}
+                        _ = check_loop(&be, &srv, prober) => {}
                         _ = rt.hard_stop.cancelled() => {}
                         _ = rt.retired.cancelled() => {}
                     }
@@ -48,7 +50,10 @@ pub fn start(rt: &Arc<Runtime>, tasks: &TaskTracker) {
 /// the check that finds the new primary releases them.
 pub const HELD_CHECK_INTERVAL: Duration = Duration::from_millis(500);
 
-async fn check_loop(be: &BackendState, srv: &ServerState) {
+/// One server's checks, for ever: HAProxy's schedule, passive errors and
+/// check requests between checks. `prober` does the I/O (a seam: the
+/// scheduler's tests use a scripted one under paused time).
+pub async fn check_loop(be: &BackendState, srv: &ServerState, mut prober: impl Prober) {
     let cfg = &srv.cfg;
     let checked_before = !srv.check.lock().unwrap_or_else(|e| e.into_inner()).status.is_empty();
     let mut fsm = if checked_before {
@@ -58,10 +63,6 @@ async fn check_loop(be: &BackendState, srv: &ServerState) {
         Fsm::new_pending(cfg.rise, cfg.fall)
     } else {
         Fsm::new(cfg.rise, cfg.fall)
-    };
-    let mut sql = match &be.cfg.check {
-        CheckSpec::Pgsql(p) if p.is_sql() => Some(sql::SqlProbe::new(p.clone())),
-        _ => None,
     };
     // Spread the first checks over one interval so servers are not all
     // checked at the same instant.
@@ -82,7 +83,8 @@ async fn check_loop(be: &BackendState, srv: &ServerState) {
             _ = tokio::time::sleep_until(next) => {
                 srv.take_check_request();
                 if srv.admin() != Admin::Maint && srv.checks_enabled.load(std::sync::atomic::Ordering::Relaxed) {
-                    run_once(be, srv, &mut fsm, sql.as_mut()).await;
+                    let seen = prober.probe(be, srv).await;
+                    apply(be, srv, &mut fsm, seen);
                 }
                 srv.check_health.store(fsm.health(), std::sync::atomic::Ordering::Relaxed);
                 next = Instant::now() + interval(be, srv, &fsm);
@@ -121,21 +123,67 @@ fn apply_passive(be: &BackendState, srv: &ServerState, fsm: &mut Fsm) -> bool {
     true
 }
 
-async fn run_once(be: &BackendState, srv: &ServerState, fsm: &mut Fsm, sql: Option<&mut sql::SqlProbe>) {
+/// What one check saw, before it is judged against the rise/fall state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Probed {
+    pub ok: bool,
+    /// HAProxy's check status (L4OK, L7STS, ...).
+    pub status: &'static str,
+    pub desc: String,
+    pub duration: Duration,
+    /// When the probe started (a claim to be primary dates from then).
+    pub started: Instant,
+    /// The SQL check's role answer: `Some(true)` primary.
+    pub primary: Option<bool>,
+    /// The server answered a role the backend must not route to.
+    pub wrong_role: bool,
+}
+
+impl Probed {
+    fn failed(status: &'static str, desc: String, started: Instant) -> Probed {
+        Probed { ok: false, status, desc, duration: started.elapsed(), started, primary: None, wrong_role: false }
+    }
+}
+
+/// Runs one check of a server (the I/O side of a check).
+pub trait Prober: Send {
+    fn probe<'a>(&'a mut self, be: &'a BackendState, srv: &'a ServerState) -> std::pin::Pin<Box<dyn Future<Output = Probed> + Send + 'a>>;
+}
+
+/// The real checks: TCP, tcp-check rules, PostgreSQL start-up, HTTP, or
+/// the SQL-level check (which keeps its connection between checks).
+pub struct NetProber {
+    sql: Option<sql::SqlProbe>,
+}
+
+impl NetProber {
+    pub fn new(be: &BackendState) -> Self {
+        let sql = match &be.cfg.check {
+            CheckSpec::Pgsql(p) if p.is_sql() => Some(sql::SqlProbe::new(p.clone())),
+            _ => None,
+        };
+        NetProber { sql }
+    }
+}
+
+impl Prober for NetProber {
+    fn probe<'a>(&'a mut self, be: &'a BackendState, srv: &'a ServerState) -> std::pin::Pin<Box<dyn Future<Output = Probed> + Send + 'a>> {
+        Box::pin(net_probe(be, srv, self.sql.as_mut()))
+    }
+}
+
+async fn net_probe(be: &BackendState, srv: &ServerState, sql: Option<&mut sql::SqlProbe>) -> Probed {
     let cfg = &srv.cfg;
+    let started = Instant::now();
     let Some(addr) = srv.addr.load().as_deref().copied() else {
-        record(be, srv, fsm, Verdict::Failed, "unresolvable", format!("{} does not resolve", cfg.host), Duration::ZERO);
-        return;
+        return Probed::failed("unresolvable", format!("{} does not resolve", cfg.host), started);
     };
     let port = cfg.check_port.unwrap_or(addr.port());
     let check_addr = match cfg.check_addr.as_deref() {
         None => addr.ip(),
         Some(a) => match resolve_check_addr(a, port, cfg.inter).await {
             Ok(ip) => ip,
-            Err(why) => {
-                record(be, srv, fsm, Verdict::Failed, "L4CON", format!("check addr {a} does not resolve: {why}"), Duration::ZERO);
-                return;
-            }
+            Err(why) => return Probed::failed("L4CON", format!("check addr {a} does not resolve: {why}"), started),
         },
     };
     let target = probe::Target {
@@ -146,24 +194,27 @@ async fn run_once(be: &BackendState, srv: &ServerState, fsm: &mut Fsm, sql: Opti
         read_timeout: be.cfg.timeout_check.unwrap_or(cfg.inter),
     };
     if let (Some(probe), CheckSpec::Pgsql(check)) = (sql, &be.cfg.check) {
-        let started = tokio::time::Instant::now();
         let answer = probe.probe(target.addr, target.read_timeout.max(target.connect_timeout)).await;
-        let duration = started.elapsed();
-        let mut definitive = false;
-        let mut primary = None;
-        let (ok, status, desc) = match answer {
+        return match answer {
             Ok(mut info) => {
-                definitive = sql::wrong_role(check, &info);
-                primary = Some(info.primary);
                 if !info.primary
                     && let Some(primary_lsn) = primary_lsn(be, srv)
                 {
                     info.lag_bytes = primary_lsn.saturating_sub(info.lsn);
                 }
                 *srv.pg.lock().unwrap_or_else(|e| e.into_inner()) = Some(info);
-                match sql::judge(check, &info) {
+                let (ok, status, desc) = match sql::judge(check, &info) {
                     Ok(desc) => (true, "L7OK", desc),
                     Err(desc) => (false, "L7STS", desc),
+                };
+                Probed {
+                    ok,
+                    status,
+                    desc,
+                    duration: started.elapsed(),
+                    started,
+                    primary: Some(info.primary),
+                    wrong_role: sql::wrong_role(check, &info),
                 }
             }
             Err(e) => {
@@ -173,37 +224,48 @@ async fn run_once(be: &BackendState, srv: &ServerState, fsm: &mut Fsm, sql: Opti
                     sql::SqlError::NewConnection { status, .. } => status,
                     _ => "L7STS",
                 };
-                (false, status, e.to_string())
+                Probed::failed(status, e.to_string(), started)
             }
         };
-        // What the server is now, as this check saw it: a failed check
-        // leaves no claim to be primary behind (a stopped primary's last
-        // answer must not make a promoted replica look like a split brain).
-        srv.note_role(if ok { primary } else { None }, started);
-        // A primary that came back as a replica (or the reverse) must not get
-        // `fall - 1` more checks' worth of sessions: DOWN at once. The only
-        // server that proves primary in a backend without one is adopted at
-        // once (unless `strict-rise`): nothing else can take the writes.
-        let verdict = if definitive {
-            Verdict::Down
-        } else if ok && primary == Some(true) && be.requires_primary() && !check.strict_rise && !one_success_from_up(fsm) && sole_claimant(be, srv) {
-            Verdict::Adopt
-        } else {
-            Verdict::from(ok)
-        };
-        record(be, srv, fsm, verdict, status, desc, duration);
-        if srv.health() == Health::Down && !ok {
-            *srv.pg.lock().unwrap_or_else(|e| e.into_inner()) = None;
-        }
-        if be.requires_primary() {
-            // Claims decide routing: a second primary must be noticed at
-            // once, not at the next transition.
-            be.republish();
-        }
-        return;
     }
     let r = probe::run(&be.cfg.check, target).await;
-    record(be, srv, fsm, Verdict::from(r.ok), r.status, r.desc, r.duration);
+    Probed { ok: r.ok, status: r.status, desc: r.desc, duration: r.duration, started, primary: None, wrong_role: false }
+}
+
+/// Judges one check: the server's claim to be primary, the rise/fall state
+/// (a wrong role is DOWN at once, the only primary of a backend without one
+/// is UP at once), and the routing snapshot.
+fn apply(be: &BackendState, srv: &ServerState, fsm: &mut Fsm, p: Probed) {
+    let (sql_check, strict) = match &be.cfg.check {
+        CheckSpec::Pgsql(c) => (c.is_sql(), c.strict_rise),
+        _ => (false, false),
+    };
+    // What the server is now, as this check saw it: a failed check leaves no
+    // claim to be primary behind (a stopped primary's last answer must not
+    // make a promoted replica look like a split brain).
+    if sql_check {
+        srv.note_role(if p.ok { p.primary } else { None }, p.started);
+    }
+    // A primary that came back as a replica (or the reverse) must not get
+    // `fall - 1` more checks' worth of sessions: DOWN at once. The only
+    // server that proves primary in a backend without one is adopted at
+    // once (unless `strict-rise`): nothing else can take the writes.
+    let verdict = if p.wrong_role {
+        Verdict::Down
+    } else if p.ok && p.primary == Some(true) && be.requires_primary() && !strict && !one_success_from_up(fsm) && sole_claimant(be, srv) {
+        Verdict::Adopt
+    } else {
+        Verdict::from(p.ok)
+    };
+    record(be, srv, fsm, verdict, p.status, p.desc, p.duration);
+    if sql_check && srv.health() == Health::Down && !p.ok {
+        *srv.pg.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+    if be.requires_primary() {
+        // Claims decide routing: a second primary must be noticed at once,
+        // not at the next transition.
+        be.republish();
+    }
 }
 
 /// `check ... addr`: an IP, or a host name resolved at each check (the
@@ -351,3 +413,6 @@ pub fn record(be: &BackendState, srv: &ServerState, fsm: &mut Fsm, verdict: Verd
         _ => {}
     }
 }
+
+#[cfg(test)]
+mod schedule_tests;

@@ -472,6 +472,13 @@ impl BackendState {
                 [] => {}
                 [(only, _)] => {
                     usable = Usable::build(&self.servers, self.cfg.allbackups, |s| s.index == only.index);
+                    // The only claimant, not UP yet: when a contest just
+                    // ended in its favour, its next check adopts it (see
+                    // health's Verdict::Adopt), so it is asked for now.
+                    let strict = matches!(&self.cfg.check, crate::config::CheckSpec::Pgsql(p) if p.strict_rise);
+                    if !strict && only.health() == Health::Down && only.admin() == Admin::Ready {
+                        only.request_check();
+                    }
                 }
                 _ => {
                     let newest = claims.iter().map(|(_, c)| c.since).max().expect("several claims");
