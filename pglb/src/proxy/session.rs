@@ -193,6 +193,9 @@ async fn open(
                     log.connect_ms = Some(ms32(conn.connect_time));
                     let track = if plain { super::track::Track::default() } else { super::track::Track::opaque() };
                     let mut opened = Opened { be, conn, sniffer: plain.then(Box::default), key: None, track };
+                    // What the client sent behind its StartupMessage went to
+                    // the server with it (a pipelined query).
+                    opened.track.client(first.0.rest());
                     (log.bytes_in, log.bytes_out) = counts;
                     if forward_first_answer(rt, client, &mut opened, &answer).await.is_err() {
                         log.termination = "CD";
