@@ -119,14 +119,25 @@ impl Control {
                 Err(e) => return Err(format!("reload refused: frontend '{fe}' cannot listen on {}: {e}", bind.addr)),
             }
         }
-        // Sockets whose path stays but whose level/mode changes are rebound.
-        let mut opened_unix = Vec::new();
+        // Sockets whose path stays but whose level/mode changes are rebound:
+        // all bound beside their paths first, then put in place, then the
+        // old ones closed, so a refused reload leaves the runtime API as it was.
+        let mut pending_unix = Vec::new();
         for s in fresh_unix {
-            self.close_socket_path(&s.path);
-            match crate::admin::bind(&s) {
-                Ok(l) => opened_unix.push((s, l)),
+            match crate::admin::bind_beside(&s) {
+                Ok(p) => pending_unix.push((s, p)),
                 Err(e) => return Err(format!("reload refused: cannot open stats socket {}: {e}", s.path.display())),
             }
+        }
+        let mut opened_unix = Vec::new();
+        for (s, p) in pending_unix {
+            match p.put_in_place() {
+                Ok(l) => opened_unix.push((s, l)),
+                Err(e) => tracing::error!(target: "pglb::reload", path = %s.path.display(), error = %e, "stats socket could not be put in place"),
+            }
+        }
+        for (s, _) in &opened_unix {
+            self.close_socket_path(&s.path);
         }
         self.current.store(new.clone());
         {

@@ -24,17 +24,69 @@ const MAX_LINE: usize = 64 * 1024;
 
 /// Binds the socket file (replacing a stale one) with the configured mode.
 pub fn bind(socket: &StatsSocket) -> std::io::Result<UnixListener> {
-    match std::fs::remove_file(&socket.path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
+    let pending = bind_beside(socket)?;
+    pending.put_in_place()
+}
+
+/// A runtime API socket bound beside its path, not yet in place: a reload
+/// binds every new socket first, and only when all are bound renames them
+/// over their paths, so a refused reload leaves the running sockets as they
+/// were (an old socket at the same path serves until the rename).
+pub struct PendingSocket {
+    /// Taken by `put_in_place`.
+    listener: Option<UnixListener>,
+    /// Where it is bound now (`None`: already at its path).
+    temporary: Option<std::path::PathBuf>,
+    path: std::path::PathBuf,
+}
+
+impl PendingSocket {
+    /// Renames it over its path (atomic: a client finds the old or the new
+    /// socket, never none).
+    pub fn put_in_place(mut self) -> std::io::Result<UnixListener> {
+        if let Some(tmp) = self.temporary.take() {
+            if let Err(e) = std::fs::rename(&tmp, &self.path) {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e);
+            }
+        }
+        self.listener.take().ok_or_else(|| std::io::Error::other("socket already put in place"))
     }
-    let listener = UnixListener::bind(&socket.path)?;
+}
+
+impl Drop for PendingSocket {
+    fn drop(&mut self) {
+        if let Some(tmp) = &self.temporary {
+            let _ = std::fs::remove_file(tmp);
+        }
+    }
+}
+
+/// Binds `socket` at a temporary name in its directory, with its mode.
+/// A path too long for a temporary name beside it is bound in place (the
+/// file there is replaced at once).
+pub fn bind_beside(socket: &StatsSocket) -> std::io::Result<PendingSocket> {
+    let name = socket.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = socket.path.with_file_name(format!(".{name}.{}.new", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    let (listener, temporary, at) = match UnixListener::bind(&tmp) {
+        Ok(l) => (l, Some(tmp.clone()), tmp),
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
+            match std::fs::remove_file(&socket.path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+            (UnixListener::bind(&socket.path)?, None, socket.path.clone())
+        }
+        Err(e) => return Err(e),
+    };
+    let pending = PendingSocket { listener: Some(listener), temporary, path: socket.path.clone() };
     // HAProxy's default is whatever the umask gives; pglb defaults to 0600
     // so an unconfigured socket is never world-writable.
     let mode = socket.mode.unwrap_or(0o600);
-    std::fs::set_permissions(&socket.path, std::fs::Permissions::from_mode(mode))?;
-    Ok(listener)
+    std::fs::set_permissions(&at, std::fs::Permissions::from_mode(mode))?;
+    Ok(pending)
 }
 
 pub async fn serve(control: Arc<Control>, listener: UnixListener, level: Level, stop: CancellationToken) {

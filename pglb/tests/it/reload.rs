@@ -160,3 +160,40 @@ async fn sighup_and_runtime_api_reload_the_binary() {
     assert!(stderr.contains("unknown keyword 'frobnicate'"), "{stderr}");
     assert!(stderr.contains("configuration generation 2 loaded"), "{stderr}");
 }
+
+/// A reload that changes a runtime API socket's level and fails on another
+/// socket leaves the runtime API as it was: new sockets are bound beside
+/// their paths and only put in place once every one is bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_reload_keeps_the_runtime_api_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("admin.sock");
+    let text = |level: &str, extra: &str| {
+        format!(
+            "global\n    stats socket {} level {level}\n{extra}listen pg\n    bind 127.0.0.1:0\n    server a 127.0.0.1:{}\n",
+            sock.display(),
+            dead_port()
+        )
+    };
+    let path = dir.path().join("pglb.cfg");
+    std::fs::write(&path, text("operator", "")).unwrap();
+    init_logs();
+    let pglb = pglb::run::start(pglb::config::load(&path).unwrap().config).await.unwrap();
+    let ask = |cmd: &str| {
+        let out = std::process::Command::new(pglb_bin()).args(["ctl", "-S"]).arg(&sock).arg(cmd).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+    };
+    assert!(ask("help").contains("show info"));
+    // The level changes (the socket is rebound) and a second socket cannot be opened.
+    std::fs::write(&path, text("admin", "    stats socket /nonexistent/dir/pglb.sock level admin\n")).unwrap();
+    let err = pglb.reload().await.unwrap_err();
+    assert!(err.contains("cannot open stats socket /nonexistent/dir/pglb.sock"), "{err}");
+    assert!(ask("help").contains("show info"), "the runtime API still answers at its path");
+    assert!(ask("pause backend pg").contains("Permission denied"), "still at the old level");
+    // A valid change of level takes effect.
+    std::fs::write(&path, text("admin", "")).unwrap();
+    pglb.reload().await.unwrap();
+    assert!(!ask("pause backend pg").contains("Permission denied"), "now admin");
+    assert!(pglb.runtime().backend("pg").unwrap().paused.load(Relaxed));
+    assert!(std::fs::read_dir(dir.path()).unwrap().all(|e| !e.unwrap().file_name().to_string_lossy().ends_with(".new")), "no temporary socket left");
+}
