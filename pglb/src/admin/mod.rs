@@ -44,11 +44,11 @@ impl PendingSocket {
     /// Renames it over its path (atomic: a client finds the old or the new
     /// socket, never none).
     pub fn put_in_place(mut self) -> std::io::Result<UnixListener> {
-        if let Some(tmp) = self.temporary.take() {
-            if let Err(e) = std::fs::rename(&tmp, &self.path) {
-                let _ = std::fs::remove_file(&tmp);
-                return Err(e);
-            }
+        if let Some(tmp) = self.temporary.take()
+            && let Err(e) = std::fs::rename(&tmp, &self.path)
+        {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
         }
         self.listener.take().ok_or_else(|| std::io::Error::other("socket already put in place"))
     }
