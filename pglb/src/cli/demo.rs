@@ -25,8 +25,9 @@ pub struct DemoArgs {
     pub replicas: usize,
 }
 
-/// Environment variable the generated configuration reads the check password from.
-const PASSWORD_VAR: &str = "PGLB_DEMO_PASSWORD";
+/// The file (in the lab's directory) the generated configuration's checks
+/// read the password from.
+const PASSWORD_FILE: &str = "check-password";
 
 /// The configuration `pglb demo` runs, in HAProxy's language.
 pub fn config(lab: &Lab, args: &DemoArgs) -> String {
@@ -60,13 +61,13 @@ listen stats
 # Writes: whichever server reports being primary (follows a promotion).
 listen rw
     bind 127.0.0.1:{rw}
-    option pgsql-check user postgres password-env {PASSWORD_VAR} role primary
+    option pgsql-check user postgres password-file {dir}/{PASSWORD_FILE} role primary
 {servers}
 # Reads: streaming replicas no more than 10 s behind, round robin.
 listen ro
     bind 127.0.0.1:{ro}
     balance roundrobin
-    option pgsql-check user postgres password-env {PASSWORD_VAR} role replica max-lag 10s require-streaming
+    option pgsql-check user postgres password-file {dir}/{PASSWORD_FILE} role replica max-lag 10s require-streaming
 {replicas}",
         dir = lab.dir().display(),
         stats = args.stats_port,
@@ -77,8 +78,6 @@ listen ro
 
 pub fn run(args: DemoArgs, format: LogFormat) -> ExitCode {
     logging::init(format, false);
-    // SAFETY: set before the runtime starts any thread.
-    unsafe { std::env::set_var(PASSWORD_VAR, "postgres") };
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -103,7 +102,11 @@ async fn demo(args: DemoArgs) -> ExitCode {
     };
     let text = config(&lab, &args);
     let path = lab.dir().join("pglb.cfg");
-    let code = match std::fs::write(&path, &text).map_err(|e| e.to_string()).and_then(|_| crate::config::load(&path).map_err(|e| e.to_string())) {
+    let code = match std::fs::write(lab.dir().join(PASSWORD_FILE), lab.superuser().1)
+        .and_then(|_| std::fs::write(&path, &text))
+        .map_err(|e| e.to_string())
+        .and_then(|_| crate::config::load(&path).map_err(|e| e.to_string()))
+    {
         Err(e) => {
             eprintln!("pglb demo: generated configuration rejected: {e}");
             ExitCode::from(1)
