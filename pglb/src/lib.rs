@@ -11,6 +11,8 @@ mod fuzz;
 pub mod health;
 pub mod healthd;
 pub mod lab;
+#[cfg(test)]
+mod layering;
 pub mod pg;
 pub mod proxy;
 pub mod run;

@@ -79,7 +79,7 @@ impl Control {
 
     /// Re-reads the configuration file and applies it; on any error the
     /// running configuration is untouched and the error is returned.
-    pub async fn reload(self: &Arc<Self>) -> Result<String, String> {
+    pub async fn reload_file(self: &Arc<Self>) -> Result<String, String> {
         let _one = self.reloading.lock().await;
         let old = self.runtime();
         let file = old.config.file.clone();
@@ -255,6 +255,36 @@ impl Control {
     }
 }
 
+impl listener::Host for Control {
+    fn runtime(&self) -> Arc<Runtime> {
+        Control::runtime(self)
+    }
+
+    fn workers(&self) -> &Workers {
+        Control::workers(self)
+    }
+
+    fn sessions(&self) -> &TaskTracker {
+        Control::sessions(self)
+    }
+}
+
+impl crate::stats::http::Source for Control {
+    fn runtime(&self) -> Arc<Runtime> {
+        Control::runtime(self)
+    }
+}
+
+impl crate::admin::Host for Control {
+    fn runtime(&self) -> Arc<Runtime> {
+        Control::runtime(self)
+    }
+
+    fn reload(self: &Arc<Self>) -> impl std::future::Future<Output = Result<String, String>> + Send {
+        self.reload_file()
+    }
+}
+
 /// Every (key, frontend name, bind) a configuration listens on.
 fn wanted_binds(cfg: &Config) -> Vec<(BindKey, String, config::Bind)> {
     cfg.frontends.iter().flat_map(|f| f.binds.iter().map(move |b| (BindKey::of(f, b), f.name.to_string(), b.clone()))).collect()
@@ -288,7 +318,7 @@ impl Running {
     }
 
     pub async fn reload(&self) -> Result<String, String> {
-        self.control.reload().await
+        self.control.reload_file().await
     }
 
     /// Stops gracefully. At once: `/ready` answers 503, idle sessions are

@@ -11,7 +11,6 @@ mod commands;
 pub use commands::{Outcome, execute};
 
 use crate::config::{Level, StatsSocket};
-use crate::run::Control;
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -89,7 +88,16 @@ pub fn bind_beside(socket: &StatsSocket) -> std::io::Result<PendingSocket> {
     Ok(pending)
 }
 
-pub async fn serve(control: Arc<Control>, listener: UnixListener, level: Level, stop: CancellationToken) {
+/// What the runtime API needs of the instance that runs it.
+pub trait Host: Send + Sync + 'static {
+    /// The configuration generation commands act on.
+    fn runtime(&self) -> Arc<crate::state::Runtime>;
+    /// Re-reads the configuration file (`reload`): the summary, or why the
+    /// running configuration stays.
+    fn reload(self: &Arc<Self>) -> impl std::future::Future<Output = Result<String, String>> + Send;
+}
+
+pub async fn serve<H: Host>(control: Arc<H>, listener: UnixListener, level: Level, stop: CancellationToken) {
     loop {
         let accepted = tokio::select! {
             r = listener.accept() => r,
@@ -108,7 +116,7 @@ pub async fn serve(control: Arc<Control>, listener: UnixListener, level: Level, 
     }
 }
 
-async fn session(control: Arc<Control>, stream: UnixStream, level: Level) {
+async fn session<H: Host>(control: Arc<H>, stream: UnixStream, level: Level) {
     let idle = control.runtime().config.global.stats_timeout;
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read);

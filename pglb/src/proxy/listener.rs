@@ -1,9 +1,9 @@
 //! Listening sockets and the accept loop of each `bind`.
 
 use super::session;
+use super::workers::Workers;
 use crate::config::Bind;
-use crate::run::Control;
-use crate::state::BindKey;
+use crate::state::{BindKey, Runtime};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io;
 use std::net::SocketAddr;
@@ -13,6 +13,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// Binds a listening socket for `bind` (SO_REUSEADDR, the bind's backlog
 /// and IPv6-only setting).
@@ -32,7 +33,18 @@ pub fn bind(b: &Bind) -> io::Result<TcpListener> {
 /// enforced right after `accept`: while no slot is free this loop waits
 /// before accepting again, so further clients wait in the kernel's backlog
 /// (back-pressure) instead of being accepted and dropped.
-pub async fn accept_loop(control: Arc<Control>, key: BindKey, listener: TcpListener, stop: CancellationToken) {
+/// What the accept loop needs of the instance that runs it (`run::Control`
+/// in pglb): the data plane gets these handles, not the controller.
+pub trait Host: Send + Sync + 'static {
+    /// The configuration generation new sessions use.
+    fn runtime(&self) -> Arc<Runtime>;
+    /// The session threads.
+    fn workers(&self) -> &Workers;
+    /// Tracks sessions, so that stopping can wait for them.
+    fn sessions(&self) -> &TaskTracker;
+}
+
+pub async fn accept_loop<H: Host>(control: Arc<H>, key: BindKey, listener: TcpListener, stop: CancellationToken) {
     // Accepted sockets go to a session thread: they are accepted without
     // registering them with this runtime (which would cost two epoll_ctl
     // calls and a registration per client for nothing).

@@ -646,24 +646,3 @@ impl BindKey {
         BindKey { addr: bind.addr, frontend: (bind.addr.port() == 0).then(|| fe.name.to_string()) }
     }
 }
-
-#[cfg(test)]
-mod tests {
-    /// `state/` is the leaf every other module reads: apart from the
-    /// configuration and protocol types it imports nothing of pglb's.
-    #[test]
-    fn imports_only_config_and_pg() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/state");
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            let text = std::fs::read_to_string(&path).unwrap();
-            // The code, not its tests.
-            for (n, line) in text.lines().enumerate().take_while(|(_, l)| !l.starts_with("#[cfg(test)]")) {
-                for (i, _) in line.match_indices("crate::") {
-                    let module: String = line[i + 7..].chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
-                    assert!(matches!(module.as_str(), "config" | "pg" | "state"), "{}:{}: state/ imports crate::{module}", path.display(), n + 1);
-                }
-            }
-        }
-    }
-}

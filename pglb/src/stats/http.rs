@@ -7,7 +7,6 @@
 
 use super::{csv, html, json, prometheus, snapshot};
 use crate::config::StatsSettings;
-use crate::run::Control;
 use crate::state::{BindKey, FrontendState, Runtime};
 use base64::Engine;
 use http_body_util::Full;
@@ -24,7 +23,13 @@ use tokio_util::sync::CancellationToken;
 /// Longest a client may take to send its request headers.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub async fn serve(control: Arc<Control>, key: BindKey, listener: TcpListener, stop: CancellationToken) {
+/// What the stats listener needs of the instance that runs it: the
+/// configuration generation to report on.
+pub trait Source: Send + Sync + 'static {
+    fn runtime(&self) -> Arc<Runtime>;
+}
+
+pub async fn serve<S: Source>(control: Arc<S>, key: BindKey, listener: TcpListener, stop: CancellationToken) {
     loop {
         let accepted = tokio::select! {
             r = listener.accept() => r,
