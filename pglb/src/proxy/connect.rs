@@ -1,6 +1,7 @@
 //! Getting a server connection for a session: selection, the queue,
 //! `timeout connect`, and HAProxy's `retries` / `option redispatch`.
 
+use super::log::Termination;
 use crate::balance::{self, Pick};
 use crate::state::{BackendState, ServerState};
 use std::io;
@@ -56,17 +57,19 @@ pub enum ConnectError {
 }
 
 impl ConnectError {
-    /// HAProxy-style termination state.
-    pub fn termination(&self) -> &'static str {
-        match self {
-            ConnectError::NoServer { waited: None, .. } => "SC",
-            ConnectError::NoServer { waited: Some(_), .. } => "sQ",
-            ConnectError::QueueFull { .. } => "PQ",
-            ConnectError::QueueTimeout { .. } => "sQ",
-            ConnectError::Resource { .. } => "RC",
-            ConnectError::Failed { timeout: true, .. } => "sC",
-            ConnectError::Failed { .. } => "SC",
-        }
+    /// HAProxy's termination state.
+    pub fn termination(&self) -> Termination {
+        use super::log::{Cause, Phase};
+        let (cause, phase) = match self {
+            ConnectError::NoServer { waited: None, .. } => (Cause::Server, Phase::Connect),
+            ConnectError::NoServer { waited: Some(_), .. } => (Cause::ServerTimeout, Phase::Queue),
+            ConnectError::QueueFull { .. } => (Cause::Proxy, Phase::Queue),
+            ConnectError::QueueTimeout { .. } => (Cause::ServerTimeout, Phase::Queue),
+            ConnectError::Resource { .. } => (Cause::Resource, Phase::Connect),
+            ConnectError::Failed { timeout: true, .. } => (Cause::ServerTimeout, Phase::Connect),
+            ConnectError::Failed { .. } => (Cause::Server, Phase::Connect),
+        };
+        Termination::new(cause, phase)
     }
 
     pub fn sqlstate(&self) -> &'static str {

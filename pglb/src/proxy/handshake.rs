@@ -16,7 +16,7 @@
 use super::relay;
 use super::session::{Packet, ReadError, note_startup, read_packet};
 use crate::pg::startup::{self, FirstPacket};
-use crate::proxy::log::ConnLog;
+use crate::proxy::log::{Cause, ConnLog, Phase, Termination};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -40,7 +40,7 @@ pub enum Exchange {
     /// without pglb.
     Replay { reason: String, health: bool, answer: Vec<u8> },
     /// The session ends here, with this termination state.
-    End(&'static str),
+    End(Termination),
 }
 
 /// SQLSTATEs of a startup refusal that another server (or this one,
@@ -82,7 +82,7 @@ pub async fn exchange(
         };
         let mut answer = [0u8; 1];
         match tokio::time::timeout(server_limit, server.read_exact(&mut answer)).await {
-            Err(_) => return Exchange::End("sD"),
+            Err(_) => return Exchange::End(Termination::new(Cause::ServerTimeout, Phase::Data)),
             Ok(Err(_)) => {
                 return Exchange::Replay {
                     reason: "closed the connection before answering the encryption request".into(),
@@ -93,7 +93,7 @@ pub async fn exchange(
             Ok(Ok(_)) => {}
         }
         if client.write_all(&answer).await.is_err() {
-            return Exchange::End("CD");
+            return Exchange::End(Termination::new(Cause::Client, Phase::Data));
         }
         counts.1 += 1;
         if answer[0] == encrypted.0 {
@@ -108,8 +108,8 @@ pub async fn exchange(
         }
         let packet = match read_packet(client, client_limit, &[]).await {
             Ok(p) => p,
-            Err(ReadError::Timeout) => return Exchange::End("cR"),
-            Err(_) => return Exchange::End("CR"),
+            Err(ReadError::Timeout) => return Exchange::End(Termination::new(Cause::ClientTimeout, Phase::Request)),
+            Err(_) => return Exchange::End(Termination::new(Cause::Client, Phase::Request)),
         };
         counts.0 += packet.bytes.len() as u64;
         match startup::parse_first(packet.packet()) {
@@ -122,13 +122,13 @@ pub async fn exchange(
             Err(_) => {
                 // Not ours to judge after negotiation: let the server answer.
                 if server.write_all(&packet.bytes).await.is_err() {
-                    return Exchange::End("SD");
+                    return Exchange::End(Termination::new(Cause::Server, Phase::Data));
                 }
                 return Exchange::Relay { plain: false, answer: Vec::new() };
             }
         }
     }
-    Exchange::End("PR")
+    Exchange::End(Termination::new(Cause::Proxy, Phase::Request))
 }
 
 /// Reads the server's first answer to a StartupMessage: one read, or a
@@ -165,7 +165,7 @@ async fn startup_answer(server: &mut TcpStream, limit: Duration) -> Exchange {
             }
         }
     };
-    tokio::time::timeout(limit, read).await.unwrap_or(Exchange::End("sD"))
+    tokio::time::timeout(limit, read).await.unwrap_or(Exchange::End(Termination::new(Cause::ServerTimeout, Phase::Data)))
 }
 
 #[cfg(test)]

@@ -6,6 +6,94 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+/// Who or what ended a session: the first letter of HAProxy's termination
+/// state (an upper-case letter for an event, lower case for a timeout).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Cause {
+    /// `-`: a normal end.
+    #[default]
+    Normal,
+    /// `C`: the client closed or failed.
+    Client,
+    /// `c`: the client's timeout.
+    ClientTimeout,
+    /// `S`: the server refused, closed or failed.
+    Server,
+    /// `s`: the server's timeout (or `timeout queue`, `timeout connect`).
+    ServerTimeout,
+    /// `P`: pglb refused (not PostgreSQL, queue full, stopping).
+    Proxy,
+    /// `R`: a resource ran out (file descriptors).
+    Resource,
+    /// `K`: closed by pglb (runtime API, `on-marked-down`, hard stop).
+    Killed,
+}
+
+/// Where the session was when it ended: the second letter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Phase {
+    /// `-`: ended normally.
+    #[default]
+    None,
+    /// `R`: reading the client's first packet.
+    Request,
+    /// `Q`: waiting in the queue (for a slot or a usable server).
+    Queue,
+    /// `C`: connecting to a server (and its startup exchange).
+    Connect,
+    /// `D`: relaying data.
+    Data,
+}
+
+/// HAProxy's two-letter termination state (`--`, `CD`, `sQ`, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Termination {
+    pub cause: Cause,
+    pub phase: Phase,
+}
+
+impl Termination {
+    pub const NORMAL: Termination = Termination { cause: Cause::Normal, phase: Phase::None };
+
+    pub const fn new(cause: Cause, phase: Phase) -> Termination {
+        Termination { cause, phase }
+    }
+
+    /// HAProxy's code, e.g. `"sQ"`.
+    pub fn code(self) -> &'static str {
+        use Cause::*;
+        use Phase::*;
+        match (self.cause, self.phase) {
+            (Normal, _) => "--",
+            (Client, Request) => "CR",
+            (Client, Queue) => "CQ",
+            (Client, Connect) => "CC",
+            (Client, Data) | (Client, None) => "CD",
+            (ClientTimeout, Request) => "cR",
+            (ClientTimeout, _) => "cD",
+            (Server, Connect) | (Server, Request) => "SC",
+            (Server, Queue) => "SQ",
+            (Server, Data) | (Server, None) => "SD",
+            (ServerTimeout, Queue) => "sQ",
+            (ServerTimeout, Connect) | (ServerTimeout, Request) => "sC",
+            (ServerTimeout, Data) | (ServerTimeout, None) => "sD",
+            (Proxy, Request) => "PR",
+            (Proxy, Queue) => "PQ",
+            (Proxy, Connect) | (Proxy, None) => "PC",
+            (Proxy, Data) => "PD",
+            (Resource, Connect) => "RC",
+            (Resource, _) => "RR",
+            (Killed, _) => "KD",
+        }
+    }
+
+    /// An end that needs no operator's attention (logged at info): a normal
+    /// end, or a client that went away during the session.
+    pub fn is_quiet(self) -> bool {
+        matches!(self.cause, Cause::Normal) || (matches!(self.cause, Cause::Client | Cause::ClientTimeout) && self.phase == Phase::Data)
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct ConnLog {
     pub client: Option<SocketAddr>,
@@ -22,8 +110,8 @@ pub struct ConnLog {
     pub bytes_out: u64,
     pub retries: u32,
     pub redispatched: bool,
-    /// HAProxy-style two-letter termination state ("--" = normal).
-    pub termination: &'static str,
+    /// HAProxy's termination state.
+    pub termination: Termination,
     pub user: Option<Box<str>>,
     pub database: Option<Box<str>>,
     pub application_name: Option<Box<str>>,
@@ -49,11 +137,11 @@ impl ConnLog {
             ($level:ident) => {
                 tracing::$level!(target: "pglb::conn", client_ip = ip.as_str(), client_port = port, frontend = &*self.frontend,
                     backend = &*self.backend, server = &*self.server, tw, tc, tt, bytes_in = self.bytes_in, bytes_out = self.bytes_out,
-                    retries = self.retries, redispatched = self.redispatched, termination_state = self.termination, transport = self.transport,
+                    retries = self.retries, redispatched = self.redispatched, termination_state = self.termination.code(), transport = self.transport,
                     user, database = db, application_name = app, reason, "connection closed")
             };
         }
-        if matches!(self.termination, "--" | "CD" | "cD") {
+        if self.termination.is_quiet() {
             line!(info);
         } else {
             line!(warn);
@@ -73,4 +161,37 @@ pub fn ms(d: Duration) -> u64 {
 /// as 4294967295.
 pub fn ms32(d: Duration) -> u32 {
     d.as_millis().try_into().unwrap_or(u32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Cause::*, Phase::*, Termination};
+
+    #[test]
+    fn termination_codes_are_haproxys() {
+        let codes: Vec<&str> = [
+            (Normal, None),
+            (Client, Request),
+            (Client, Queue),
+            (Client, Data),
+            (ClientTimeout, Request),
+            (ClientTimeout, Data),
+            (Server, Connect),
+            (Server, Data),
+            (ServerTimeout, Queue),
+            (ServerTimeout, Connect),
+            (ServerTimeout, Data),
+            (Proxy, Request),
+            (Proxy, Queue),
+            (Proxy, Connect),
+            (Resource, Request),
+            (Resource, Connect),
+            (Killed, Data),
+        ]
+        .into_iter()
+        .map(|(c, p)| Termination::new(c, p).code())
+        .collect();
+        assert_eq!(codes, ["--", "CR", "CQ", "CD", "cR", "cD", "SC", "SD", "sQ", "sC", "sD", "PR", "PQ", "PC", "RR", "RC", "KD"]);
+        assert!(Termination::new(Client, Data).is_quiet() && !Termination::new(Server, Data).is_quiet());
+    }
 }

@@ -5,6 +5,7 @@
 //! buffer at all: only bytes the destination could not take yet are kept
 //! (`pending`), and only until they are written. Half-closes are forwarded.
 
+use super::log::{Cause, Phase, Termination};
 use super::sniff::{Event, Sniffer};
 use super::track::Track;
 use crate::state::KillSwitch;
@@ -87,18 +88,19 @@ pub enum End {
 }
 
 impl End {
-    /// First letter of HAProxy's termination state (the second is 'D').
-    pub fn code(self) -> &'static str {
-        match self {
-            End::Normal => "--",
-            End::ClientError => "CD",
-            End::ServerError => "SD",
-            End::ClientTimeout => "cD",
-            End::ServerTimeout => "sD",
-            End::Killed => "KD",
-            // As HAProxy logs a keep-alive connection closed at soft stop.
-            End::Drained => "--",
-        }
+    /// HAProxy's termination state (in the data phase).
+    pub fn termination(self) -> Termination {
+        let cause = match self {
+            // A drained session ends as HAProxy logs a keep-alive connection
+            // closed at soft stop: normally.
+            End::Normal | End::Drained => return Termination::NORMAL,
+            End::ClientError => Cause::Client,
+            End::ServerError => Cause::Server,
+            End::ClientTimeout => Cause::ClientTimeout,
+            End::ServerTimeout => Cause::ServerTimeout,
+            End::Killed => Cause::Killed,
+        };
+        Termination::new(cause, Phase::Data)
     }
 }
 

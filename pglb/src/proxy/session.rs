@@ -9,7 +9,7 @@
 use super::cancel::Delivery;
 use super::connect::{self, Attempts, Connected};
 use super::handshake::{self, Exchange};
-use super::log::{ConnLog, ms, ms32};
+use super::log::{Cause, ConnLog, Phase, Termination, ms, ms32};
 use super::relay::{self, End, Relay};
 use super::sniff::Event;
 use crate::pg::startup::{self, CancelKey, FirstPacket, Startup};
@@ -125,10 +125,9 @@ async fn open(
         Err(e) => {
             let e_null = matches!(e, ReadError::Empty);
             log.termination = match e {
-                ReadError::Empty => "CR",
-                ReadError::Timeout => "cR",
-                ReadError::Io => "CR",
-                ReadError::NotPostgres(_) => "PR",
+                ReadError::Empty | ReadError::Io => Termination::new(Cause::Client, Phase::Request),
+                ReadError::Timeout => Termination::new(Cause::ClientTimeout, Phase::Request),
+                ReadError::NotPostgres(_) => Termination::new(Cause::Proxy, Phase::Request),
             };
             if let ReadError::NotPostgres(why) = &e {
                 crate::state::counters::Counters::add(&fe.counters.req_errors, 1);
@@ -147,7 +146,7 @@ async fn open(
         Ok(p) => p,
         Err(e) => {
             crate::state::counters::Counters::add(&fe.counters.req_errors, 1);
-            log.termination = "PR";
+            log.termination = Termination::new(Cause::Proxy, Phase::Request);
             log.reason = Some(format!("not a PostgreSQL client: {e}").into());
             let msg = pg::fatal(sqlstate::PROTOCOL_VIOLATION, &format!("pglb: {e}"), None, None);
             let _ = tokio::time::timeout(Duration::from_secs(1), client.write_all(&msg)).await;
@@ -177,7 +176,7 @@ async fn open(
         None => Refusal {
             code: sqlstate::CONNECTION_FAILURE,
             message: format!("frontend \"{}\" has no backend", fe.cfg.name),
-            termination: "PC",
+            termination: Termination::new(Cause::Proxy, Phase::Connect),
             answer: Vec::new(),
         },
         Some(be) => {
@@ -198,7 +197,7 @@ async fn open(
                     opened.track.client(first.0.rest());
                     (log.bytes_in, log.bytes_out) = counts;
                     if forward_first_answer(rt, client, &mut opened, &answer).await.is_err() {
-                        log.termination = "CD";
+                        log.termination = Termination::new(Cause::Client, Phase::Data);
                         log.total_ms = ms(started.elapsed());
                         log.emit();
                         return None;
@@ -213,7 +212,7 @@ async fn open(
     let Refusal { code, message, termination, answer } = refusal;
     log.termination = termination;
     log.reason = Some(message.as_str().into());
-    if !code.is_empty() || termination == "CQ" {
+    if !code.is_empty() || termination == Termination::new(Cause::Client, Phase::Queue) {
         if let Some(be) = &backend {
             crate::state::counters::Counters::add(&be.counters.errors_sent, 1);
         }
@@ -260,7 +259,7 @@ async fn forward_first_answer(rt: &Runtime, client: &mut TcpStream, opened: &mut
 struct Refusal {
     code: &'static str,
     message: String,
-    termination: &'static str,
+    termination: Termination,
     answer: Vec<u8>,
 }
 
@@ -272,10 +271,15 @@ impl From<connect::ConnectError> for Refusal {
 
 impl Refusal {
     fn stopping() -> Refusal {
-        Refusal { code: sqlstate::ADMIN_SHUTDOWN, message: "shutting down".to_string(), termination: "PC", answer: Vec::new() }
+        Refusal {
+            code: sqlstate::ADMIN_SHUTDOWN,
+            message: "shutting down".to_string(),
+            termination: Termination::new(Cause::Proxy, Phase::Connect),
+            answer: Vec::new(),
+        }
     }
 
-    fn quiet(termination: &'static str) -> Refusal {
+    fn quiet(termination: Termination) -> Refusal {
         Refusal { code: "", message: String::new(), termination, answer: Vec::new() }
     }
 }
@@ -303,7 +307,7 @@ async fn start_on_a_server(
         let mut conn = tokio::select! {
             r = connect::connect(be, peer.ip(), attempts) => r?,
             _ = rt.stopping.cancelled() => return Err(Refusal::stopping()),
-            _ = client_gone(client, pipelined) => return Err(Refusal::quiet("CQ")),
+            _ = client_gone(client, pipelined) => return Err(Refusal::quiet(Termination::new(Cause::Client, Phase::Queue))),
         };
         let srv = conn.slot.server.clone();
         match handshake::exchange(client, &mut conn.stream, first, startup_limit, server_limit, counts, log).await {
@@ -335,7 +339,7 @@ async fn start_on_a_server(
 
 /// Why pglb ended a relaying session, for the log line's `reason`: which
 /// idle timeout expired, or what closed it.
-fn end_reason(rt: &Runtime, fe: &FrontendState, be: &BackendState, srv: &ServerState, termination: &str) -> Option<Box<str>> {
+fn end_reason(rt: &Runtime, fe: &FrontendState, be: &BackendState, srv: &ServerState, termination: Termination) -> Option<Box<str>> {
     let idle = |side: &str, own: Option<std::time::Duration>| {
         let (name, t) = match be.cfg.timeout_tunnel {
             Some(t) => ("tunnel", Some(t)),
@@ -343,14 +347,14 @@ fn end_reason(rt: &Runtime, fe: &FrontendState, be: &BackendState, srv: &ServerS
         };
         t.map(|t| format!("idle longer than timeout {name} {}", crate::config::units::fmt_duration(t)).into())
     };
-    match termination {
-        "cD" => idle("client", fe.cfg.timeout_client),
-        "sD" => idle("server", be.cfg.timeout_server),
-        "KD" if rt.hard_stop.is_cancelled() => {
+    match termination.cause {
+        Cause::ClientTimeout => idle("client", fe.cfg.timeout_client),
+        Cause::ServerTimeout => idle("server", be.cfg.timeout_server),
+        Cause::Killed if rt.hard_stop.is_cancelled() => {
             Some("closed at hard stop (hard-stop-after expired after a stop or a reload, or a second SIGTERM)".into())
         }
-        "KD" if srv.health() == crate::state::Health::Down => Some("closed: server marked DOWN (on-marked-down shutdown-sessions)".into()),
-        "KD" => Some("closed by pglb (shutdown sessions, or on-marked-up shutdown-backup-sessions)".into()),
+        Cause::Killed if srv.health() == crate::state::Health::Down => Some("closed: server marked DOWN (on-marked-down shutdown-sessions)".into()),
+        Cause::Killed => Some("closed by pglb (shutdown sessions, or on-marked-up shutdown-backup-sessions)".into()),
         _ => None,
     }
 }
@@ -381,7 +385,8 @@ pub fn handle<P: Send + 'static>(
 async fn session(rt: &Arc<Runtime>, fe: &Arc<FrontendState>, client: &mut TcpStream, peer: &SocketAddr) {
     let peer = *peer;
     let started = Instant::now();
-    let mut log = ConnLog { client: Some(peer), frontend: fe.cfg.name.clone(), transport: "plain", termination: "--", ..Default::default() };
+    let mut log =
+        ConnLog { client: Some(peer), frontend: fe.cfg.name.clone(), transport: "plain", termination: Termination::NORMAL, ..Default::default() };
     let _fe_open = Open::new(&fe.counters);
     let _rt_open = Open::new(&rt.sessions);
     // The phase before the relay is boxed: a session spends its life in the
@@ -392,9 +397,9 @@ async fn session(rt: &Arc<Runtime>, fe: &Arc<FrontendState>, client: &mut TcpStr
     let Opened { be, conn, key, .. } = opened;
     // Aborts count on the frontend, the backend and the server, as in HAProxy.
     let srv = &conn.slot.server.counters;
-    let abrt = match termination {
-        "CD" | "cD" => Some([&fe.counters.cli_abrt, &be.counters.cli_abrt, &srv.cli_abrt]),
-        "SD" | "sD" => Some([&fe.counters.srv_abrt, &be.counters.srv_abrt, &srv.srv_abrt]),
+    let abrt = match termination.cause {
+        Cause::Client | Cause::ClientTimeout => Some([&fe.counters.cli_abrt, &be.counters.cli_abrt, &srv.cli_abrt]),
+        Cause::Server | Cause::ServerTimeout => Some([&fe.counters.srv_abrt, &be.counters.srv_abrt, &srv.srv_abrt]),
         _ => None,
     };
     for counter in abrt.into_iter().flatten() {
@@ -421,7 +426,13 @@ async fn session(rt: &Arc<Runtime>, fe: &Arc<FrontendState>, client: &mut TcpStr
 /// clients"), logged with HAProxy's resource termination state "RR".
 pub async fn refuse_out_of_fds(fe: &FrontendState, mut client: TcpStream, peer: SocketAddr, error: &io::Error) {
     let started = Instant::now();
-    let mut log = ConnLog { client: Some(peer), frontend: fe.cfg.name.clone(), transport: "plain", termination: "RR", ..Default::default() };
+    let mut log = ConnLog {
+        client: Some(peer),
+        frontend: fe.cfg.name.clone(),
+        transport: "plain",
+        termination: Termination::new(Cause::Resource, Phase::Request),
+        ..Default::default()
+    };
     let message = format!("pglb: out of file descriptors ({error}); raise its limit (ulimit -n, LimitNOFILE) or lower maxconn");
     log.reason = Some(message.as_str().into());
     crate::state::counters::Counters::add(&fe.counters.errors_sent, 1);
@@ -470,7 +481,7 @@ async fn client_gone(client: &TcpStream, pipelined: bool) {
 /// The relay; returns the termination state. Everything large is borrowed
 /// or boxed: this future is what an idle session costs, and an async fn
 /// keeps room for its arguments for its whole life.
-async fn serve(rt: &Arc<Runtime>, fe: &FrontendState, client: &mut TcpStream, opened: &mut Opened, log: &mut ConnLog) -> &'static str {
+async fn serve(rt: &Arc<Runtime>, fe: &FrontendState, client: &mut TcpStream, opened: &mut Opened, log: &mut ConnLog) -> Termination {
     // Borrowed, not copied: this frame lives as long as the session.
     let Opened { be, conn, sniffer, key, track } = opened;
     let (addr, server, srv) = (&conn.addr, &mut conn.stream, &conn.slot.server);
@@ -482,7 +493,7 @@ async fn serve(rt: &Arc<Runtime>, fe: &FrontendState, client: &mut TcpStream, op
         // A hard stop cancels this before it throws the kill switches:
         // a session that noted its generation after the throw ends here.
         crate::state::counters::Counters::add(&srv.counters.killed, 1);
-        return End::Killed.code();
+        return End::Killed.termination();
     }
     let (client_idle, server_idle) = match be.cfg.timeout_tunnel {
         Some(t) => (Some(t), Some(t)),
@@ -512,7 +523,7 @@ async fn serve(rt: &Arc<Runtime>, fe: &FrontendState, client: &mut TcpStream, op
     }
     log.bytes_in += outcome.bytes_in;
     log.bytes_out += outcome.bytes_out;
-    outcome.end.code()
+    outcome.end.termination()
 }
 
 /// Ends a drained session: Terminate to the server, then a FIN (never a
