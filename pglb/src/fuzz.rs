@@ -174,7 +174,7 @@ mod tests {
         for be in &rt.backends {
             be.republish();
             for s in &be.servers {
-                assert!(s.weight.load(std::sync::atomic::Ordering::Relaxed) <= 256);
+                assert!(s.weight() <= 256);
             }
         }
     }

@@ -13,6 +13,7 @@ pub mod healthd;
 pub mod lab;
 #[cfg(test)]
 mod layering;
+pub mod os;
 pub mod pg;
 pub mod proxy;
 pub mod run;

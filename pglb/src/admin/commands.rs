@@ -119,10 +119,9 @@ pub fn execute(rt: &Runtime, level: Level, line: &str) -> Outcome {
                 _ => return text("usage: set server <bk>/<srv> addr <ip> [port <port>]\n"),
             };
             with_server(rt, target, |be, s| {
-                let old = s.addr.load().as_deref().copied();
+                let old = s.addr();
                 let new = std::net::SocketAddr::new(ip, port.or(old.map(|a| a.port())).unwrap_or(s.cfg.port));
-                s.addr.store(Some(Arc::new(new)));
-                be.republish();
+                be.set_addr(s, new);
                 tracing::warn!(target: "pglb::admin", backend = %be.cfg.name, server = %s.cfg.name, ?old, %new, "runtime API: server address changed");
                 format!("IP changed from '{}' to '{new}' by 'stats socket command'\n", old.map(|a| a.to_string()).unwrap_or_else(|| "(none)".into()))
             })
@@ -154,7 +153,7 @@ pub fn execute(rt: &Runtime, level: Level, line: &str) -> Outcome {
                 if !s.cfg.check {
                     return format!("Health checks are not configured on this server, cannot {}.\n", if enable { "enable" } else { "disable" });
                 }
-                s.checks_enabled.store(enable, Relaxed);
+                s.set_checks_enabled(enable);
                 tracing::warn!(target: "pglb::admin", backend = %be.cfg.name, server = %s.cfg.name, enable, "runtime API: health checks toggled");
                 String::new()
             })
@@ -199,8 +198,7 @@ fn set_weight(be: &BackendState, s: &ServerState, w: &str) -> String {
     if weight > 256 {
         return "Weight is out of range (0-256).\n".into();
     }
-    s.weight.store(weight, Relaxed);
-    be.republish();
+    be.set_weight(s, weight);
     String::new()
 }
 
@@ -276,7 +274,7 @@ fn servers_state(rt: &Runtime, backends: &[Arc<BackendState>]) -> String {
     );
     for be in backends {
         for srv in &be.servers {
-            let addr = srv.addr.load().as_deref().copied();
+            let addr = srv.addr();
             // srv_op_state: 0 = stopped (DOWN), 2 = running (UP).
             let op = if srv.health() == crate::state::Health::Up { 2 } else { 0 };
             // srv_admin_state bits: 0x01 forced maintenance, 0x08 forced drain.
@@ -303,12 +301,12 @@ fn servers_state(rt: &Runtime, backends: &[Arc<BackendState>]) -> String {
                 srv.index + 1,
                 srv.cfg.name,
                 addr.map(|a| a.ip().to_string()).unwrap_or_else(|| "-".into()),
-                w = srv.weight.load(Relaxed),
+                w = srv.weight(),
                 iw = srv.cfg.weight,
                 since = crate::state::unix_now().saturating_sub(srv.last_change.load(Relaxed)),
                 status = if check.status.is_empty() { 0 } else { 1 },
                 health = srv.check_health.load(Relaxed),
-                state = if srv.cfg.check { if srv.checks_enabled.load(Relaxed) { 6 } else { 4 } } else { 0 },
+                state = if srv.cfg.check { if srv.checks_enabled() { 6 } else { 4 } } else { 0 },
                 port = addr.map(|a| a.port()).unwrap_or(srv.cfg.port),
                 cport = srv.cfg.check_port.unwrap_or(0),
                 caddr = srv.cfg.check_addr.as_deref().unwrap_or("-"),

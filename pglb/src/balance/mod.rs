@@ -41,7 +41,7 @@ pub fn pick(backend: &BackendState, client: IpAddr, avoid: Option<usize>) -> Pic
             // Fewest sessions per unit of weight first; rotation breaks ties.
             order.sort_by_key(|&i| {
                 let s = &servers[i];
-                (s.counters.cur.load(Relaxed) * 256) / u64::from(s.weight.load(Relaxed).max(1))
+                (s.counters.cur.load(Relaxed) * 256) / u64::from(s.weight().max(1))
             });
             order.into_iter().find_map(take)
         }

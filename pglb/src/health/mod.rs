@@ -82,7 +82,7 @@ pub async fn check_loop(be: &BackendState, srv: &ServerState, mut prober: impl P
             }
             _ = tokio::time::sleep_until(next) => {
                 srv.take_check_request();
-                if srv.admin() != Admin::Maint && srv.checks_enabled.load(std::sync::atomic::Ordering::Relaxed) {
+                if srv.admin() != Admin::Maint && srv.checks_enabled() {
                     let seen = prober.probe(be, srv).await;
                     apply(be, srv, &mut fsm, seen);
                 }
@@ -175,7 +175,7 @@ impl Prober for NetProber {
 async fn net_probe(be: &BackendState, srv: &ServerState, sql: Option<&mut sql::SqlProbe>) -> Probed {
     let cfg = &srv.cfg;
     let started = Instant::now();
-    let Some(addr) = srv.addr.load().as_deref().copied() else {
+    let Some(addr) = srv.addr() else {
         return Probed::failed("unresolvable", format!("{} does not resolve", cfg.host), started);
     };
     let port = cfg.check_port.unwrap_or(addr.port());
@@ -221,6 +221,7 @@ async fn net_probe(be: &BackendState, srv: &ServerState, sql: Option<&mut sql::S
                 let status = match e {
                     sql::SqlError::Timeout => "L7TOUT",
                     sql::SqlError::Connect(_) => "L4CON",
+                    sql::SqlError::Resource(_) => "SOCKERR",
                     sql::SqlError::NewConnection { status, .. } => status,
                     _ => "L7STS",
                 };
@@ -281,12 +282,6 @@ async fn resolve_check_addr(addr: &str, port: u16, limit: Duration) -> Result<st
     }
 }
 
-/// An error text carrying EMFILE or ENFILE (std and tokio-postgres both end
-/// an OS error's text with "(os error N)").
-fn is_local_resource_error(desc: &str) -> bool {
-    [libc::EMFILE, libc::ENFILE].iter().any(|n| desc.contains(&format!("(os error {n})")))
-}
-
 /// The WAL position of a server of the same backend that reports primary.
 fn primary_lsn(be: &BackendState, except: &ServerState) -> Option<u64> {
     be.servers
@@ -340,7 +335,7 @@ pub fn record(be: &BackendState, srv: &ServerState, fsm: &mut Fsm, verdict: Verd
         desc
     };
     let ok = matches!(verdict, Verdict::Passed | Verdict::Adopt);
-    if !ok && is_local_resource_error(&desc) {
+    if !ok && status == "SOCKERR" {
         // pglb itself is out of file descriptors: that says nothing about
         // the server, whose state stays as it was (HAProxy's SOCKERR).
         let mut info = srv.check.lock().unwrap_or_else(|e| e.into_inner());

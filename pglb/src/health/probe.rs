@@ -58,6 +58,8 @@ async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, Outco
             let _ = s.set_nodelay(true);
             Ok(s)
         }
+        // pglb's own descriptors ran out: says nothing about the server.
+        Ok(Err(e)) if crate::os::is_resource_exhaustion(&e) => Err((false, "SOCKERR", format!("cannot open a check connection: {e}"))),
         Ok(Err(e)) => Err((false, "L4CON", format!("Layer4 connection problem: {e}"))),
         Err(_) => Err((false, "L4TOUT", "Layer4 timeout".to_string())),
     }

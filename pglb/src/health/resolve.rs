@@ -113,13 +113,12 @@ pub async fn resolve_loop(be: &BackendState, sections: &[Resolvers]) {
 /// Looks one server up; returns whether it has an address now.
 async fn refresh(be: &BackendState, srv: &ServerState, lookup: &Lookup) -> bool {
     let found = lookup.ip(&srv.cfg.host, srv.cfg.port).await;
-    let current = srv.addr.load().as_deref().copied();
+    let current = srv.addr();
     match (found, current) {
         (Some(new), cur) if Some(new) != cur => {
             tracing::info!(target: "pglb::health", backend = %be.cfg.name, server = %srv.cfg.name, host = %srv.cfg.host, old = ?cur, new = %new,
                 "Server {}/{} address changed to {new} ({} resolved)", be.cfg.name, srv.cfg.name, srv.cfg.host);
-            srv.addr.store(Some(Arc::new(new)));
-            be.republish();
+            be.set_addr(srv, new);
             true
         }
         (Some(_), _) => true,

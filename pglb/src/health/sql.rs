@@ -52,6 +52,10 @@ pub enum SqlError {
     /// No TCP connection (refused, unreachable): HAProxy's L4CON.
     #[error("Layer4 connection problem: {0}")]
     Connect(String),
+    /// pglb's own file descriptors ran out: HAProxy's SOCKERR (the server's
+    /// state stays as it was).
+    #[error("cannot open a check connection: {0}")]
+    Resource(String),
     #[error("{0}")]
     Login(String),
     #[error("Layer7 timeout")]
@@ -95,9 +99,12 @@ impl SqlProbe {
         if let Some(p) = self.password()? {
             cfg.password(p);
         }
-        let err = |e: tokio_postgres::Error| match tcp_error(&e) {
-            Some(io) => SqlError::Connect(io.to_string()),
-            None => SqlError::Login(login_error(&e)),
+        let err = |e: tokio_postgres::Error| match std::error::Error::source(&e).and_then(|s| s.downcast_ref::<std::io::Error>()) {
+            Some(io) if crate::os::is_resource_exhaustion(io) => SqlError::Resource(io.to_string()),
+            _ => match tcp_error(&e) {
+                Some(io) => SqlError::Connect(io.to_string()),
+                None => SqlError::Login(login_error(&e)),
+            },
         };
         match self.check.sslmode.unwrap_or(SslMode::Disable) {
             SslMode::Disable => {

@@ -46,7 +46,7 @@ pub async fn deliver(registry: &CancelRegistry, key: CancelKey, packet: &[u8], b
     if let Some(be) = backend {
         // Every server with an address, not only the routable tier: the
         // session may be on a backup or on a server now draining.
-        let targets: Vec<SocketAddr> = be.servers.iter().filter_map(|s| s.addr.load().as_deref().copied()).collect();
+        let targets: Vec<SocketAddr> = be.servers.iter().filter_map(|s| s.addr()).collect();
         let handles: Vec<_> = targets.into_iter().map(|addr| tokio::spawn(send(addr, packet.to_vec()))).collect();
         for handle in handles {
             let _ = handle.await;

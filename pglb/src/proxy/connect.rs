@@ -149,7 +149,7 @@ pub async fn connect(backend: &Arc<BackendState>, client: IpAddr, attempts: &mut
     loop {
         let slot = choose(backend, client, attempts).await?;
         let server = slot.server.clone();
-        let Some(addr) = server.addr.load().as_deref().copied() else {
+        let Some(addr) = server.addr() else {
             return Err(ConnectError::NoServer {
                 backend: cfg.name.to_string(),
                 detail: format!("{} does not resolve", server.cfg.name),
@@ -166,7 +166,7 @@ pub async fn connect(backend: &Arc<BackendState>, client: IpAddr, attempts: &mut
             }
             // pglb's own descriptors ran out: not the server's fault, and
             // retrying elsewhere would fail the same way.
-            Err(e) if super::listener::is_resource_exhaustion(&e) => {
+            Err(e) if crate::os::is_resource_exhaustion(&e) => {
                 return Err(ConnectError::Resource { backend: cfg.name.to_string(), server: server.cfg.name.to_string(), reason: e.to_string() });
             }
             Err(e) => {
@@ -327,7 +327,7 @@ fn no_server(backend: &BackendState, waited: Option<String>) -> ConnectError {
     let total = backend.servers.len();
     let down = backend.servers.iter().filter(|s| s.health() == crate::state::Health::Down).count();
     let maint = backend.servers.iter().filter(|s| s.admin() != crate::state::Admin::Ready).count();
-    let unresolved = backend.servers.iter().filter(|s| s.addr.load().is_none()).count();
+    let unresolved = backend.servers.iter().filter(|s| s.addr().is_none()).count();
     let backend_name = backend.cfg.name.to_string();
     if backend.paused.load(std::sync::atomic::Ordering::Relaxed) {
         return ConnectError::NoServer { backend: backend_name, detail: "paused by the runtime API".into(), waited };

@@ -70,7 +70,7 @@ pub async fn accept_loop<H: Host>(control: Arc<H>, key: BindKey, listener: TcpLi
         };
         let (stream, peer) = match accepted {
             Ok(a) => a,
-            Err(e) if is_resource_exhaustion(&e) => {
+            Err(e) if crate::os::is_resource_exhaustion(&e) => {
                 // Out of file descriptors. With the reserve: free it and take
                 // the client that is waiting, if any. If the reserve cannot be
                 // reopened the process is still out: refuse that client in
@@ -167,10 +167,4 @@ fn accept_now(listener: &std::net::TcpListener) -> io::Result<(std::net::TcpStre
 
 fn open_reserve() -> Option<std::fs::File> {
     std::fs::File::open("/dev/null").ok()
-}
-
-/// The process or the system is out of file descriptors (or buffers):
-/// pglb's own limit, not a fault of the peer.
-pub fn is_resource_exhaustion(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM))
 }

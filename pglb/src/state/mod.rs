@@ -55,11 +55,13 @@ pub struct ServerState {
     pub cfg: Server,
     /// Position in the backend's server list (HAProxy's server id - 1).
     pub index: usize,
-    /// Resolved address; `None` while the name does not resolve.
-    pub addr: ArcSwapOption<SocketAddr>,
+    /// Resolved address; `None` while the name does not resolve. Changed
+    /// through [`BackendState::set_addr`] (which republishes).
+    addr: ArcSwapOption<SocketAddr>,
     health: AtomicU8,
     admin: AtomicU8,
-    pub weight: AtomicU32,
+    /// Changed through [`BackendState::set_weight`] (which republishes).
+    weight: AtomicU32,
     pub counters: Counters,
     /// Unix time of the last UP/DOWN or admin change.
     pub last_change: AtomicU64,
@@ -67,7 +69,7 @@ pub struct ServerState {
     /// The rise/fall counter of the check (HAProxy's check_health).
     pub check_health: AtomicU32,
     /// Checks paused by `disable health` (the state stays as it is).
-    pub checks_enabled: std::sync::atomic::AtomicBool,
+    checks_enabled: std::sync::atomic::AtomicBool,
     /// Seconds spent DOWN before the current state, and when the current DOWN began (0 = UP).
     pub downtime: AtomicU64,
     pub down_since: AtomicU64,
@@ -198,6 +200,24 @@ impl ServerState {
             wake: Notify::new(),
             check_asap: AtomicBool::new(false),
         }
+    }
+
+    /// The resolved address (`None` while the name does not resolve).
+    pub fn addr(&self) -> Option<SocketAddr> {
+        self.addr.load().as_deref().copied()
+    }
+
+    pub fn weight(&self) -> u32 {
+        self.weight.load(Relaxed)
+    }
+
+    pub fn checks_enabled(&self) -> bool {
+        self.checks_enabled.load(Relaxed)
+    }
+
+    /// `disable health` / `enable health`: checks pause, the state stays.
+    pub fn set_checks_enabled(&self, enabled: bool) {
+        self.checks_enabled.store(enabled, Relaxed);
     }
 
     pub fn claim(&self) -> Option<Claim> {
@@ -508,6 +528,18 @@ impl BackendState {
         }
         self.usable.store(Arc::new(usable));
         self.slot_freed.notify_waiters();
+    }
+
+    /// A server's address changed (DNS, `set server addr`): routing follows.
+    pub fn set_addr(&self, srv: &ServerState, addr: SocketAddr) {
+        srv.addr.store(Some(Arc::new(addr)));
+        self.republish();
+    }
+
+    /// `set weight`: routing follows.
+    pub fn set_weight(&self, srv: &ServerState, weight: u32) {
+        srv.weight.store(weight, Relaxed);
+        self.republish();
     }
 
     /// `pause backend` / `resume backend`; returns true when it changed.

@@ -4,7 +4,6 @@
 
 use super::ServerState;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 
 /// The servers load balancing may pick now: the active ones, or the backup
 /// tier when no active server is usable (only the first backup unless
@@ -35,7 +34,7 @@ impl Usable {
             }
             (b, true)
         };
-        let weights: Vec<u32> = chosen.iter().map(|&i| servers[i].weight.load(Relaxed)).collect();
+        let weights: Vec<u32> = chosen.iter().map(|&i| servers[i].weight()).collect();
         let sequence = smooth_wrr(&weights).into_iter().map(|k| chosen[k]).collect();
         Usable { servers: chosen, sequence, backup }
     }

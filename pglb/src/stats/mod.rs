@@ -179,7 +179,7 @@ pub fn server_status(s: &ServerState) -> String {
         Admin::Drain => return "DRAIN".into(),
         Admin::Ready => {}
     }
-    if s.addr.load().is_none() {
+    if s.addr().is_none() {
         return "DOWN (unresolved)".into();
     }
     if !s.cfg.check {
@@ -219,8 +219,8 @@ fn server_row(be: &BackendState, s: &ServerState, iid: usize) -> Row {
         wretr: Some(get(&c.retries)),
         wredis: Some(0),
         status: server_status(s),
-        weight: Some(if s.admin() == crate::state::Admin::Drain { 0 } else { u64::from(s.weight.load(Relaxed)) }),
-        uweight: Some(u64::from(s.weight.load(Relaxed))),
+        weight: Some(if s.admin() == crate::state::Admin::Drain { 0 } else { u64::from(s.weight()) }),
+        uweight: Some(u64::from(s.weight())),
         act: Some(u64::from(!s.cfg.backup)),
         bck: Some(u64::from(s.cfg.backup)),
         chkfail: s.cfg.check.then(|| get(&c.check_failures)),
@@ -241,7 +241,7 @@ fn server_row(be: &BackendState, s: &ServerState, iid: usize) -> Row {
         qtime: Some(0),
         ctime: Some(avg(get(&c.connect_time_us), total) / 1000),
         ttime: Some(0),
-        addr: s.addr.load().as_deref().map(|a| a.to_string()).or_else(|| Some(format!("{}:{}", s.cfg.host, s.cfg.port))),
+        addr: s.addr().map(|a| a.to_string()).or_else(|| Some(format!("{}:{}", s.cfg.host, s.cfg.port))),
         mode: "tcp",
         pg_role: pg.map(|p| if p.primary { "primary" } else { "replica" }),
         lag_seconds: pg.filter(|p| !p.primary).map(|p| p.lag_seconds),
@@ -256,7 +256,7 @@ fn backend_row(be: &BackendState, iid: usize) -> Row {
     let usable = be.usable.load();
     let active = be.servers.iter().filter(|s| !s.cfg.backup && s.usable()).count() as u64;
     let backup = be.servers.iter().filter(|s| s.cfg.backup && s.usable()).count() as u64;
-    let weight: u64 = usable.servers.iter().map(|&i| u64::from(be.servers[i].weight.load(Relaxed))).sum();
+    let weight: u64 = usable.servers.iter().map(|&i| u64::from(be.servers[i].weight())).sum();
     let total = get(&c.total);
     let last = get(&c.last_session);
     Row {

@@ -72,7 +72,7 @@ async fn unresolvable_server_comes_up_when_dns_answers_and_follows_address_chang
 
     zone.lock().unwrap().insert("db.pglb.test".into(), Ipv4Addr::new(127, 0, 0, 2));
     poll("new address taken", Duration::from_secs(10), || async {
-        (srv.addr.load().as_deref().map(|a| a.ip().to_string()) == Some("127.0.0.2".into())).then_some(())
+        (srv.addr().map(|a| a.ip().to_string()) == Some("127.0.0.2".into())).then_some(())
     })
     .await;
 }
