@@ -59,16 +59,14 @@ pub(super) fn parse(ctx: &mut Ctx, lines: &[Line], global: &mut Global) {
             "stats" => parse_stats(ctx, line, global),
             "presetenv" | "setenv" => {
                 if let (Some(name), Some(value)) = (ctx.arg(line, 0, "a variable name"), ctx.arg(line, 1, "a value"))
-                    && (kw == "setenv" || std::env::var_os(name).is_none())
+                    && (kw == "setenv" || global.env_var(name).is_none())
                 {
-                    // SAFETY: configuration is parsed before the runtime starts its threads.
-                    unsafe { std::env::set_var(name, value) };
+                    global.env.push((name.to_string(), Some(value.to_string())));
                 }
             }
             "unsetenv" => {
                 for name in line.args() {
-                    // SAFETY: as above.
-                    unsafe { std::env::remove_var(name) };
+                    global.env.push((name.clone(), None));
                 }
             }
             _ => {

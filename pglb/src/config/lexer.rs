@@ -28,17 +28,45 @@ impl Line {
     }
 }
 
+/// Variables set or unset by the file so far (`setenv`, `presetenv`,
+/// `unsetenv` in `global`), read before pglb's environment when expanding:
+/// as in HAProxy, they apply to the lines after them. The process
+/// environment itself is never changed.
+pub type Overlay = std::collections::HashMap<String, Option<String>>;
+
 /// Splits `text` into lines of words. `file` is only used in error messages.
 pub fn tokenize(file: &Path, text: &str) -> Result<Vec<Line>, ConfigError> {
     let mut lines = Vec::new();
+    let mut overlay = Overlay::new();
+    let mut in_global = false;
     for (index, raw) in text.lines().enumerate() {
         let number = index + 1;
-        let words = split_line(raw).map_err(|msg| ConfigError::at(file, number, msg))?;
-        if !words.is_empty() {
-            lines.push(Line { number, words });
+        let words = split_line_noting(raw, &overlay, &mut Vec::new()).map_err(|msg| ConfigError::at(file, number, msg))?;
+        let Some(keyword) = words.first() else { continue };
+        if super::parse::is_section(keyword) {
+            in_global = keyword == "global";
+        } else if in_global {
+            match (keyword.as_str(), words.get(1), words.get(2)) {
+                ("setenv", Some(name), Some(value)) => {
+                    overlay.insert(name.clone(), Some(value.clone()));
+                }
+                ("presetenv", Some(name), Some(value)) if lookup(&overlay, name).is_none() => {
+                    overlay.insert(name.clone(), Some(value.clone()));
+                }
+                ("unsetenv", ..) => overlay.extend(words[1..].iter().map(|n| (n.clone(), None))),
+                _ => {}
+            }
         }
+        lines.push(Line { number, words });
     }
     Ok(lines)
+}
+
+fn lookup(overlay: &Overlay, name: &str) -> Option<String> {
+    match overlay.get(name) {
+        Some(value) => value.clone(),
+        None => std::env::var(name).ok(),
+    }
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -48,8 +76,9 @@ enum Quote {
     Double,
 }
 
+#[cfg(test)]
 fn split_line(raw: &str) -> Result<Vec<String>, String> {
-    split_line_noting(raw, &mut Vec::new())
+    split_line_noting(raw, &Overlay::new(), &mut Vec::new())
 }
 
 /// Environment variables a line refers to (in double quotes) that are not
@@ -57,11 +86,11 @@ fn split_line(raw: &str) -> Result<Vec<String>, String> {
 /// so an error on such a line names them.
 pub fn unset_variables(raw: &str) -> Vec<String> {
     let mut unset = Vec::new();
-    let _ = split_line_noting(raw, &mut unset);
+    let _ = split_line_noting(raw, &Overlay::new(), &mut unset);
     unset
 }
 
-fn split_line_noting(raw: &str, unset: &mut Vec<String>) -> Result<Vec<String>, String> {
+fn split_line_noting(raw: &str, overlay: &Overlay, unset: &mut Vec<String>) -> Result<Vec<String>, String> {
     let mut words = Vec::new();
     let mut word = String::new();
     // A word may be an empty quoted string (""), so track "started" apart from content.
@@ -80,7 +109,7 @@ fn split_line_noting(raw: &str, unset: &mut Vec<String>) -> Result<Vec<String>, 
                 }
                 None => return Err("a backslash ends the line; HAProxy has no line continuation, write the whole directive on one line".into()),
             },
-            (Quote::Double, '$') => expand_env(&mut chars, &mut word, unset)?,
+            (Quote::Double, '$') => expand_env(&mut chars, &mut word, overlay, unset)?,
             (Quote::None, '#') => break,
             (Quote::None, ' ' | '\t') => {
                 if started {
@@ -124,7 +153,12 @@ fn unescape(c: char) -> char {
 
 /// Expands `${NAME}` or `$NAME` (inside double quotes only, as HAProxy does).
 /// An unset variable expands to nothing, as in HAProxy.
-fn expand_env(chars: &mut std::iter::Peekable<std::str::Chars<'_>>, out: &mut String, unset: &mut Vec<String>) -> Result<(), String> {
+fn expand_env(
+    chars: &mut std::iter::Peekable<std::str::Chars<'_>>,
+    out: &mut String,
+    overlay: &Overlay,
+    unset: &mut Vec<String>,
+) -> Result<(), String> {
     let mut name = String::new();
     if chars.peek() == Some(&'{') {
         chars.next();
@@ -153,9 +187,9 @@ fn expand_env(chars: &mut std::iter::Peekable<std::str::Chars<'_>>, out: &mut St
             return Ok(());
         }
     }
-    match std::env::var(&name) {
-        Ok(value) => out.push_str(&value),
-        Err(_) => unset.push(name),
+    match lookup(overlay, &name) {
+        Some(value) => out.push_str(&value),
+        None => unset.push(name),
     }
     Ok(())
 }
@@ -196,6 +230,15 @@ mod tests {
         // SAFETY: the variable name is unique to this test.
         unsafe { std::env::set_var("PGLB_LEXER_TEST", "v") };
         assert_eq!(words(r#"a "${PGLB_LEXER_TEST}-$PGLB_LEXER_TEST" '$PGLB_LEXER_TEST'"#), ["a", "v-v", "$PGLB_LEXER_TEST"]);
+    }
+
+    #[test]
+    fn setenv_applies_to_the_lines_after_it_and_leaves_the_environment_alone() {
+        let text = "global\n    setenv PGLB_LEXER_SET a\n    presetenv PGLB_LEXER_SET b\n    presetenv PGLB_LEXER_PRE c\nlisten x\n    bind \"${PGLB_LEXER_SET}${PGLB_LEXER_PRE}\"\n    setenv PGLB_LEXER_OTHER z\n    bind \"${PGLB_LEXER_OTHER}\"\n";
+        let lines = tokenize(Path::new("t.cfg"), text).unwrap();
+        assert_eq!(lines[5].words, ["bind", "ac"], "setenv applies to later lines; presetenv only when unset");
+        assert_eq!(lines[7].words, ["bind", ""], "only global's setenv counts");
+        assert!(std::env::var_os("PGLB_LEXER_SET").is_none(), "the process environment is untouched");
     }
 
     #[test]

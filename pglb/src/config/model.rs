@@ -42,6 +42,22 @@ pub struct Global {
     pub pidfile: Option<PathBuf>,
     /// File descriptor limit to raise the process to (`ulimit-n`).
     pub ulimit_n: Option<u64>,
+    /// `setenv`/`presetenv`/`unsetenv`, in order: (name, value or `None`
+    /// for unset). Parsing never changes the process environment (a refused
+    /// reload or `pglb check` must change nothing): readers of variables
+    /// (`password-env`) look here first, through [`Global::env_var`].
+    pub env: Vec<(String, Option<String>)>,
+}
+
+impl Global {
+    /// A variable as the configuration sees it: its `setenv`/`unsetenv`
+    /// first, then pglb's environment.
+    pub fn env_var(&self, name: &str) -> Option<String> {
+        match self.env.iter().rev().find(|(n, _)| n == name) {
+            Some((_, value)) => value.clone(),
+            None => std::env::var(name).ok(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

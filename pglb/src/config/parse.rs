@@ -212,6 +212,13 @@ fn split_sections(ctx: &mut Ctx, lines: Vec<Line>) -> Vec<RawSection> {
     sections
 }
 
+/// Whether `keyword` starts a section (one pglb reads, ignores or rejects).
+pub(super) fn is_section(keyword: &str) -> bool {
+    matches!(keyword, "global" | "defaults" | "frontend" | "backend" | "listen" | "resolvers")
+        || keywords::lookup(SECTION_NO_EFFECT, keyword).is_some()
+        || keywords::lookup(SECTION_REJECTED, keyword).is_some()
+}
+
 fn section_kind(ctx: &mut Ctx, line: &Line) -> Option<RawKind> {
     let kw = line.keyword();
     let kind = match kw {

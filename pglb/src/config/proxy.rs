@@ -652,6 +652,15 @@ mod tests {
     use std::time::Duration;
 
     #[test]
+    fn setenv_is_kept_in_the_configuration_not_the_process() {
+        let text = "global\n    setenv PGLB_CFG_SET v\n    presetenv PGLB_CFG_SET w\n    unsetenv PATH\nlisten pg\n    bind 127.0.0.1:0\n    server a 127.0.0.1:1\n";
+        let cfg = report_str(Path::new("e.cfg"), text).config.unwrap();
+        assert_eq!(cfg.global.env_var("PGLB_CFG_SET").as_deref(), Some("v"));
+        assert_eq!(cfg.global.env_var("PATH"), None, "unset for the configuration");
+        assert!(std::env::var_os("PATH").is_some() && std::env::var_os("PGLB_CFG_SET").is_none(), "the process environment is untouched");
+    }
+
+    #[test]
     fn passive_health_defaults_follow_haproxy_except_in_role_backends() {
         use crate::config::{Observe, OnError};
         let text = "backend rw\n    option pgsql-check user u password-env PW role primary\n    server a 127.0.0.1:1 check\n    server b 127.0.0.1:2 check observe none\n\

@@ -43,6 +43,8 @@ pub fn parse_lsn(text: &str) -> Option<u64> {
 
 pub struct SqlProbe {
     check: PgsqlCheck,
+    /// For `password-env`: the configuration's `setenv`s before pglb's environment.
+    global: std::sync::Arc<crate::config::Global>,
     /// The kept connection, when it was opened, and to which address.
     client: Option<(Client, Instant, SocketAddr)>,
 }
@@ -72,15 +74,15 @@ pub enum SqlError {
 }
 
 impl SqlProbe {
-    pub fn new(check: PgsqlCheck) -> Self {
-        SqlProbe { check, client: None }
+    pub fn new(check: PgsqlCheck, global: std::sync::Arc<crate::config::Global>) -> Self {
+        SqlProbe { check, global, client: None }
     }
 
     fn password(&self) -> Result<Option<String>, SqlError> {
         match &self.check.password {
             None => Ok(None),
             Some(PasswordSource::Env(var)) => {
-                std::env::var(var).map(Some).map_err(|_| SqlError::Password(format!("environment variable {var} (password-env) is not set")))
+                self.global.env_var(var).map(Some).ok_or_else(|| SqlError::Password(format!("environment variable {var} (password-env) is not set")))
             }
             Some(PasswordSource::File(path)) => std::fs::read_to_string(path)
                 .map(|p| Some(p.trim_end_matches(['\n', '\r']).to_string()))

@@ -419,3 +419,20 @@ async fn a_frozen_postmaster_is_detected_by_timeout_check_and_avoided() {
     until(&sql, "thawed replica UP for the SQL check", Duration::from_secs(10), |b| usable_names(b) == ["replica1"]).await;
     lab.down().await.unwrap();
 }
+
+/// `setenv` in `global` feeds `password-env` without touching pglb's
+/// process environment (a refused reload or `pglb check` must change
+/// nothing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn password_env_reads_the_configurations_setenv() {
+    let lab = shared_lab().await;
+    let cfg = format!(
+        "global\n    setenv PGLB_TEST_SETENV_PW postgres\nlisten pg\n    bind 127.0.0.1:0\n    timeout connect 1s\n    timeout check 3s\n\
+         option pgsql-check user postgres password-env PGLB_TEST_SETENV_PW role any\n    server primary 127.0.0.1:{} check inter 200ms\n",
+        lab.primary().port
+    );
+    let pglb = start(&cfg).await;
+    let be = pglb.runtime().backend("pg").unwrap().clone();
+    poll("the SQL check logs in", Duration::from_secs(10), || async { check_desc(&be, "primary").starts_with("L7OK").then_some(()) }).await;
+    assert!(std::env::var_os("PGLB_TEST_SETENV_PW").is_none(), "the process environment is untouched");
+}
