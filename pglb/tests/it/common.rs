@@ -145,18 +145,7 @@ impl Drop for KillOnDrop {
 /// Writes `config` to DIR/haproxy.cfg and runs Debian's HAProxy on it in the
 /// foreground; it is killed when the guard drops.
 pub fn spawn_haproxy(dir: &std::path::Path, config: &str) -> KillOnDrop {
-    let path = dir.join("haproxy.cfg");
-    std::fs::write(&path, config).expect("write haproxy.cfg");
-    KillOnDrop(
-        std::process::Command::new("haproxy")
-            .arg("-db")
-            .arg("-f")
-            .arg(&path)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("haproxy (apt-get install haproxy)"),
-    )
+    KillOnDrop(pglb::scenario::spawn_haproxy(dir, config).unwrap_or_else(|e| panic!("{e}")))
 }
 
 /// The pglb binary in a child process, for tests that need its own limits,
