@@ -119,10 +119,15 @@ pub struct ConnLog {
     pub transport: &'static str,
     /// Why pglb refused or ended the session, when it did.
     pub reason: Option<Box<str>>,
+    /// Nothing to log (`option dontlognull` and a client that sent nothing).
+    pub silent: bool,
 }
 
 impl ConnLog {
     pub fn emit(&self) {
+        if self.silent {
+            return;
+        }
         // -1 = the phase was not reached (HAProxy's convention); i64 so JSON gets numbers.
         let fmt_ms = |v: Option<u32>| v.map(i64::from).unwrap_or(-1);
         let ip = self.client.map(|c| c.ip().to_string()).unwrap_or_default();

@@ -106,15 +106,8 @@ struct Opened {
 
 /// The first packet, cancel requests, refusals, the server connection and
 /// the startup exchange (replayed on another server when one refuses).
-/// `None` when the session ends here (already logged).
-async fn open(
-    rt: &Arc<Runtime>,
-    fe: &Arc<FrontendState>,
-    client: &mut TcpStream,
-    peer: SocketAddr,
-    started: Instant,
-    log: &mut ConnLog,
-) -> Option<Opened> {
+/// `None` when the session ends here (`log` says how).
+async fn open(rt: &Arc<Runtime>, fe: &Arc<FrontendState>, client: &mut TcpStream, peer: SocketAddr, log: &mut ConnLog) -> Option<Opened> {
     let backend = fe.backend.clone();
     if let Some(be) = &backend {
         log.backend = be.cfg.name.clone();
@@ -133,12 +126,9 @@ async fn open(
                 crate::state::counters::Counters::add(&fe.counters.req_errors, 1);
                 log.reason = Some(format!("not a PostgreSQL client: {why}").into());
             }
-            log.total_ms = ms(started.elapsed());
             // option dontlognull: a connection that sent nothing at all
             // (a port scan, a TCP health check) is not logged.
-            if !(fe.cfg.log.dontlognull && e_null) {
-                log.emit();
-            }
+            log.silent = fe.cfg.log.dontlognull && e_null;
             return None;
         }
     };
@@ -150,8 +140,6 @@ async fn open(
             log.reason = Some(format!("not a PostgreSQL client: {e}").into());
             let msg = pg::fatal(sqlstate::PROTOCOL_VIOLATION, &format!("pglb: {e}"), None, None);
             let _ = tokio::time::timeout(Duration::from_secs(1), client.write_all(&msg)).await;
-            log.total_ms = ms(started.elapsed());
-            log.emit();
             return None;
         }
     };
@@ -162,8 +150,6 @@ async fn open(
         if delivery == Delivery::Broadcast {
             log.server = "*".into();
         }
-        log.total_ms = ms(started.elapsed());
-        log.emit();
         return None;
     }
     if let FirstPacket::Startup(s) = &parsed {
@@ -198,8 +184,6 @@ async fn open(
                     (log.bytes_in, log.bytes_out) = counts;
                     if forward_first_answer(rt, client, &mut opened, &answer).await.is_err() {
                         log.termination = Termination::new(Cause::Client, Phase::Data);
-                        log.total_ms = ms(started.elapsed());
-                        log.emit();
                         return None;
                     }
                     log.bytes_out += answer.len() as u64;
@@ -223,8 +207,6 @@ async fn open(
     } else if !code.is_empty() {
         super::reject::refuse(client, &first.1, first.0.rest(), code, &format!("pglb: {message}"), startup_limit).await;
     }
-    log.total_ms = ms(started.elapsed());
-    log.emit();
     None
 }
 
@@ -392,7 +374,7 @@ async fn session(rt: &Arc<Runtime>, fe: &Arc<FrontendState>, client: &mut TcpStr
     // The phase before the relay is boxed: a session spends its life in the
     // relay, and an unboxed phase's state would make every idle session's
     // future as large as that phase.
-    let Some(mut opened) = Box::pin(open(rt, fe, client, peer, started, &mut log)).await else { return };
+    let Some(mut opened) = Box::pin(open(rt, fe, client, peer, &mut log)).await else { return finish(&mut log, started) };
     let termination = serve(rt, fe, client, &mut opened, &mut log).await;
     let Opened { be, conn, key, .. } = opened;
     // Aborts count on the frontend, the backend and the server, as in HAProxy.
@@ -417,6 +399,12 @@ async fn session(rt: &Arc<Runtime>, fe: &Arc<FrontendState>, client: &mut TcpStr
     let total = started.elapsed().as_millis() as u64;
     crate::state::counters::Counters::add(&be.counters.session_time_ms, total);
     crate::state::counters::Counters::add(&be.counters.queue_time_ms, u64::from(log.queue_ms.unwrap_or(0)));
+    finish(&mut log, started);
+}
+
+/// Finishes a session's log line: every session, whatever phase it ended
+/// in, is logged here.
+fn finish(log: &mut ConnLog, started: Instant) {
     log.total_ms = ms(started.elapsed());
     log.emit();
 }
@@ -447,8 +435,7 @@ pub async fn refuse_out_of_fds(fe: &FrontendState, mut client: TcpStream, peer: 
             super::reject::refuse(&mut client, &parsed, first.rest(), sqlstate::TOO_MANY_CONNECTIONS, &message, limit).await;
         }
     }
-    log.total_ms = ms(started.elapsed());
-    log.emit();
+    finish(&mut log, started);
 }
 
 pub(super) fn note_startup(log: &mut ConnLog, s: &Startup) {

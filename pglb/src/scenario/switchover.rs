@@ -64,9 +64,9 @@ struct Failure {
 #[derive(Debug)]
 struct Run {
     acks: usize,
-    /// Errors of the connect-per-write client on attempts started after the event.
+    /// Errors of attempts started once the old primary was gone.
     new_client_errors: BTreeMap<String, usize>,
-    /// Errors on sessions established before the event (they die with the server).
+    /// Errors on sessions that may have reached the old primary (they die with it).
     sessions_lost: BTreeMap<String, usize>,
     /// Errors pglb itself produced (messages starting with "pglb:").
     by_proxy: usize,
@@ -239,13 +239,19 @@ async fn one_run(lab: &Lab, dir: &Path, o: SwitchoverOptions) -> Result<Run, Sce
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
 
-    let event = Instant::now();
-    if o.crash {
+    // Once the old primary is gone (killed, or its clean stop finished), a
+    // client that arrives cannot have reached it: its errors are the
+    // proxy's to avoid. One that started before may have been caught on it
+    // mid-session (even mid-authentication): counted as sessions lost.
+    let gone = if o.crash {
         lab.fault("primary", Fault::Kill).await?;
+        let gone = Instant::now();
         tokio::time::sleep(Duration::from_secs(1)).await;
+        gone
     } else {
         lab.fault("primary", Fault::Stop).await?;
-    }
+        Instant::now()
+    };
     lab.fault("replica1", Fault::Promote).await?;
     let new_port = i32::from(lab.node("replica1").map(|n| n.port).unwrap_or(0));
     let resumed = super::wait_for(Duration::from_secs(30), || {
@@ -277,7 +283,7 @@ async fn one_run(lab: &Lab, dir: &Path, o: SwitchoverOptions) -> Result<Run, Sce
     let (mut new_client_errors, mut sessions_lost) = (BTreeMap::new(), BTreeMap::new());
     for f in &ledger.errors {
         let key = format!("{}{}", if f.pooled { "[pool] " } else { "[per-write] " }, normalise(&f.message));
-        if f.established || f.started < event {
+        if f.established || f.started < gone {
             *sessions_lost.entry(key).or_default() += 1;
         } else {
             *new_client_errors.entry(key).or_default() += 1;
