@@ -54,10 +54,15 @@ pub fn fatal(code: &str, message: &str, detail: Option<&str>, hint: Option<&str>
         }
     }
     body.push(0);
+    self::message(b'E', &body)
+}
+
+/// A backend or frontend message: its type byte, its length, its body.
+pub fn message(kind: u8, body: &[u8]) -> Vec<u8> {
     let mut msg = Vec::with_capacity(body.len() + 5);
-    msg.push(b'E');
+    msg.push(kind);
     msg.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
-    msg.extend_from_slice(&body);
+    msg.extend_from_slice(body);
     msg
 }
 

@@ -97,12 +97,7 @@ impl Sniffer {
 mod tests {
     use super::*;
 
-    fn msg(ty: u8, body: &[u8]) -> Vec<u8> {
-        let mut m = vec![ty];
-        m.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
-        m.extend_from_slice(body);
-        m
-    }
+    use crate::pg::message as msg;
 
     fn answer() -> Vec<u8> {
         let mut a = msg(b'R', &[0, 0, 0, 0]);

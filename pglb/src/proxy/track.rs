@@ -128,12 +128,7 @@ impl Track {
 mod tests {
     use super::*;
 
-    fn msg(kind: u8, body: &[u8]) -> Vec<u8> {
-        let mut m = vec![kind];
-        m.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
-        m.extend_from_slice(body);
-        m
-    }
+    use crate::pg::message as msg;
 
     fn startup_answer() -> Vec<u8> {
         [msg(b'R', &[0, 0, 0, 0]), msg(b'S', b"a\0b\0"), msg(b'K', &[0; 8]), msg(b'Z', b"I")].concat()

@@ -5,15 +5,6 @@
 
 use crate::common::*;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-async fn http_status(addr: std::net::SocketAddr, path: &str) -> String {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    out.lines().next().unwrap_or_default().to_string()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stopping_closes_idle_sessions_at_once_and_busy_ones_at_their_transaction_end() {
@@ -42,7 +33,7 @@ async fn stopping_closes_idle_sessions_at_once_and_busy_ones_at_their_transactio
         (r, querying)
     });
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(http_status(stats, "/ready").await, "HTTP/1.1 200 OK");
+    assert_eq!(crate::observe::http_get(stats.port(), "/ready", None).await.0, 200);
 
     let stop_at = Instant::now();
     let stopped = tokio::spawn(async move {
@@ -51,7 +42,7 @@ async fn stopping_closes_idle_sessions_at_once_and_busy_ones_at_their_transactio
     });
     // Readiness flips at once.
     poll("/ready 503", Duration::from_millis(500), || async {
-        (http_status(stats, "/ready").await == "HTTP/1.1 503 Service Unavailable").then_some(())
+        (crate::observe::http_get(stats.port(), "/ready", None).await.0 == 503).then_some(())
     })
     .await;
     // Idle sessions are released within a second.

@@ -281,7 +281,7 @@ async fn pause_holds_new_clients_and_resume_releases_them_while_open_sessions_go
     let stat = ctl("show stat -1 2 -1");
     assert!(stat.contains("PAUSED"), "{stat}");
     let stats = pglb.addr("stats").unwrap();
-    let metrics = http_get(stats, "/metrics").await;
+    let metrics = crate::observe::http_get(stats.port(), "/metrics", None).await.1;
     assert!(metrics.contains("pglb_backend_paused{proxy=\"pg\"} 1"), "{metrics}");
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(!held.is_finished());
@@ -290,18 +290,10 @@ async fn pause_holds_new_clients_and_resume_releases_them_while_open_sessions_go
     let (c, at) = held.await.unwrap().expect("released by resume");
     assert!(at.duration_since(resumed) < Duration::from_secs(1));
     c.query_one("select 1", &[]).await.unwrap();
-    assert!(http_get(stats, "/metrics").await.contains("pglb_backend_paused{proxy=\"pg\"} 0"));
+    assert!(crate::observe::http_get(stats.port(), "/metrics", None).await.1.contains("pglb_backend_paused{proxy=\"pg\"} 0"));
     // Levels: only admin may pause.
     let pglb::admin::Outcome::Text(denied) = pglb::admin::execute(&rt, Level::Operator, "pause backend pg") else { panic!() };
     assert_eq!(denied, "Permission denied\n");
     let pglb::admin::Outcome::Text(unknown) = pglb::admin::execute(&rt, Level::Admin, "pause backend nope") else { panic!() };
     assert_eq!(unknown, "No such backend.\n");
-}
-
-async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    out
 }
