@@ -24,6 +24,65 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+/// A reload that took effect: what changed, logged and answered to `reload`.
+#[derive(Debug, Clone)]
+pub struct Reloaded {
+    pub generation: u64,
+    pub file: PathBuf,
+    pub frontends: usize,
+    pub backends: usize,
+    /// The binds opened (`FRONTEND ADDR`) and closed (also stats sockets).
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+}
+
+impl std::fmt::Display for Reloaded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "configuration generation {} loaded from {}: {} frontend(s), {} backend(s); binds added: [{}], removed: [{}]",
+            self.generation,
+            self.file.display(),
+            self.frontends,
+            self.backends,
+            self.added.join(", "),
+            self.removed.join(", ")
+        )
+    }
+}
+
+/// Why a reload was refused; the running configuration stays in every case.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("reload refused, the running configuration stays:\n{0}")]
+    Config(config::ConfigError),
+    #[error("reload refused: frontend '{frontend}' cannot listen on {addr}: {source}")]
+    Listen { frontend: String, addr: SocketAddr, source: std::io::Error },
+    #[error("reload refused: cannot open stats socket {}: {source}", .path.display())]
+    StatsSocket { path: PathBuf, source: std::io::Error },
+}
+
+impl ReloadError {
+    fn io(&self) -> Option<&std::io::Error> {
+        match self {
+            ReloadError::Config(_) => None,
+            ReloadError::Listen { source, .. } | ReloadError::StatsSocket { source, .. } => Some(source),
+        }
+    }
+
+    /// pglb ran out of descriptors or memory while binding.
+    pub fn is_resource_exhaustion(&self) -> bool {
+        self.io().is_some_and(crate::os::is_resource_exhaustion)
+    }
+
+    /// The same file may load later without an edit: an address still in
+    /// use (an old process lingering) or a resource shortage. A refused
+    /// configuration needs the file fixed.
+    pub fn is_retryable(&self) -> bool {
+        self.is_resource_exhaustion() || self.io().is_some_and(|e| e.kind() == std::io::ErrorKind::AddrInUse)
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("{file}:{line}: frontend '{frontend}' cannot listen on {addr}: {source}")]
@@ -79,7 +138,7 @@ impl Control {
 
     /// Re-reads the configuration file and applies it; on any error the
     /// running configuration is untouched and the error is returned.
-    pub async fn reload_file(self: &Arc<Self>) -> Result<String, String> {
+    pub async fn reload_file(self: &Arc<Self>) -> Result<Reloaded, ReloadError> {
         let _one = self.reloading.lock().await;
         let old = self.runtime();
         let file = old.config.file.clone();
@@ -87,9 +146,9 @@ impl Control {
         let loaded = match report.into_result() {
             Ok(l) => l,
             Err(e) => {
-                let msg = e.into_vec().iter().map(ToString::to_string).collect::<Vec<_>>().join("\n");
-                tracing::error!(target: "pglb::reload", file = %file.display(), "reload refused, the running configuration stays:\n{msg}");
-                return Err(format!("reload refused, the running configuration stays:\n{msg}"));
+                let refused = ReloadError::Config(config::ConfigError::Many(e.into_vec()));
+                tracing::error!(target: "pglb::reload", file = %file.display(), "{refused}");
+                return Err(refused);
             }
         };
         for w in &loaded.warnings {
@@ -116,7 +175,7 @@ impl Control {
         for (key, fe, bind) in fresh_tcp {
             match listener::bind(&bind) {
                 Ok(l) => opened_tcp.push((key, fe, l)),
-                Err(e) => return Err(format!("reload refused: frontend '{fe}' cannot listen on {}: {e}", bind.addr)),
+                Err(source) => return Err(ReloadError::Listen { frontend: fe, addr: bind.addr, source }),
             }
         }
         // Sockets whose path stays but whose level/mode changes are rebound:
@@ -126,7 +185,7 @@ impl Control {
         for s in fresh_unix {
             match crate::admin::bind_beside(&s) {
                 Ok(p) => pending_unix.push((s, p)),
-                Err(e) => return Err(format!("reload refused: cannot open stats socket {}: {e}", s.path.display())),
+                Err(source) => return Err(ReloadError::StatsSocket { path: s.path.clone(), source }),
             }
         }
         let mut opened_unix = Vec::new();
@@ -157,15 +216,7 @@ impl Control {
         health::start(&new, &self.background);
         old.retired.cancel();
         self.drain_removed_servers(&old, &new);
-        let summary = format!(
-            "configuration generation {} loaded from {}: {} frontend(s), {} backend(s); binds added: [{}], removed: [{}]",
-            new.generation,
-            file.display(),
-            new.frontends.len(),
-            new.backends.len(),
-            added.join(", "),
-            removed.join(", ")
-        );
+        let summary = Reloaded { generation: new.generation, file, frontends: new.frontends.len(), backends: new.backends.len(), added, removed };
         tracing::warn!(target: "pglb::reload", "{summary}");
         Ok(summary)
     }
@@ -280,7 +331,10 @@ impl crate::admin::Host for Control {
         Control::runtime(self)
     }
 
-    fn reload(self: &Arc<Self>) -> impl std::future::Future<Output = Result<String, String>> + Send {
+    type Reloaded = Reloaded;
+    type ReloadError = ReloadError;
+
+    fn reload(self: &Arc<Self>) -> impl std::future::Future<Output = Result<Reloaded, ReloadError>> + Send {
         self.reload_file()
     }
 }
@@ -317,7 +371,7 @@ impl Running {
         fe.cfg.binds.iter().find_map(|b| binds.get(&BindKey::of(&fe.cfg, b)).map(|x| x.local))
     }
 
-    pub async fn reload(&self) -> Result<String, String> {
+    pub async fn reload(&self) -> Result<Reloaded, ReloadError> {
         self.control.reload_file().await
     }
 

@@ -56,7 +56,7 @@ pub fn execute(rt: &Runtime, level: Level, line: &str) -> Outcome {
         ["show", "stat", rest @ ..] => {
             let (rows, rest) = match filter_stat(stats::snapshot(rt), rest) {
                 Ok(r) => r,
-                Err(e) => return text(e),
+                Err(e) => return text(e.to_string()),
             };
             if rest.contains(&"json") {
                 text(json::render(&rows))
@@ -230,22 +230,33 @@ fn show_info(rt: &Runtime) -> String {
     s
 }
 
+/// Why a `show stat` filter is refused (the runtime API's answer).
+#[derive(Debug, thiserror::Error)]
+enum StatFilterError {
+    #[error("Usage: show stat [{{<iid>|<proxy>}} <type> <sid>] [typed|json]\n")]
+    Usage,
+    #[error("'{word}' is not a {what}: use a number, or -1 for all.\n")]
+    NotANumber { word: String, what: &'static str },
+    #[error("No such proxy.\n")]
+    NoSuchProxy,
+}
+
 /// HAProxy's `show stat [{<iid>|<proxy>} <type> <sid>]` filter: a proxy by
 /// id or name (-1 all), a type mask (1 frontends, 2 backends, 4 servers,
 /// -1 all) and a server id (-1 all). Returns the rows and the words left
 /// (`typed`, `json`).
-fn filter_stat<'a>(rows: Vec<stats::Row>, rest: &'a [&'a str]) -> Result<(Vec<stats::Row>, &'a [&'a str]), String> {
+fn filter_stat<'a>(rows: Vec<stats::Row>, rest: &'a [&'a str]) -> Result<(Vec<stats::Row>, &'a [&'a str]), StatFilterError> {
     let [proxy, kind, sid, tail @ ..] = rest else {
         return match rest.first() {
-            Some(w) if !matches!(*w, "typed" | "json") => Err("Usage: show stat [{<iid>|<proxy>} <type> <sid>] [typed|json]\n".into()),
+            Some(w) if !matches!(*w, "typed" | "json") => Err(StatFilterError::Usage),
             _ => Ok((rows, rest)),
         };
     };
-    let number = |w: &str, what: &str| w.parse::<i64>().map_err(|_| format!("'{w}' is not a {what}: use a number, or -1 for all.\n"));
+    let number = |w: &str, what: &'static str| w.parse::<i64>().map_err(|_| StatFilterError::NotANumber { word: w.to_string(), what });
     let (kind, sid) = (number(kind, "type mask")?, number(sid, "server id")?);
     let by_id = proxy.parse::<i64>().ok();
     if by_id.is_none() && !rows.iter().any(|r| r.pxname == *proxy) {
-        return Err("No such proxy.\n".into());
+        return Err(StatFilterError::NoSuchProxy);
     }
     let keep = |r: &stats::Row| {
         let proxy_ok = match by_id {
@@ -284,14 +295,6 @@ fn servers_state(rt: &Runtime, backends: &[Arc<BackendState>]) -> String {
                 Admin::Drain => 8,
             };
             let check = srv.check.lock().unwrap_or_else(|e| e.into_inner()).clone();
-            // srv_check_result: 0 unknown, 2 failed, 3 passed (HAProxy's CHK_RES_*).
-            let result = if check.status.is_empty() {
-                0
-            } else if check.status.ends_with("OK") {
-                3
-            } else {
-                2
-            };
             let fqdn = if srv.cfg.host.parse::<std::net::IpAddr>().is_ok() { "-".to_string() } else { srv.cfg.host.clone() };
             let _ = writeln!(
                 s,
@@ -304,7 +307,9 @@ fn servers_state(rt: &Runtime, backends: &[Arc<BackendState>]) -> String {
                 w = srv.weight(),
                 iw = srv.cfg.weight,
                 since = crate::state::unix_now().saturating_sub(srv.last_change.load(Relaxed)),
-                status = if check.status.is_empty() { 0 } else { 1 },
+                // HAProxy's numbers (srv_check_status, srv_check_result).
+                status = check.status.number(),
+                result = check.status.result_number(),
                 health = srv.check_health.load(Relaxed),
                 state = if srv.cfg.check { if srv.checks_enabled() { 6 } else { 4 } } else { 0 },
                 port = addr.map(|a| a.port()).unwrap_or(srv.cfg.port),

@@ -92,9 +92,12 @@ pub fn bind_beside(socket: &StatsSocket) -> std::io::Result<PendingSocket> {
 pub trait Host: Send + Sync + 'static {
     /// The configuration generation commands act on.
     fn runtime(&self) -> Arc<crate::state::Runtime>;
-    /// Re-reads the configuration file (`reload`): the summary, or why the
-    /// running configuration stays.
-    fn reload(self: &Arc<Self>) -> impl std::future::Future<Output = Result<String, String>> + Send;
+    /// What a reload that took effect reports.
+    type Reloaded: std::fmt::Display + Send;
+    /// Why a reload was refused (the running configuration stays).
+    type ReloadError: std::fmt::Display + Send;
+    /// Re-reads the configuration file (`reload`).
+    fn reload(self: &Arc<Self>) -> impl std::future::Future<Output = Result<Self::Reloaded, Self::ReloadError>> + Send;
 }
 
 pub async fn serve<H: Host>(control: Arc<H>, listener: UnixListener, level: Level, stop: CancellationToken) {

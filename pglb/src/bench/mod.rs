@@ -52,8 +52,35 @@ pub struct Sample {
 pub enum BenchError {
     #[error("lab: {0}")]
     Lab(#[from] crate::lab::LabError),
-    #[error("{0}")]
-    Failed(String),
+    #[error("{what}: {source}")]
+    Io { what: String, source: std::io::Error },
+    #[error("unknown system {0}")]
+    UnknownSystem(String),
+    #[error("pglb-before needs --baseline PATH")]
+    NoBaseline,
+    #[error("{system} did not start (nothing listens on port {port}): {log_tail}")]
+    NotStarted { system: String, port: u16, log_tail: String },
+    #[error("{what}: {detail}")]
+    Sql { what: String, detail: String },
+    /// pgbench exited with an error; its output.
+    #[error("pgbench failed: {0}")]
+    Pgbench(String),
+    #[error("no tps in pgbench's output: {0}")]
+    NoTps(String),
+    #[error("{0} failed transactions")]
+    FailedTransactions(f64),
+    #[error("no RSS for process {0}")]
+    NoRss(u32),
+}
+
+impl BenchError {
+    pub(crate) fn io(what: impl Into<String>, source: std::io::Error) -> Self {
+        BenchError::Io { what: what.into(), source }
+    }
+
+    pub(crate) fn sql(what: impl Into<String>, e: &tokio_postgres::Error) -> Self {
+        BenchError::Sql { what: what.into(), detail: crate::health::sql::login_error(e) }
+    }
 }
 
 pub async fn run(opts: BenchOptions) -> Result<Value, BenchError> {
@@ -68,14 +95,14 @@ pub async fn run(opts: BenchOptions) -> Result<Value, BenchError> {
 async fn measure(lab: &Lab, opts: &BenchOptions) -> Result<Value, BenchError> {
     workload::prepare(lab, opts).await?;
     let dir = opts.dir.join("bench");
-    std::fs::create_dir_all(&dir).map_err(|e| BenchError::Failed(e.to_string()))?;
+    std::fs::create_dir_all(&dir).map_err(|e| BenchError::io(format!("create {}", dir.display()), e))?;
     let mut systems = Vec::new();
     let baseline = opts.baseline.as_deref();
     for kind in systems::KINDS.iter().copied().chain(baseline.map(|_| systems::BASELINE)) {
         if opts.skip.iter().any(|s| s == kind) {
             continue;
         }
-        systems.push(System::start(kind, lab, &dir, baseline).await.map_err(BenchError::Failed)?);
+        systems.push(System::start(kind, lab, &dir, baseline).await?);
     }
     let versions: Vec<Value> = systems.iter().map(|s| json!({"system": s.name, "version": s.version})).collect();
     let mut samples = Vec::new();
@@ -88,7 +115,7 @@ async fn measure(lab: &Lab, opts: &BenchOptions) -> Result<Value, BenchError> {
                 // allocator reuses what the previous round freed, which would
                 // make every round after the first read close to zero.
                 let fresh = match w {
-                    Workload::Idle if s.pid.is_some() => Some(System::start(&s.name, lab, &dir, baseline).await.map_err(BenchError::Failed)?),
+                    Workload::Idle if s.pid.is_some() => Some(System::start(&s.name, lab, &dir, baseline).await?),
                     _ => None,
                 };
                 let target = fresh.as_ref().unwrap_or(s);
@@ -101,7 +128,7 @@ async fn measure(lab: &Lab, opts: &BenchOptions) -> Result<Value, BenchError> {
                     Ok(sample) => samples.extend(sample),
                     Err(e) => {
                         eprintln!("bench: {} through {} failed: {e}", w.name(), s.name);
-                        failures.push(json!({"workload": w.name(), "system": s.name, "round": round, "error": e}));
+                        failures.push(json!({"workload": w.name(), "system": s.name, "round": round, "error": e.to_string()}));
                     }
                 }
             }

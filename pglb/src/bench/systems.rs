@@ -2,6 +2,7 @@
 //! each in front of the lab's primary. pglb and HAProxy read the same
 //! configuration text (only the port differs).
 
+use super::BenchError;
 use crate::lab::Lab;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -40,42 +41,43 @@ fn version(cmd: &str, arg: &str) -> String {
     Command::new(cmd).arg(arg).output().map(|o| String::from_utf8_lossy(&o.stdout).lines().next().unwrap_or("").to_string()).unwrap_or_default()
 }
 
-async fn wait_listening(port: u16) -> Result<(), String> {
+/// Polls for up to 5 s until something listens on `port`.
+async fn listening(port: u16) -> bool {
     for _ in 0..200 {
         if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-            return Ok(());
+            return true;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    Err(format!("nothing listens on port {port}"))
+    false
 }
 
 impl System {
     /// Starts `kind`; `baseline` is the binary of [`BASELINE`].
-    pub async fn start(kind: &str, lab: &Lab, dir: &Path, baseline: Option<&Path>) -> Result<System, String> {
+    pub async fn start(kind: &str, lab: &Lab, dir: &Path, baseline: Option<&Path>) -> Result<System, BenchError> {
         // stdout (connection logs) is discarded; stderr is kept to explain a failed start.
         let errlog = dir.join(format!("{kind}.stderr"));
         let spawn = |cmd: &mut Command| {
-            let err = std::fs::File::create(&errlog).map_err(|e| e.to_string())?;
-            cmd.stdout(Stdio::null()).stderr(err).spawn().map_err(|e| format!("{kind}: {e}"))
+            let err = std::fs::File::create(&errlog).map_err(|e| BenchError::io(format!("create {}", errlog.display()), e))?;
+            cmd.stdout(Stdio::null()).stderr(err).spawn().map_err(|e| BenchError::io(format!("start {kind}"), e))
         };
         let port = free_port();
         let (child, version) = match kind {
             "direct" => return Ok(System { name: kind.into(), port: lab.primary().port, pid: None, version: "PostgreSQL".into(), child: None }),
             "pglb" | BASELINE => {
                 let cfg = dir.join(format!("{kind}.cfg"));
-                std::fs::write(&cfg, haproxy_language(port, lab)).map_err(|e| e.to_string())?;
+                std::fs::write(&cfg, haproxy_language(port, lab)).map_err(|e| BenchError::io(format!("write {}", cfg.display()), e))?;
                 let exe = match (kind, baseline) {
                     (BASELINE, Some(b)) => b.to_path_buf(),
-                    (BASELINE, None) => return Err("pglb-before needs --baseline PATH".into()),
-                    _ => std::env::current_exe().map_err(|e| e.to_string())?,
+                    (BASELINE, None) => return Err(BenchError::NoBaseline),
+                    _ => std::env::current_exe().map_err(|e| BenchError::io("find pglb's own binary", e))?,
                 };
                 let version = format!("{} ({})", version(&exe.to_string_lossy(), "--version"), exe.display());
                 (spawn(Command::new(&exe).args(["run", "-f"]).arg(&cfg))?, version)
             }
             "haproxy" => {
                 let cfg = dir.join("haproxy.cfg");
-                std::fs::write(&cfg, haproxy_language(port, lab)).map_err(|e| e.to_string())?;
+                std::fs::write(&cfg, haproxy_language(port, lab)).map_err(|e| BenchError::io(format!("write {}", cfg.display()), e))?;
                 (spawn(Command::new("haproxy").arg("-db").arg("-f").arg(&cfg))?, version("haproxy", "-v"))
             }
             "pgbouncer" => {
@@ -83,8 +85,9 @@ impl System {
                 let users = dir.join("userlist.txt");
                 let log = dir.join("pgbouncer.log");
                 let ini = dir.join("pgbouncer.ini");
-                std::fs::write(&users, format!("\"{user}\" \"{password}\"\n")).map_err(|e| e.to_string())?;
-                std::fs::write(&log, "").map_err(|e| e.to_string())?;
+                std::fs::write(&users, format!("\"{user}\" \"{password}\"\n"))
+                    .map_err(|e| BenchError::io(format!("write {}", users.display()), e))?;
+                std::fs::write(&log, "").map_err(|e| BenchError::io(format!("write {}", log.display()), e))?;
                 std::fs::write(
                     &ini,
                     format!(
@@ -96,7 +99,7 @@ impl System {
                         log.display()
                     ),
                 )
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| BenchError::io(format!("write {}", ini.display()), e))?;
                 let mut cmd = Command::new("pgbouncer");
                 // PgBouncer refuses to run as root.
                 // SAFETY: geteuid has no preconditions.
@@ -107,13 +110,14 @@ impl System {
                 }
                 (spawn(cmd.arg(&ini))?, version("pgbouncer", "--version"))
             }
-            other => return Err(format!("unknown system {other}")),
+            other => return Err(BenchError::UnknownSystem(other.to_string())),
         };
         let pid = Some(child.id());
         let sys = System { name: kind.into(), port, pid, version, child: Some(child) };
-        if let Err(e) = wait_listening(port).await {
+        if !listening(port).await {
             let why = std::fs::read_to_string(&errlog).unwrap_or_default();
-            return Err(format!("{kind} did not start ({e}): {}", why.lines().rev().take(5).collect::<Vec<_>>().join(" | ")));
+            let log_tail = why.lines().rev().take(5).collect::<Vec<_>>().join(" | ");
+            return Err(BenchError::NotStarted { system: kind.to_string(), port, log_tail });
         }
         Ok(sys)
     }

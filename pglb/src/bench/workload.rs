@@ -43,7 +43,7 @@ impl Workload {
         }
     }
 
-    pub async fn run(&self, lab: &Lab, sys: &System, opts: &BenchOptions, round: usize) -> Result<Vec<Sample>, String> {
+    pub async fn run(&self, lab: &Lab, sys: &System, opts: &BenchOptions, round: usize) -> Result<Vec<Sample>, BenchError> {
         let sample = |workload: String, value: f64, cpu: Option<f64>| Sample { workload, system: sys.name.clone(), round, value, cpu_per_1k: cpu };
         match *self {
             Workload::Select { clients, prepared } => {
@@ -57,7 +57,7 @@ impl Workload {
             }
             Workload::Large => {
                 let script = opts.dir.join("bench").join("large.sql");
-                std::fs::write(&script, LARGE_SQL).map_err(|e| e.to_string())?;
+                std::fs::write(&script, LARGE_SQL).map_err(|e| BenchError::io(format!("write {}", script.display()), e))?;
                 let r = pgbench(sys, opts, &["-c", "4", "-f", &script.display().to_string()], None).await?;
                 Ok(vec![sample(self.name(), r.tps * LARGE_BYTES / 1e6, r.cpu_per_1k)])
             }
@@ -75,7 +75,7 @@ pub struct Run {
     pub cpu_per_1k: Option<f64>,
 }
 
-async fn pgbench(sys: &System, opts: &BenchOptions, args: &[&str], _env: Option<()>) -> Result<Run, String> {
+async fn pgbench(sys: &System, opts: &BenchOptions, args: &[&str], _env: Option<()>) -> Result<Run, BenchError> {
     let cpu_before = sys.pid.and_then(proc::cpu_seconds);
     let clients: u32 = args.iter().position(|a| *a == "-c").and_then(|i| args.get(i + 1)).and_then(|c| c.parse().ok()).unwrap_or(1);
     let mut cmd = Command::new("pgbench");
@@ -96,19 +96,22 @@ async fn pgbench(sys: &System, opts: &BenchOptions, args: &[&str], _env: Option<
     .arg("bench")
     .env("PGPASSWORD", "postgres")
     .env("PGSSLMODE", "disable");
-    let out = tokio::task::spawn_blocking(move || cmd.output()).await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+    let out = tokio::task::spawn_blocking(move || cmd.output())
+        .await
+        .map_err(|e| BenchError::io("run pgbench", std::io::Error::other(e)))?
+        .map_err(|e| BenchError::io("run pgbench", e))?;
     let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     if !out.status.success() {
-        return Err(format!("pgbench failed: {text}"));
+        return Err(BenchError::Pgbench(text));
     }
     let find = |key: &str| {
         text.lines().find_map(|l| l.trim().strip_prefix(key)).and_then(|r| r.split_whitespace().next()).and_then(|v| v.parse::<f64>().ok())
     };
-    let tps = find("tps = ").ok_or_else(|| format!("no tps in: {text}"))?;
+    let tps = find("tps = ").ok_or_else(|| BenchError::NoTps(text.clone()))?;
     let done = find("number of transactions actually processed: ").unwrap_or(0.0);
     let failed = find("number of failed transactions: ").unwrap_or(0.0);
     if failed > 0.0 {
-        return Err(format!("{failed} failed transactions"));
+        return Err(BenchError::FailedTransactions(failed));
     }
     let cpu = match (cpu_before, sys.pid.and_then(proc::cpu_seconds)) {
         (Some(a), Some(b)) if done > 0.0 => Some((b - a) / (done / 1000.0)),
@@ -121,7 +124,7 @@ async fn pgbench(sys: &System, opts: &BenchOptions, args: &[&str], _env: Option<
 /// growth from the 10th percentile of `n` connections to all of them, so
 /// that one-time costs (a thread's first buffers, allocator arenas) are not
 /// counted as per-connection ones.
-async fn idle_cost(lab: &Lab, sys: &System, pid: u32, n: usize) -> Result<f64, String> {
+async fn idle_cost(lab: &Lab, sys: &System, pid: u32, n: usize) -> Result<f64, BenchError> {
     let (user, password) = lab.superuser();
     let dsn = format!("host=127.0.0.1 port={} user={user} password={password} dbname=bench sslmode=disable", sys.port);
     let warm = (n / 10).max(1);
@@ -130,15 +133,15 @@ async fn idle_cost(lab: &Lab, sys: &System, pid: u32, n: usize) -> Result<f64, S
     for i in 0..n.max(warm + 1) {
         if i == warm {
             tokio::time::sleep(Duration::from_millis(200)).await;
-            before = proc::rss_kib(pid).ok_or("no RSS")?;
+            before = proc::rss_kib(pid).ok_or(BenchError::NoRss(pid))?;
         }
-        let (c, conn) = tokio_postgres::connect(&dsn, tokio_postgres::NoTls).await.map_err(|e| crate::health::sql::login_error(&e))?;
+        let (c, conn) = tokio_postgres::connect(&dsn, tokio_postgres::NoTls).await.map_err(|e| BenchError::sql("idle client login", &e))?;
         tokio::spawn(conn);
-        c.simple_query("select 1").await.map_err(|e| crate::health::sql::login_error(&e))?;
+        c.simple_query("select 1").await.map_err(|e| BenchError::sql("idle client query", &e))?;
         held.push(c);
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let after = proc::rss_kib(pid).ok_or("no RSS")?;
+    let after = proc::rss_kib(pid).ok_or(BenchError::NoRss(pid))?;
     let counted = held.len() - warm;
     drop(held);
     // The next measurement needs the server sessions gone, not just ours.
@@ -162,13 +165,14 @@ async fn idle_cost(lab: &Lab, sys: &System, pid: u32, n: usize) -> Result<f64, S
 /// Creates the pgbench tables and raises max_connections for the idle test.
 pub async fn prepare(lab: &Lab, opts: &BenchOptions) -> Result<(), BenchError> {
     let primary = lab.primary();
-    let (c, conn) =
-        tokio_postgres::connect(&lab.dsn(primary, "postgres"), tokio_postgres::NoTls).await.map_err(|e| BenchError::Failed(e.to_string()))?;
+    let (c, conn) = tokio_postgres::connect(&lab.dsn(primary, "postgres"), tokio_postgres::NoTls)
+        .await
+        .map_err(|e| BenchError::sql("connect to the primary", &e))?;
     tokio::spawn(conn);
     let _ = c.batch_execute("drop database if exists bench").await;
-    c.batch_execute("create database bench").await.map_err(|e| BenchError::Failed(e.to_string()))?;
+    c.batch_execute("create database bench").await.map_err(|e| BenchError::sql("create database bench", &e))?;
     let max = (opts.idle + 300).max(300);
-    c.batch_execute(&format!("alter system set max_connections = {max}")).await.map_err(|e| BenchError::Failed(e.to_string()))?;
+    c.batch_execute(&format!("alter system set max_connections = {max}")).await.map_err(|e| BenchError::sql("raise max_connections", &e))?;
     drop(c);
     lab.fault("primary", Fault::Stop).await?;
     lab.fault("primary", Fault::Start).await?;
@@ -176,9 +180,9 @@ pub async fn prepare(lab: &Lab, opts: &BenchOptions) -> Result<(), BenchError> {
         .args(["-i", "-q", "-s", &opts.scale.to_string(), "-h", "127.0.0.1", "-p", &primary.port.to_string(), "-U", "postgres", "bench"])
         .env("PGPASSWORD", "postgres")
         .output()
-        .map_err(|e| BenchError::Failed(format!("pgbench -i: {e}")))?;
+        .map_err(|e| BenchError::io("run pgbench -i", e))?;
     if !out.status.success() {
-        return Err(BenchError::Failed(format!("pgbench -i: {}", String::from_utf8_lossy(&out.stderr))));
+        return Err(BenchError::Pgbench(format!("pgbench -i: {}", String::from_utf8_lossy(&out.stderr))));
     }
     Ok(())
 }

@@ -64,8 +64,11 @@ pub fn run(args: CtlArgs, config: Option<PathBuf>) -> ExitCode {
     if failed { ExitCode::from(1) } else { ExitCode::SUCCESS }
 }
 
+/// The runtime API's answer to a command line, as text.
+pub type Answer = String;
+
 /// Sends one command line and reads the answer until the server closes.
-pub fn ask(socket: &std::path::Path, command: &str) -> std::io::Result<String> {
+pub fn ask(socket: &std::path::Path, command: &str) -> std::io::Result<Answer> {
     let mut s = UnixStream::connect(socket)?;
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
     s.write_all(command.as_bytes())?;

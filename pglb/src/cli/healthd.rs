@@ -20,7 +20,7 @@ pub struct HealthdArgs {
     pub interval: std::time::Duration,
 }
 
-fn parse_interval(s: &str) -> Result<std::time::Duration, String> {
+fn parse_interval(s: &str) -> Result<std::time::Duration, crate::config::Invalid> {
     match crate::config::units::parse_time(s)? {
         d if d.is_zero() => Err("the interval must be above 0".into()),
         d => Ok(d),
@@ -56,7 +56,7 @@ pub fn run(args: HealthdArgs, format: LogFormat) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("pglb healthd: {e}");
-            ExitCode::from(1)
+            ExitCode::from(if e.is_usage() { 2 } else { 1 })
         }
     }
 }

@@ -197,6 +197,6 @@ enum Failure {
     Scenario(scenario::ScenarioError),
 }
 
-fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+fn parse_duration(s: &str) -> Result<std::time::Duration, crate::config::Invalid> {
     crate::config::units::parse_time(s)
 }

@@ -62,12 +62,21 @@ fn logs_to_stdout(text: &str) -> bool {
 /// limit is raised to the hard one, as HAProxy sizes its own: each session
 /// needs two descriptors and the usual soft limit of 1024 would cap pglb at
 /// about 500 sessions.
-fn prepare_process(config: &Config) -> Result<(), String> {
+/// Why the process could not be prepared.
+#[derive(Debug, thiserror::Error)]
+enum PrepareError {
+    #[error("ulimit-n {n}: {source}")]
+    UlimitN { n: u64, source: std::io::Error },
+    #[error("pidfile {}: {source}", .path.display())]
+    Pidfile { path: std::path::PathBuf, source: std::io::Error },
+}
+
+fn prepare_process(config: &Config) -> Result<(), PrepareError> {
     if let Some(n) = config.global.ulimit_n {
         let lim = libc::rlimit { rlim_cur: n, rlim_max: n };
         // SAFETY: setrlimit with a valid, initialised struct.
         if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
-            return Err(format!("ulimit-n {n}: {}", std::io::Error::last_os_error()));
+            return Err(PrepareError::UlimitN { n, source: std::io::Error::last_os_error() });
         }
     } else {
         let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
@@ -80,7 +89,7 @@ fn prepare_process(config: &Config) -> Result<(), String> {
         }
     }
     if let Some(p) = &config.global.pidfile {
-        std::fs::write(p, format!("{}\n", std::process::id())).map_err(|e| format!("pidfile {}: {e}", p.display()))?;
+        std::fs::write(p, format!("{}\n", std::process::id())).map_err(|source| PrepareError::Pidfile { path: p.clone(), source })?;
     }
     Ok(())
 }

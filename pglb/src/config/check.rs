@@ -1,6 +1,7 @@
 //! Health-check settings: `option tcp-check|pgsql-check|httpchk`,
 //! `tcp-check` rules and `http-check` lines.
 
+use super::error::Invalid;
 use super::lexer::Line;
 use super::model::*;
 use super::parse::Ctx;
@@ -266,13 +267,13 @@ fn parse_expect(ctx: &mut Ctx, n: usize, args: &[String]) -> Option<TcpCheckKind
     Some(TcpCheckKind::Expect { negate, pattern, min_recv })
 }
 
-pub fn decode_hex(text: &str) -> Result<Vec<u8>, String> {
+pub fn decode_hex(text: &str) -> Result<Vec<u8>, Invalid> {
     if !text.len().is_multiple_of(2) {
-        return Err(format!("'{text}' has an odd number of hex digits: each byte needs two"));
+        return Err(format!("'{text}' has an odd number of hex digits: each byte needs two").into());
     }
     (0..text.len())
         .step_by(2)
-        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).map_err(|_| format!("'{}' is not a hex byte", &text[i..i + 2])))
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).map_err(|_| Invalid(format!("'{}' is not a hex byte", &text[i..i + 2]))))
         .collect()
 }
 

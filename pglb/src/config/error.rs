@@ -47,6 +47,43 @@ impl ConfigError {
     }
 }
 
+/// A value that cannot be used (a time, a size, an address, hex bytes, a
+/// quoted word), found by a value parser before it knows the file and line:
+/// the message says what was wrong and what to write instead. The caller
+/// places it ([`ConfigError::at`]), or the command line prints it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Invalid(pub String);
+
+impl Invalid {
+    pub fn new(message: impl Into<String>) -> Self {
+        Invalid(message.into())
+    }
+
+    /// The message, for assertions and for callers that add context.
+    pub fn message(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for Invalid {
+    fn from(message: String) -> Self {
+        Invalid(message)
+    }
+}
+
+impl From<&str> for Invalid {
+    fn from(message: &str) -> Self {
+        Invalid(message.to_string())
+    }
+}
+
+impl From<Invalid> for String {
+    fn from(e: Invalid) -> String {
+        e.0
+    }
+}
+
 /// Something accepted but worth telling the operator: a keyword with no
 /// effect in pglb, or a setting that will surprise PostgreSQL users.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -6,7 +6,11 @@
 //! environment; single quotes group words literally.
 
 use super::error::ConfigError;
+use super::error::Invalid;
 use std::path::Path;
+
+/// A line's words, quotes removed and variables expanded.
+type Words = Vec<String>;
 
 /// One non-empty configuration line, already split into words.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,20 +81,20 @@ enum Quote {
 }
 
 #[cfg(test)]
-fn split_line(raw: &str) -> Result<Vec<String>, String> {
+fn split_line(raw: &str) -> Result<Words, Invalid> {
     split_line_noting(raw, &Overlay::new(), &mut Vec::new())
 }
 
 /// Environment variables a line refers to (in double quotes) that are not
 /// set: HAProxy expands them to nothing, which makes for puzzling errors,
 /// so an error on such a line names them.
-pub fn unset_variables(raw: &str) -> Vec<String> {
+pub fn missing_variables(raw: &str) -> Vec<String> {
     let mut unset = Vec::new();
     let _ = split_line_noting(raw, &Overlay::new(), &mut unset);
     unset
 }
 
-fn split_line_noting(raw: &str, overlay: &Overlay, unset: &mut Vec<String>) -> Result<Vec<String>, String> {
+fn split_line_noting(raw: &str, overlay: &Overlay, unset: &mut Vec<String>) -> Result<Words, Invalid> {
     let mut words = Vec::new();
     let mut word = String::new();
     // A word may be an empty quoted string (""), so track "started" apart from content.
@@ -158,7 +162,7 @@ fn expand_env(
     out: &mut String,
     overlay: &Overlay,
     unset: &mut Vec<String>,
-) -> Result<(), String> {
+) -> Result<(), Invalid> {
     let mut name = String::new();
     if chars.peek() == Some(&'{') {
         chars.next();
@@ -203,9 +207,9 @@ mod tests {
     }
 
     #[test]
-    fn names_unset_variables() {
+    fn names_missing_variables() {
         assert_eq!(
-            unset_variables(r#"bind "${PGLB_LEXER_UNSET_A}:${PGLB_LEXER_UNSET_B}" '$NOT_EXPANDED'"#),
+            missing_variables(r#"bind "${PGLB_LEXER_UNSET_A}:${PGLB_LEXER_UNSET_B}" '$NOT_EXPANDED'"#),
             ["PGLB_LEXER_UNSET_A", "PGLB_LEXER_UNSET_B"]
         );
     }
@@ -227,9 +231,9 @@ mod tests {
 
     #[test]
     fn expands_environment_in_double_quotes_only() {
-        // SAFETY: the variable name is unique to this test.
-        unsafe { std::env::set_var("PGLB_LEXER_TEST", "v") };
-        assert_eq!(words(r#"a "${PGLB_LEXER_TEST}-$PGLB_LEXER_TEST" '$PGLB_LEXER_TEST'"#), ["a", "v-v", "$PGLB_LEXER_TEST"]);
+        // PATH is set wherever tests run; nothing here sets a variable.
+        let path = std::env::var("PATH").expect("PATH is set");
+        assert_eq!(words(r#"a "${PATH}-$PATH" '$PATH'"#), ["a".to_string(), format!("{path}-{path}"), "$PATH".to_string()]);
     }
 
     #[test]
@@ -243,7 +247,7 @@ mod tests {
 
     #[test]
     fn unterminated_quote_is_an_error() {
-        assert!(split_line("a \"b").unwrap_err().contains("double quote"));
-        assert!(split_line("a 'b").unwrap_err().contains("single quote"));
+        assert!(split_line("a \"b").unwrap_err().message().contains("double quote"));
+        assert!(split_line("a 'b").unwrap_err().message().contains("single quote"));
     }
 }

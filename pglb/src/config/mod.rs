@@ -19,7 +19,7 @@ mod server;
 pub mod units;
 
 pub use check::decode_hex;
-pub use error::{ConfigError, Warning};
+pub use error::{ConfigError, Invalid, Warning};
 pub use model::*;
 pub use parse::{Loaded, Report};
 
@@ -55,7 +55,7 @@ pub fn report_str(path: &Path, text: &str) -> Report {
         if let ConfigError::At { line, message, .. } = error
             && let Some(raw) = text.lines().nth(*line - 1)
         {
-            let unset = lexer::unset_variables(raw);
+            let unset = lexer::missing_variables(raw);
             if !unset.is_empty() {
                 let (names, verb) = (unset.join(", "), if unset.len() == 1 { "is" } else { "are" });
                 message.push_str(&format!(

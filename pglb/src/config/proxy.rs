@@ -703,7 +703,7 @@ mod tests {
     }
 
     #[test]
-    fn an_error_names_the_unset_variables_of_its_line() {
+    fn an_error_names_the_missing_variables_of_its_line() {
         let r = report_str(Path::new("e.cfg"), "listen l\n    bind \"${PGLB_TEST_NEVER_SET}\"\n    server s 127.0.0.1:5432\n");
         let e = r.errors[0].to_string();
         assert!(e.starts_with("e.cfg:2:") && e.contains("PGLB_TEST_NEVER_SET, which is not set in pglb's environment"), "{e}");

@@ -8,6 +8,7 @@ mod resolve;
 pub mod sql;
 
 use crate::config::{CheckSpec, OnError, OnMarkedDown, OnMarkedUp};
+use crate::state::check::CheckStatus;
 use crate::state::{Admin, BackendState, CheckInfo, Health, Runtime, ServerState};
 use fsm::{Fsm, Transition};
 use std::future::Future;
@@ -55,7 +56,7 @@ pub const HELD_CHECK_INTERVAL: Duration = Duration::from_millis(500);
 /// scheduler's tests use a scripted one under paused time).
 pub async fn check_loop(be: &BackendState, srv: &ServerState, mut prober: impl Prober) {
     let cfg = &srv.cfg;
-    let checked_before = !srv.check.lock().unwrap_or_else(|e| e.into_inner()).status.is_empty();
+    let checked_before = srv.check.lock().unwrap_or_else(|e| e.into_inner()).status.has_result();
     let mut fsm = if checked_before {
         // Carried over a reload: continue where the previous generation was.
         Fsm::with_health(cfg.rise, cfg.fall, srv.check_health.load(std::sync::atomic::Ordering::Relaxed))
@@ -110,12 +111,12 @@ fn apply_passive(be: &BackendState, srv: &ServerState, fsm: &mut Fsm) -> bool {
         OnError::FastInter => {
             tracing::info!(target: "pglb::health", backend = %be.cfg.name, server = %srv.cfg.name, reason = %desc, "Server {}/{}: {desc}; checking at fastinter", be.cfg.name, srv.cfg.name);
         }
-        OnError::FailCheck => record(be, srv, fsm, Verdict::Failed, "HANA", desc, Duration::ZERO),
+        OnError::FailCheck => record(be, srv, fsm, Verdict::Failed, CheckStatus::Hana, desc, Duration::ZERO),
         OnError::SuddenDeath => {
             fsm.sudden_death();
-            record(be, srv, fsm, Verdict::Failed, "HANA", desc, Duration::ZERO);
+            record(be, srv, fsm, Verdict::Failed, CheckStatus::Hana, desc, Duration::ZERO);
         }
-        OnError::MarkDown => record(be, srv, fsm, Verdict::Down, "HANA", desc, Duration::ZERO),
+        OnError::MarkDown => record(be, srv, fsm, Verdict::Down, CheckStatus::Hana, desc, Duration::ZERO),
     }
     if srv.clear_passive_down() {
         be.republish();
@@ -128,7 +129,7 @@ fn apply_passive(be: &BackendState, srv: &ServerState, fsm: &mut Fsm) -> bool {
 pub struct Probed {
     pub ok: bool,
     /// HAProxy's check status (L4OK, L7STS, ...).
-    pub status: &'static str,
+    pub status: CheckStatus,
     pub desc: String,
     pub duration: Duration,
     /// When the probe started (a claim to be primary dates from then).
@@ -140,7 +141,7 @@ pub struct Probed {
 }
 
 impl Probed {
-    fn failed(status: &'static str, desc: String, started: Instant) -> Probed {
+    fn failed(status: CheckStatus, desc: String, started: Instant) -> Probed {
         Probed { ok: false, status, desc, duration: started.elapsed(), started, primary: None, wrong_role: false }
     }
 }
@@ -177,14 +178,14 @@ async fn net_probe(be: &BackendState, srv: &ServerState, sql: Option<&mut sql::S
     let cfg = &srv.cfg;
     let started = Instant::now();
     let Some(addr) = srv.addr() else {
-        return Probed::failed("unresolvable", format!("{} does not resolve", cfg.host), started);
+        return Probed::failed(CheckStatus::Unresolvable, format!("{} does not resolve", cfg.host), started);
     };
     let port = cfg.check_port.unwrap_or(addr.port());
     let check_addr = match cfg.check_addr.as_deref() {
         None => addr.ip(),
         Some(a) => match resolve_check_addr(a, port, cfg.inter).await {
             Ok(ip) => ip,
-            Err(why) => return Probed::failed("L4CON", format!("check addr {a} does not resolve: {why}"), started),
+            Err(why) => return Probed::failed(CheckStatus::L4Con, format!("check addr {a} does not resolve: {why}"), started),
         },
     };
     let target = probe::Target {
@@ -204,27 +205,19 @@ async fn net_probe(be: &BackendState, srv: &ServerState, sql: Option<&mut sql::S
                     info.lag_bytes = primary_lsn.saturating_sub(info.lsn);
                 }
                 *srv.pg.lock().unwrap_or_else(|e| e.into_inner()) = Some(info);
-                let (ok, status, desc) = match sql::judge(check, &info) {
-                    Ok(desc) => (true, "L7OK", desc),
-                    Err(desc) => (false, "L7STS", desc),
+                let (ok, status, desc, wrong_role) = match sql::judge(check, &info) {
+                    Ok(desc) => (true, CheckStatus::L7Ok, desc, false),
+                    Err(unfit) => (false, CheckStatus::L7Sts, unfit.to_string(), unfit.is_wrong_role()),
                 };
-                Probed {
-                    ok,
-                    status,
-                    desc,
-                    duration: started.elapsed(),
-                    started,
-                    primary: Some(info.primary),
-                    wrong_role: sql::wrong_role(check, &info),
-                }
+                Probed { ok, status, desc, duration: started.elapsed(), started, primary: Some(info.primary), wrong_role }
             }
             Err(e) => {
                 let status = match e {
-                    sql::SqlError::Timeout => "L7TOUT",
-                    sql::SqlError::Connect(_) => "L4CON",
-                    sql::SqlError::Resource(_) => "SOCKERR",
+                    sql::SqlError::Timeout => CheckStatus::L7Tout,
+                    sql::SqlError::Connect(_) => CheckStatus::L4Con,
+                    sql::SqlError::Resource(_) => CheckStatus::SockErr,
                     sql::SqlError::NewConnection { status, .. } => status,
-                    _ => "L7STS",
+                    _ => CheckStatus::L7Sts,
                 };
                 Probed::failed(status, e.to_string(), started)
             }
@@ -270,16 +263,26 @@ fn apply(be: &BackendState, srv: &ServerState, fsm: &mut Fsm, p: Probed) {
     }
 }
 
+/// Why a `check ... addr` name gave no address.
+#[derive(Debug, thiserror::Error)]
+enum Unresolved {
+    #[error("no address")]
+    NoAddress,
+    #[error("{0}")]
+    Lookup(#[from] std::io::Error),
+    #[error("timed out")]
+    TimedOut,
+}
+
 /// `check ... addr`: an IP, or a host name resolved at each check (the
 /// first answer), within `limit`.
-async fn resolve_check_addr(addr: &str, port: u16, limit: Duration) -> Result<std::net::IpAddr, String> {
+async fn resolve_check_addr(addr: &str, port: u16, limit: Duration) -> Result<std::net::IpAddr, Unresolved> {
     if let Ok(ip) = addr.parse() {
         return Ok(ip);
     }
     match tokio::time::timeout(limit, tokio::net::lookup_host((addr, port))).await {
-        Ok(Ok(mut found)) => found.next().map(|a| a.ip()).ok_or_else(|| "no address".to_string()),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err("timed out".to_string()),
+        Ok(found) => found?.next().map(|a| a.ip()).ok_or(Unresolved::NoAddress),
+        Err(_) => Err(Unresolved::TimedOut),
     }
 }
 
@@ -326,7 +329,7 @@ impl From<bool> for Verdict {
 }
 
 /// Applies one result: state machine, check info, transition side effects.
-pub fn record(be: &BackendState, srv: &ServerState, fsm: &mut Fsm, verdict: Verdict, status: &str, desc: String, duration: Duration) {
+pub fn record(be: &BackendState, srv: &ServerState, fsm: &mut Fsm, verdict: Verdict, status: CheckStatus, desc: String, duration: Duration) {
     let desc = if verdict == Verdict::Adopt && !fsm.is_up() {
         format!(
             "{desc}; the only primary of the backend, taken without waiting for rise {} (option pgsql-check ... strict-rise to wait)",
@@ -336,20 +339,20 @@ pub fn record(be: &BackendState, srv: &ServerState, fsm: &mut Fsm, verdict: Verd
         desc
     };
     let ok = matches!(verdict, Verdict::Passed | Verdict::Adopt);
-    if !ok && status == "SOCKERR" {
+    if !ok && status == CheckStatus::SockErr {
         // pglb itself is out of file descriptors: that says nothing about
         // the server, whose state stays as it was (HAProxy's SOCKERR).
         let mut info = srv.check.lock().unwrap_or_else(|e| e.into_inner());
-        if info.status != "SOCKERR" {
+        if info.status != CheckStatus::SockErr {
             tracing::warn!(target: "pglb::health", backend = %be.cfg.name, server = %srv.cfg.name, reason = %desc, "Health check for server {}/{} could not run: {desc}", be.cfg.name, srv.cfg.name);
         }
-        *info = CheckInfo { status: "SOCKERR".to_string(), desc, duration_ms: duration.as_millis() as u64 };
+        *info = CheckInfo { status: CheckStatus::SockErr, desc, duration_ms: duration.as_millis() as u64 };
         return;
     }
     let changed_info = {
         let mut info = srv.check.lock().unwrap_or_else(|e| e.into_inner());
         let changed = info.status != status;
-        *info = CheckInfo { status: status.to_string(), desc: desc.clone(), duration_ms: duration.as_millis() as u64 };
+        *info = CheckInfo { status, desc: desc.clone(), duration_ms: duration.as_millis() as u64 };
         changed
     };
     if ok {
@@ -369,7 +372,7 @@ pub fn record(be: &BackendState, srv: &ServerState, fsm: &mut Fsm, verdict: Verd
         be.republish();
     }
     if transition.is_none() && changed_info && be.cfg.log_health_checks {
-        tracing::info!(target: "pglb::health", backend = %be.cfg.name, server = %srv.cfg.name, check_status = status, check_desc = %desc,
+        tracing::info!(target: "pglb::health", backend = %be.cfg.name, server = %srv.cfg.name, check_status = status.code(), check_desc = %desc,
             "Health check for server {}/{} {}, reason: {desc}", be.cfg.name, srv.cfg.name, if ok { "succeeded" } else { "failed" });
     }
     let Some(t) = transition else { return };
@@ -392,9 +395,9 @@ pub fn record(be: &BackendState, srv: &ServerState, fsm: &mut Fsm, verdict: Verd
         duration.as_millis()
     );
     if t == Transition::Up {
-        tracing::info!(target: "pglb::health", backend = %be.cfg.name, server = %srv.cfg.name, state = word, check_status = status, reason = %desc, "{msg}");
+        tracing::info!(target: "pglb::health", backend = %be.cfg.name, server = %srv.cfg.name, state = word, check_status = status.code(), reason = %desc, "{msg}");
     } else {
-        tracing::warn!(target: "pglb::health", backend = %be.cfg.name, server = %srv.cfg.name, state = word, check_status = status, reason = %desc, "{msg}");
+        tracing::warn!(target: "pglb::health", backend = %be.cfg.name, server = %srv.cfg.name, state = word, check_status = status.code(), reason = %desc, "{msg}");
     }
     if active == 0 && backup == 0 {
         tracing::error!(target: "pglb::health", backend = %be.cfg.name, "backend '{}' has no server available!", be.cfg.name);

@@ -6,6 +6,7 @@
 //! PostgreSQL probe closes at a point where the server logs nothing.
 
 use crate::config::{CheckSpec, ExpectPattern, HttpCheck, HttpExpect, PgsqlCheck, TcpCheckKind, TcpCheckRule};
+use crate::state::check::CheckStatus;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -19,7 +20,7 @@ const MAX_RESPONSE: usize = 16 * 1024;
 pub struct CheckResult {
     pub ok: bool,
     /// HAProxy's check status: L4OK, L4CON, L4TOUT, L6RSP, L7OK, L7RSP, L7STS, L7TOUT.
-    pub status: &'static str,
+    pub status: CheckStatus,
     pub desc: String,
     pub duration: Duration,
 }
@@ -39,7 +40,7 @@ pub async fn run(spec: &CheckSpec, target: Target) -> CheckResult {
         CheckSpec::Connect => match connect(target.addr, target.connect_timeout).await {
             Ok(s) => {
                 close(s).await;
-                (true, "L4OK", "Layer4 check passed".to_string())
+                (true, CheckStatus::L4Ok, "Layer4 check passed".to_string())
             }
             Err(f) => f,
         },
@@ -50,7 +51,7 @@ pub async fn run(spec: &CheckSpec, target: Target) -> CheckResult {
     CheckResult { ok, status, desc, duration: started.elapsed() }
 }
 
-type Outcome = (bool, &'static str, String);
+type Outcome = (bool, CheckStatus, String);
 
 async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, Outcome> {
     match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
@@ -59,9 +60,9 @@ async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, Outco
             Ok(s)
         }
         // pglb's own descriptors ran out: says nothing about the server.
-        Ok(Err(e)) if crate::os::is_resource_exhaustion(&e) => Err((false, "SOCKERR", format!("cannot open a check connection: {e}"))),
-        Ok(Err(e)) => Err((false, "L4CON", format!("Layer4 connection problem: {e}"))),
-        Err(_) => Err((false, "L4TOUT", "Layer4 timeout".to_string())),
+        Ok(Err(e)) if crate::os::is_resource_exhaustion(&e) => Err((false, CheckStatus::SockErr, format!("cannot open a check connection: {e}"))),
+        Ok(Err(e)) => Err((false, CheckStatus::L4Con, format!("Layer4 connection problem: {e}"))),
+        Err(_) => Err((false, CheckStatus::L4Tout, "Layer4 timeout".to_string())),
     }
 }
 
@@ -128,13 +129,13 @@ async fn tcp_check(rules: &[TcpCheckRule], target: Target) -> Outcome {
                 buf.clear();
             }
             TcpCheckKind::Send(data) => {
-                let Some(s) = stream.as_mut() else { return (false, "L7RSP", format!("step {step}: send without a connection")) };
+                let Some(s) = stream.as_mut() else { return (false, CheckStatus::L7Rsp, format!("step {step}: send without a connection")) };
                 if let Err(e) = s.write_all(data).await {
-                    return (false, "L4CON", format!("Layer4 connection problem at step {step} of tcp-check (send): {e}"));
+                    return (false, CheckStatus::L4Con, format!("Layer4 connection problem at step {step} of tcp-check (send): {e}"));
                 }
             }
             TcpCheckKind::Expect { negate, pattern, min_recv } => {
-                let Some(s) = stream.as_mut() else { return (false, "L7RSP", format!("step {step}: expect without a connection")) };
+                let Some(s) = stream.as_mut() else { return (false, CheckStatus::L7Rsp, format!("step {step}: expect without a connection")) };
                 let min = min_recv.unwrap_or(0);
                 let negate = *negate;
                 let r = read_until(s, &mut buf, target.read_timeout, |b| b.len() >= min && !b.is_empty() && (negate || matches(pattern, b))).await;
@@ -142,7 +143,9 @@ async fn tcp_check(rules: &[TcpCheckRule], target: Target) -> Outcome {
                 let ok = found != negate;
                 if !ok {
                     let why = match (r, negate) {
-                        (Err("timeout"), false) => return (false, "L7TOUT", format!("Layer7 timeout at step {step} of tcp-check (expect)")),
+                        (Err("timeout"), false) => {
+                            return (false, CheckStatus::L7Tout, format!("Layer7 timeout at step {step} of tcp-check (expect)"));
+                        }
                         (Err(_), false) => "the server closed before sending it".to_string(),
                         (_, true) => "found what must not be there".to_string(),
                         _ => "no match".to_string(),
@@ -150,7 +153,7 @@ async fn tcp_check(rules: &[TcpCheckRule], target: Target) -> Outcome {
                     if let Some(s) = stream.take() {
                         close(s).await;
                     }
-                    return (false, "L7RSP", format!("TCPCHK did not match content at step {step} ({why})"));
+                    return (false, CheckStatus::L7Rsp, format!("TCPCHK did not match content at step {step} ({why})"));
                 }
             }
         }
@@ -159,7 +162,7 @@ async fn tcp_check(rules: &[TcpCheckRule], target: Target) -> Outcome {
         close(s).await;
     }
     let l7 = rules.iter().any(|r| matches!(r.kind, TcpCheckKind::Expect { .. }));
-    if l7 { (true, "L7OK", "Layer7 check passed".to_string()) } else { (true, "L4OK", "Layer4 check passed".to_string()) }
+    if l7 { (true, CheckStatus::L7Ok, "Layer7 check passed".to_string()) } else { (true, CheckStatus::L4Ok, "Layer4 check passed".to_string()) }
 }
 
 /// HAProxy's `option pgsql-check user NAME`: send a StartupMessage; any
@@ -177,7 +180,7 @@ async fn pgsql(check: &PgsqlCheck, target: Target) -> Outcome {
     params.push(("application_name", "pglb-check"));
     let startup = crate::pg::startup_message(&params);
     if let Err(e) = s.write_all(&startup).await {
-        return (false, "L4CON", format!("Layer4 connection problem: {e}"));
+        return (false, CheckStatus::L4Con, format!("Layer4 connection problem: {e}"));
     }
     let mut buf = Vec::new();
     // Read one whole message.
@@ -196,17 +199,17 @@ async fn pgsql(check: &PgsqlCheck, target: Target) -> Outcome {
             }
             // Otherwise PostgreSQL is waiting for a password: closing now
             // (EOF) is what it treats as "never mind", without logging.
-            (true, "L7OK", "PostgreSQL server is ok".to_string())
+            (true, CheckStatus::L7Ok, "PostgreSQL server is ok".to_string())
         }
         // A full server (max_connections, SQLSTATE 53300) is alive: marking
         // it DOWN would push its load onto the others and cascade.
         (Some(b'E'), _) if error_code(&buf).as_deref() == Some("53300") => {
-            (true, "L7OK", format!("PostgreSQL is up but full: {}", error_message(&buf)))
+            (true, CheckStatus::L7Ok, format!("PostgreSQL is up but full: {}", error_message(&buf)))
         }
-        (Some(b'E'), _) => (false, "L7STS", format!("PostgreSQL error: {}", error_message(&buf))),
-        (_, Err("timeout")) => (false, "L7TOUT", "Layer7 timeout: no answer to the startup packet".to_string()),
-        (None, _) => (false, "L7RSP", "the server closed without answering the startup packet".to_string()),
-        (Some(other), _) => (false, "L7RSP", format!("not a PostgreSQL answer (first byte 0x{other:02x})")),
+        (Some(b'E'), _) => (false, CheckStatus::L7Sts, format!("PostgreSQL error: {}", error_message(&buf))),
+        (_, Err("timeout")) => (false, CheckStatus::L7Tout, "Layer7 timeout: no answer to the startup packet".to_string()),
+        (None, _) => (false, CheckStatus::L7Rsp, "the server closed without answering the startup packet".to_string()),
+        (Some(other), _) => (false, CheckStatus::L7Rsp, format!("not a PostgreSQL answer (first byte 0x{other:02x})")),
     };
     close(s).await;
     outcome
@@ -216,7 +219,7 @@ async fn pgsql(check: &PgsqlCheck, target: Target) -> Outcome {
 /// open (the SQL-level check, healthd): a frozen postmaster, or one out of
 /// processes, takes no new client although old sessions still answer.
 /// On failure, the check's status (L4CON, L7TOUT...) and reason.
-pub(crate) async fn takes_new_clients(check: &PgsqlCheck, addr: SocketAddr, limit: Duration) -> Result<(), (&'static str, String)> {
+pub(crate) async fn takes_new_clients(check: &PgsqlCheck, addr: SocketAddr, limit: Duration) -> Result<(), (CheckStatus, String)> {
     match pgsql(check, Target { addr, connect_timeout: limit, read_timeout: limit }).await {
         (true, ..) => Ok(()),
         (false, status, desc) => Err((status, desc)),
@@ -266,7 +269,7 @@ async fn http(check: &HttpCheck, target: Target) -> Outcome {
     let version = if check.version.is_empty() { "HTTP/1.0" } else { &check.version };
     let req = format!("{} {} {}\r\nHost: {}\r\nUser-Agent: pglb-check\r\nConnection: close\r\n\r\n", check.method, check.uri, version, target.addr);
     if let Err(e) = s.write_all(req.as_bytes()).await {
-        return (false, "L4CON", format!("Layer4 connection problem: {e}"));
+        return (false, CheckStatus::L4Con, format!("Layer4 connection problem: {e}"));
     }
     let mut buf = Vec::new();
     // Read the whole response (the server closes), so `expect string`
@@ -274,19 +277,19 @@ async fn http(check: &HttpCheck, target: Target) -> Outcome {
     let r = read_until(&mut s, &mut buf, target.read_timeout, |_| false).await;
     close(s).await;
     if r == Err("timeout") && buf.is_empty() {
-        return (false, "L7TOUT", "Layer7 timeout".to_string());
+        return (false, CheckStatus::L7Tout, "Layer7 timeout".to_string());
     }
     let text = String::from_utf8_lossy(&buf);
     let code: Option<u16> = text.lines().next().and_then(|l| l.split_whitespace().nth(1)).and_then(|c| c.parse().ok());
-    let Some(code) = code else { return (false, "L7RSP", "not an HTTP response".to_string()) };
+    let Some(code) = code else { return (false, CheckStatus::L7Rsp, "not an HTTP response".to_string()) };
     let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
     match &check.expect {
-        Some(HttpExpect::String(s)) if body.contains(s.as_str()) => (true, "L7OK", format!("HTTP status {code}, body matches")),
-        Some(HttpExpect::String(_)) => (false, "L7RSP", format!("HTTP status {code}, body does not contain the expected string")),
-        Some(HttpExpect::Status(codes)) if codes.contains(&code) => (true, "L7OK", format!("HTTP status {code}")),
-        Some(HttpExpect::Status(_)) => (false, "L7STS", format!("HTTP status {code}")),
-        None if (200..400).contains(&code) => (true, "L7OK", format!("HTTP status {code}")),
-        None => (false, "L7STS", format!("HTTP status {code}")),
+        Some(HttpExpect::String(s)) if body.contains(s.as_str()) => (true, CheckStatus::L7Ok, format!("HTTP status {code}, body matches")),
+        Some(HttpExpect::String(_)) => (false, CheckStatus::L7Rsp, format!("HTTP status {code}, body does not contain the expected string")),
+        Some(HttpExpect::Status(codes)) if codes.contains(&code) => (true, CheckStatus::L7Ok, format!("HTTP status {code}")),
+        Some(HttpExpect::Status(_)) => (false, CheckStatus::L7Sts, format!("HTTP status {code}")),
+        None if (200..400).contains(&code) => (true, CheckStatus::L7Ok, format!("HTTP status {code}")),
+        None => (false, CheckStatus::L7Sts, format!("HTTP status {code}")),
     }
 }
 

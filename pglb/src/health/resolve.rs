@@ -9,6 +9,7 @@
 //! address, as HAProxy does.
 
 use crate::config::Resolvers;
+use crate::state::check::CheckStatus;
 use crate::state::{BackendState, ServerState};
 use hickory_resolver::TokioResolver;
 use hickory_resolver::config::{NameServerConfig, ResolveHosts, ResolverConfig};
@@ -48,7 +49,7 @@ impl Lookup {
 /// A resolver for a `resolvers` section: its nameservers (and resolv.conf's
 /// with `parse-resolv-conf`), its timeout and retries, no answer cache (so
 /// `hold valid` decides how fresh an address is).
-fn dns(section: &Resolvers) -> Result<TokioResolver, String> {
+fn dns(section: &Resolvers) -> Result<TokioResolver, hickory_resolver::net::NetError> {
     let mut servers: Vec<NameServerConfig> = section
         .nameservers
         .iter()
@@ -72,7 +73,7 @@ fn dns(section: &Resolvers) -> Result<TokioResolver, String> {
     opts.attempts = section.resolve_retries as usize;
     opts.cache_size = 0;
     opts.use_hosts_file = ResolveHosts::Never;
-    builder.build().map_err(|e| e.to_string())
+    builder.build()
 }
 
 pub async fn resolve_loop(be: &BackendState, sections: &[Resolvers]) {
@@ -124,10 +125,10 @@ async fn refresh(be: &BackendState, srv: &ServerState, lookup: &Lookup) -> bool 
         (Some(_), _) => true,
         (None, None) => {
             let mut info = srv.check.lock().unwrap_or_else(|e| e.into_inner());
-            if info.status != "unresolvable" {
+            if info.status != CheckStatus::Unresolvable {
                 tracing::warn!(target: "pglb::health", backend = %be.cfg.name, server = %srv.cfg.name, host = %srv.cfg.host,
                     "Server {}/{} is DOWN, reason: unresolvable ({} does not resolve)", be.cfg.name, srv.cfg.name, srv.cfg.host);
-                info.status = "unresolvable".into();
+                info.status = CheckStatus::Unresolvable;
                 info.desc = format!("{} does not resolve", srv.cfg.host);
             }
             false

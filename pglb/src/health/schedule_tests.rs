@@ -3,6 +3,7 @@
 //! interval, checked in milliseconds of real time.
 
 use super::{Probed, Prober, check_loop};
+use crate::state::check::CheckStatus;
 use crate::state::{BackendState, Health, Runtime, ServerState};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -41,7 +42,7 @@ impl Prober for Scripted {
             match *self.node.lock().unwrap() {
                 Node::Primary => Probed {
                     ok: true,
-                    status: "L7OK",
+                    status: CheckStatus::L7Ok,
                     desc: "role primary".into(),
                     duration: Duration::ZERO,
                     started,
@@ -50,14 +51,14 @@ impl Prober for Scripted {
                 },
                 Node::Replica => Probed {
                     ok: false,
-                    status: "L7STS",
+                    status: CheckStatus::L7Sts,
                     desc: "role replica, primary required".into(),
                     duration: Duration::ZERO,
                     started,
                     primary: Some(false),
                     wrong_role: true,
                 },
-                Node::Gone => Probed::failed("L4CON", "Layer4 connection problem: Connection refused".into(), started),
+                Node::Gone => Probed::failed(CheckStatus::L4Con, "Layer4 connection problem: Connection refused".into(), started),
             }
         })
     }
@@ -79,7 +80,7 @@ fn backend(options: &str, nodes: &[&Scripted]) -> Arc<BackendState> {
 
 /// Every server has been checked once (its role is known).
 fn all_checked(be: &BackendState) -> bool {
-    be.servers.iter().all(|s| !s.check.lock().unwrap().status.is_empty())
+    be.servers.iter().all(|s| s.check.lock().unwrap().status.has_result())
 }
 
 fn routed(be: &BackendState) -> Vec<usize> {
@@ -151,7 +152,7 @@ async fn a_passive_mark_down_leaves_routing_at_once_and_the_check_status_says_wh
     assert!(routed(&be).is_empty(), "out of routing before the check task runs");
     until(Duration::from_millis(100), || srv.health() == Health::Down, || {}).await;
     let info = srv.check.lock().unwrap().clone();
-    assert_eq!(info.status, "HANA");
+    assert_eq!(info.status, CheckStatus::Hana);
     assert_eq!(info.desc, "Health analyze: Detected 1 consecutive errors, last one was: L4 unsuccessful connection: Connection refused");
     // Back as the only primary: taken at its first passing check.
     a.set(Node::Primary);

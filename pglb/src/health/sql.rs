@@ -11,6 +11,7 @@
 //! password, `pg_hba.conf`) still work. Over TLS every check logs in.
 
 use crate::config::{PasswordSource, PgsqlCheck, RoleRequirement, SslMode};
+use crate::state::check::CheckStatus;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -70,15 +71,18 @@ pub enum SqlError {
     /// server takes no new clients (frozen postmaster, fork failures,
     /// shutting down). `status` is the start-up check's (L4CON, L7TOUT...).
     #[error("new connections fail: {desc}")]
-    NewConnection { status: &'static str, desc: String },
+    NewConnection { status: CheckStatus, desc: String },
 }
+
+/// A password for the check's login, from password-env or password-file.
+type Password = String;
 
 impl SqlProbe {
     pub fn new(check: PgsqlCheck, global: std::sync::Arc<crate::config::Global>) -> Self {
         SqlProbe { check, global, client: None }
     }
 
-    fn password(&self) -> Result<Option<String>, SqlError> {
+    fn password(&self) -> Result<Option<Password>, SqlError> {
         match &self.check.password {
             None => Ok(None),
             Some(PasswordSource::Env(var)) => {
@@ -215,19 +219,34 @@ pub fn login_error(e: &tokio_postgres::Error) -> String {
     }
 }
 
-/// The server answered with a role this backend must not route to: a
-/// definitive answer, not a failure to confirm with `fall` more checks.
-pub fn wrong_role(check: &PgsqlCheck, info: &PgInfo) -> bool {
-    match check.role.unwrap_or(RoleRequirement::Any) {
-        RoleRequirement::Primary => !info.primary,
-        RoleRequirement::Replica => info.primary,
-        RoleRequirement::Any => false,
+/// Why a server that answered is not fit for its backend; the text is the
+/// check's description in logs and stats.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Unfit {
+    #[error("{desc}, primary required")]
+    NotPrimary { desc: String },
+    #[error("{desc}, replica required")]
+    NotReplica { desc: String },
+    #[error("role replica, lag {lag:.1}s > {}", crate::config::units::fmt_duration(*.max))]
+    LagTime { lag: f64, max: Duration },
+    #[error("role replica, lag {lag} bytes > {max} bytes")]
+    LagBytes { lag: u64, max: u64 },
+    #[error("{desc}, streaming required")]
+    NotStreaming { desc: String },
+}
+
+impl Unfit {
+    /// The server answered with a role this backend must not route to: a
+    /// definitive answer, not a failure to confirm with `fall` more checks
+    /// (as a lagging replica's is).
+    pub fn is_wrong_role(&self) -> bool {
+        matches!(self, Unfit::NotPrimary { .. } | Unfit::NotReplica { .. })
     }
 }
 
 /// Judges an answer against the check's requirements; `Ok` carries the
 /// description shown in logs and stats ("role replica, lag 0.0s, streaming").
-pub fn judge(check: &PgsqlCheck, info: &PgInfo) -> Result<String, String> {
+pub fn judge(check: &PgsqlCheck, info: &PgInfo) -> Result<String, Unfit> {
     let role = if info.primary { "primary" } else { "replica" };
     let mut desc = format!("role {role}");
     if !info.primary {
@@ -239,23 +258,23 @@ pub fn judge(check: &PgsqlCheck, info: &PgInfo) -> Result<String, String> {
         ));
     }
     match check.role.unwrap_or(RoleRequirement::Any) {
-        RoleRequirement::Primary if !info.primary => return Err(format!("{desc}, primary required")),
-        RoleRequirement::Replica if info.primary => return Err(format!("{desc}, replica required")),
+        RoleRequirement::Primary if !info.primary => return Err(Unfit::NotPrimary { desc }),
+        RoleRequirement::Replica if info.primary => return Err(Unfit::NotReplica { desc }),
         _ => {}
     }
     if !info.primary {
         if let Some(max) = check.max_lag
             && info.lag_seconds > max.as_secs_f64()
         {
-            return Err(format!("role replica, lag {:.1}s > {}", info.lag_seconds, crate::config::units::fmt_duration(max)));
+            return Err(Unfit::LagTime { lag: info.lag_seconds, max });
         }
         if let Some(max) = check.max_lag_bytes
             && info.lag_bytes > max
         {
-            return Err(format!("role replica, lag {} bytes > {max} bytes", info.lag_bytes));
+            return Err(Unfit::LagBytes { lag: info.lag_bytes, max });
         }
         if check.require_streaming && !info.streaming {
-            return Err(format!("{desc}, streaming required"));
+            return Err(Unfit::NotStreaming { desc });
         }
     }
     Ok(desc)
@@ -286,13 +305,15 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(judge(&replica, &info(false, 0.0, 0, true)).unwrap(), "role replica, lag 0.0s, 0 bytes, streaming");
-        assert_eq!(judge(&replica, &info(false, 12.4, 0, true)).unwrap_err(), "role replica, lag 12.4s > 10s");
-        assert!(judge(&replica, &info(false, 0.0, 0, false)).unwrap_err().contains("streaming required"));
-        assert!(judge(&replica, &info(true, 0.0, 0, false)).unwrap_err().contains("replica required"));
+        assert_eq!(judge(&replica, &info(false, 12.4, 0, true)).unwrap_err().to_string(), "role replica, lag 12.4s > 10s");
+        assert!(judge(&replica, &info(false, 0.0, 0, false)).unwrap_err().to_string().contains("streaming required"));
+        assert!(judge(&replica, &info(true, 0.0, 0, false)).unwrap_err().to_string().contains("replica required"));
+        assert!(judge(&replica, &info(true, 0.0, 0, false)).unwrap_err().is_wrong_role());
+        assert!(!judge(&replica, &info(false, 12.4, 0, true)).unwrap_err().is_wrong_role());
         let primary = PgsqlCheck { user: "u".into(), role: Some(RoleRequirement::Primary), ..Default::default() };
         assert_eq!(judge(&primary, &info(true, 0.0, 0, false)).unwrap(), "role primary");
-        assert!(judge(&primary, &info(false, 0.0, 0, true)).unwrap_err().contains("primary required"));
+        assert!(judge(&primary, &info(false, 0.0, 0, true)).unwrap_err().to_string().contains("primary required"));
         let bytes = PgsqlCheck { user: "u".into(), max_lag_bytes: Some(1024), ..Default::default() };
-        assert!(judge(&bytes, &info(false, 0.0, 4096, true)).unwrap_err().contains("4096 bytes > 1024 bytes"));
+        assert!(judge(&bytes, &info(false, 0.0, 4096, true)).unwrap_err().to_string().contains("4096 bytes > 1024 bytes"));
     }
 }

@@ -23,47 +23,80 @@ pub struct NodeSpec {
     pub listen: SocketAddr,
 }
 
+/// Why healthd cannot start. [`HealthdError::is_usage`] tells a mistake on
+/// the command line (exit 2, as clap's own errors) from one of the machine.
+#[derive(Debug, thiserror::Error)]
+pub enum HealthdError {
+    #[error("with --dsn, give exactly one --listen ADDR (and no --node)")]
+    DsnNeedsOneListen,
+    #[error("give --node NAME=DSN and --listen NAME=ADDR for each node (or --dsn DSN --listen ADDR)")]
+    NoNode,
+    #[error("--node {0}: expected NAME=DSN")]
+    BadNode(String),
+    #[error("node {0} has no --listen {0}=ADDR")]
+    NoListen(String),
+    #[error("--listen {0} names no --node")]
+    ListenWithoutNode(String),
+    #[error("--listen {0}: expected IP:PORT such as 0.0.0.0:8008")]
+    BadListen(String),
+    #[error("--node {node}: invalid DSN: {source}")]
+    BadDsn { node: String, source: tokio_postgres::Error },
+    #[error("--listen {node}={addr}: {source}")]
+    Listen { node: String, addr: SocketAddr, source: std::io::Error },
+}
+
+impl HealthdError {
+    /// A mistake in the arguments, not a failure of the machine.
+    pub fn is_usage(&self) -> bool {
+        !matches!(self, HealthdError::Listen { .. })
+    }
+}
+
 /// Builds the node list from `--node NAME=DSN`, `--listen NAME=ADDR`, or the
 /// single-node `--dsn DSN --listen ADDR`.
-pub fn nodes(node: &[String], listen: &[String], dsn: Option<&str>) -> Result<Vec<NodeSpec>, String> {
+pub fn nodes(node: &[String], listen: &[String], dsn: Option<&str>) -> Result<Vec<NodeSpec>, HealthdError> {
     if let Some(dsn) = dsn {
         if !node.is_empty() || listen.len() != 1 || listen[0].contains('=') {
-            return Err("with --dsn, give exactly one --listen ADDR (and no --node)".into());
+            return Err(HealthdError::DsnNeedsOneListen);
         }
-        let listen = listen[0].parse().map_err(|_| format!("--listen {}: expected IP:PORT such as 0.0.0.0:8008", listen[0]))?;
+        let listen = listen[0].parse().map_err(|_| HealthdError::BadListen(listen[0].clone()))?;
         return Ok(vec![NodeSpec { name: "node".into(), dsn: dsn.to_string(), listen }]);
     }
     if node.is_empty() {
-        return Err("give --node NAME=DSN and --listen NAME=ADDR for each node (or --dsn DSN --listen ADDR)".into());
+        return Err(HealthdError::NoNode);
     }
     let mut specs = Vec::new();
     for n in node {
-        let (name, dsn) = n.split_once('=').ok_or_else(|| format!("--node {n}: expected NAME=DSN"))?;
+        let (name, dsn) = n.split_once('=').ok_or_else(|| HealthdError::BadNode(n.clone()))?;
         let addr = listen
             .iter()
             .filter_map(|l| l.split_once('='))
             .find(|(ln, _)| *ln == name)
             .map(|(_, a)| a)
-            .ok_or_else(|| format!("node {name} has no --listen {name}=ADDR"))?;
-        let listen = addr.parse().map_err(|_| format!("--listen {name}={addr}: expected IP:PORT such as 0.0.0.0:8008"))?;
+            .ok_or_else(|| HealthdError::NoListen(name.to_string()))?;
+        let listen = addr.parse().map_err(|_| HealthdError::BadListen(format!("{name}={addr}")))?;
         specs.push(NodeSpec { name: name.to_string(), dsn: dsn.to_string(), listen });
     }
     for l in listen {
         let name = l.split_once('=').map(|(n, _)| n).unwrap_or(l);
         if !specs.iter().any(|s| s.name == name) {
-            return Err(format!("--listen {l} names no --node"));
+            return Err(HealthdError::ListenWithoutNode(l.clone()));
         }
     }
     Ok(specs)
 }
 
 /// Runs until `stop` resolves.
-pub async fn run(specs: Vec<NodeSpec>, interval: Duration, stop: impl std::future::Future<Output = ()>) -> Result<(), String> {
+pub async fn run(specs: Vec<NodeSpec>, interval: Duration, stop: impl std::future::Future<Output = ()>) -> Result<(), HealthdError> {
     let shared = Arc::new(Shared::default());
     let mut listeners = Vec::new();
     for (i, spec) in specs.iter().enumerate() {
-        let config: tokio_postgres::Config = spec.dsn.parse().map_err(|e| format!("--node {}: invalid DSN: {e}", spec.name))?;
-        let l = tokio::net::TcpListener::bind(spec.listen).await.map_err(|e| format!("--listen {}={}: {e}", spec.name, spec.listen))?;
+        let config: tokio_postgres::Config = spec.dsn.parse().map_err(|source| HealthdError::BadDsn { node: spec.name.clone(), source })?;
+        let l = tokio::net::TcpListener::bind(spec.listen).await.map_err(|source| HealthdError::Listen {
+            node: spec.name.clone(),
+            addr: spec.listen,
+            source,
+        })?;
         tracing::info!(node = %spec.name, listen = %l.local_addr().map(|a| a.to_string()).unwrap_or_default(), "healthd serving");
         shared.add(&spec.name);
         listeners.push((i, spec.name.clone(), config, l));
@@ -91,7 +124,7 @@ pub fn answer(path_and_query: &str, state: &NodeState, other_primaries: &[String
     let lag = query.split('&').find_map(|kv| kv.strip_prefix("lag=")).map(parse_lag);
     let lag = match lag.transpose() {
         Ok(l) => l,
-        Err(e) => return (400, format!("bad request: {}\n", e.replace("OK", "Ok"))),
+        Err(e) => return (400, format!("bad request: {}\n", e.message().replace("OK", "Ok"))),
     };
     let primary = state.info.is_some_and(|i| i.primary);
     let split = primary && !other_primaries.is_empty();
@@ -141,7 +174,7 @@ enum Lag {
     Bytes(u64),
 }
 
-fn parse_lag(text: &str) -> Result<Lag, String> {
+fn parse_lag(text: &str) -> Result<Lag, crate::config::Invalid> {
     let unit = text.trim_start_matches(|c: char| c.is_ascii_digit());
     match unit {
         "us" | "ms" | "s" | "m" | "h" | "d" => crate::config::units::parse_time(text).map(Lag::Time),
@@ -208,7 +241,7 @@ mod tests {
         let n = nodes(&["r1=host=a".into(), "r2=host=b".into()], &["r1=127.0.0.1:1".into(), "r2=127.0.0.1:2".into()], None).unwrap();
         assert_eq!(n.len(), 2);
         assert_eq!(n[1].dsn, "host=b");
-        assert!(nodes(&["r1=host=a".into()], &[], None).unwrap_err().contains("no --listen r1="));
+        assert!(nodes(&["r1=host=a".into()], &[], None).unwrap_err().to_string().contains("no --listen r1="));
         assert_eq!(nodes(&[], &["127.0.0.1:1".into()], Some("host=a")).unwrap()[0].name, "node");
     }
 }

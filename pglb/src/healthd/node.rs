@@ -96,7 +96,7 @@ pub async fn poll(shared: Arc<Shared>, i: usize, name: String, mut config: tokio
     loop {
         let fresh = client.as_ref().is_none_or(|c| c.is_closed());
         if fresh {
-            client = connect(&config).await.map_err(|e| record(&shared, i, &name, None, Some(e))).ok();
+            client = connect(&config).await.map_err(|e| record(&shared, i, &name, None, Some(e.to_string()))).ok();
         }
         if let Some(c) = &client {
             // Beside the query on the kept session, a start-up exchange on a
@@ -128,33 +128,49 @@ pub async fn poll(shared: Arc<Shared>, i: usize, name: String, mut config: tokio
     }
 }
 
+/// Why a node is not answering as it should; the text is what `/status`
+/// and the 503 bodies show.
+#[derive(Debug, thiserror::Error)]
+enum NodeError {
+    #[error("{host} does not resolve")]
+    Unresolved { host: String },
+    /// The start-up exchange failed: HAProxy's check description.
+    #[error("{0}")]
+    StartupCheck(String),
+    /// Logging in failed: the server's words, or the driver's.
+    #[error("{0}")]
+    Login(String),
+    #[error("{0}")]
+    Tls(#[from] sql::SqlError),
+}
+
 /// HAProxy's start-up check against the DSN's first TCP host: start-up
 /// packet, authentication request, EOF (PostgreSQL logs nothing).
-async fn accepts_new_clients(config: &tokio_postgres::Config, limit: Duration) -> Result<(), String> {
+async fn accepts_new_clients(config: &tokio_postgres::Config, limit: Duration) -> Result<(), NodeError> {
     use tokio_postgres::config::Host;
     let Some(Host::Tcp(host)) = config.get_hosts().first() else { return Ok(()) };
     let port = config.get_ports().first().copied().unwrap_or(5432);
     let addr = match tokio::net::lookup_host((host.as_str(), port)).await.map(|mut a| a.next()) {
         Ok(Some(a)) => a,
-        _ => return Err(format!("{host} does not resolve")),
+        _ => return Err(NodeError::Unresolved { host: host.clone() }),
     };
     let check = crate::config::PgsqlCheck {
         user: config.get_user().unwrap_or("postgres").to_string(),
         database: config.get_dbname().map(str::to_string),
         ..Default::default()
     };
-    crate::health::probe::takes_new_clients(&check, addr, limit).await.map_err(|(_, desc)| desc)
+    crate::health::probe::takes_new_clients(&check, addr, limit).await.map_err(|(_, desc)| NodeError::StartupCheck(desc))
 }
 
-async fn connect(config: &tokio_postgres::Config) -> Result<tokio_postgres::Client, String> {
+async fn connect(config: &tokio_postgres::Config) -> Result<tokio_postgres::Client, NodeError> {
     let tls = config.get_ssl_mode() != tokio_postgres::config::SslMode::Disable;
     if tls {
-        let connector = sql::tls_no_verify().map_err(|e| e.to_string())?;
-        let (c, conn) = config.connect(connector).await.map_err(|e| sql::login_error(&e))?;
+        let connector = sql::tls_no_verify()?;
+        let (c, conn) = config.connect(connector).await.map_err(|e| NodeError::Login(sql::login_error(&e)))?;
         tokio::spawn(conn);
         Ok(c)
     } else {
-        let (c, conn) = config.connect(tokio_postgres::NoTls).await.map_err(|e| sql::login_error(&e))?;
+        let (c, conn) = config.connect(tokio_postgres::NoTls).await.map_err(|e| NodeError::Login(sql::login_error(&e)))?;
         tokio::spawn(conn);
         Ok(c)
     }

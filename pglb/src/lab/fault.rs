@@ -73,10 +73,10 @@ impl super::Lab {
     /// Runs a replay-control function on a replica.
     pub(crate) async fn replay_control(&self, node: &super::Node, function: &str) -> Result<(), LabError> {
         let what = format!("SELECT {function}()");
-        let client = super::status::connect(&self.creds(), node.port, "postgres", Duration::from_secs(5)).await.map_err(|detail| LabError::Sql {
+        let client = super::status::connect(&self.creds(), node.port, "postgres", Duration::from_secs(5)).await.map_err(|e| LabError::Sql {
             node: node.name.clone(),
             what: format!("connecting for {what}"),
-            detail,
+            detail: e.to_string(),
         })?;
         client.simple_query(&what).await.map_err(|e| LabError::sql(&node.name, what, &e))?;
         Ok(())

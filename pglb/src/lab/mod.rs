@@ -354,10 +354,10 @@ impl Lab {
         node::init_primary(&self.pg, &self.dir, primary, &self.superuser, &self.password, self.ssl).await?;
         node::start(&self.pg, primary).await?;
         status::wait_ready(&creds, primary, ready).await?;
-        let client = status::connect(&creds, primary.port, "postgres", ready).await.map_err(|detail| LabError::Sql {
+        let client = status::connect(&creds, primary.port, "postgres", ready).await.map_err(|e| LabError::Sql {
             node: primary.name.clone(),
             what: "connecting".into(),
-            detail,
+            detail: e.to_string(),
         })?;
         let create = format!("CREATE DATABASE {APP_DB}");
         client.simple_query(&create).await.map_err(|e| LabError::sql(&primary.name, create, &e))?;

@@ -40,6 +40,19 @@ pub(crate) struct State {
     pub nodes: Vec<NodeEntry>,
 }
 
+/// What is wrong with a state file.
+#[derive(Debug, PartialEq, thiserror::Error)]
+enum Damage {
+    #[error("line {0} has no `=`")]
+    NoEquals(usize),
+    #[error("unsupported version {0}")]
+    Version(String),
+    #[error("bad node line {0}")]
+    BadNode(usize),
+    #[error("no {0}")]
+    Missing(&'static str),
+}
+
 impl State {
     /// Serializes the state.
     fn render(&self) -> String {
@@ -51,8 +64,8 @@ impl State {
         out
     }
 
-    /// Parses the state; the error is a human-readable reason.
-    fn parse(text: &str) -> Result<State, String> {
+    /// Parses the state file.
+    fn parse(text: &str) -> Result<State, Damage> {
         let (mut superuser, mut password, mut ssl) = (None, None, false);
         let mut nodes = Vec::new();
         for (no, line) in text.lines().enumerate() {
@@ -60,21 +73,21 @@ impl State {
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
-            let (key, value) = line.split_once('=').ok_or_else(|| format!("line {} has no `=`", no + 1))?;
+            let (key, value) = line.split_once('=').ok_or(Damage::NoEquals(no + 1))?;
             match key {
                 "version" if value == "1" => {}
-                "version" => return Err(format!("unsupported version {value}")),
+                "version" => return Err(Damage::Version(value.to_string())),
                 "superuser" => superuser = Some(value.to_string()),
                 "password" => password = Some(value.to_string()),
                 "ssl" => ssl = value == "true",
-                "node" => nodes.push(parse_node(value).ok_or_else(|| format!("bad node line {}", no + 1))?),
+                "node" => nodes.push(parse_node(value).ok_or(Damage::BadNode(no + 1))?),
                 _ => {} // Unknown keys from newer versions are ignored.
             }
         }
         if nodes.is_empty() {
-            return Err("no nodes".into());
+            return Err(Damage::Missing("nodes"));
         }
-        Ok(State { superuser: superuser.ok_or("no superuser")?, password: password.ok_or("no password")?, ssl, nodes })
+        Ok(State { superuser: superuser.ok_or(Damage::Missing("superuser"))?, password: password.ok_or(Damage::Missing("password"))?, ssl, nodes })
     }
 
     /// Writes the state file (mode 0600: it holds the superuser password).
@@ -98,7 +111,7 @@ impl State {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(LabError::io(format!("reading {}", path.display()), e)),
         };
-        State::parse(&text).map(Some).map_err(|reason| LabError::BadState { path, reason })
+        State::parse(&text).map(Some).map_err(|damage| LabError::BadState { path, reason: damage.to_string() })
     }
 }
 

@@ -20,15 +20,22 @@ pub(crate) struct Creds {
     pub password: String,
 }
 
+/// Why a node did not take a connection.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Unreachable {
+    #[error("no answer within {0:?}")]
+    TimedOut(Duration),
+    #[error("{}", pg_error_detail(.0))]
+    Refused(tokio_postgres::Error),
+}
+
 /// Connects to `db` on a node over 127.0.0.1 within `limit`; the connection
 /// task is spawned and ends with the client.
-pub(crate) async fn connect(creds: &Creds, port: u16, db: &str, limit: Duration) -> Result<Client, String> {
+pub(crate) async fn connect(creds: &Creds, port: u16, db: &str, limit: Duration) -> Result<Client, Unreachable> {
     let mut config = tokio_postgres::Config::new();
     config.host("127.0.0.1").port(port).user(&creds.user).password(&creds.password).dbname(db).application_name("pglb-lab").connect_timeout(limit);
-    let (client, connection) = tokio::time::timeout(limit, config.connect(NoTls))
-        .await
-        .map_err(|_| format!("no answer within {limit:?}"))?
-        .map_err(|e| pg_error_detail(&e))?;
+    let (client, connection) =
+        tokio::time::timeout(limit, config.connect(NoTls)).await.map_err(|_| Unreachable::TimedOut(limit))?.map_err(Unreachable::Refused)?;
     tokio::spawn(async move {
         let _ = connection.await;
     });
@@ -44,7 +51,7 @@ pub(crate) async fn wait_ready(creds: &Creds, node: &Node, limit: Duration) -> R
                 Ok(_) => return Ok(()),
                 Err(e) => pg_error_detail(&e),
             },
-            Err(e) => e,
+            Err(e) => e.to_string(),
         };
         if Instant::now() >= deadline {
             return Err(LabError::NodeStart {

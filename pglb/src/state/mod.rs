@@ -6,6 +6,7 @@
 //! load the published [`Usable`] snapshot and bump counters.
 
 pub mod cancel;
+pub mod check;
 pub mod counters;
 pub mod routing;
 
@@ -43,8 +44,8 @@ pub enum Admin {
 /// Last health-check outcome, for logs and the stats surfaces.
 #[derive(Debug, Clone, Default)]
 pub struct CheckInfo {
-    /// HAProxy-style short status: L4OK, L4TOUT, L4CON, L7OK, L7STS, L7RSP, ...
-    pub status: String,
+    /// HAProxy's status; `Ini` until the first check ends.
+    pub status: check::CheckStatus,
     /// Human description, e.g. "role replica, lag 0.0s".
     pub desc: String,
     pub duration_ms: u64,

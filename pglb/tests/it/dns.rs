@@ -60,7 +60,10 @@ async fn unresolvable_server_comes_up_when_dns_answers_and_follows_address_chang
     let port = pglb.addr("pg").unwrap().port();
     let be = pglb.runtime().backend("pg").unwrap().clone();
     let srv = be.server("db").unwrap().clone();
-    poll("reported unresolvable", Duration::from_secs(5), || async { (srv.check.lock().unwrap().status == "unresolvable").then_some(()) }).await;
+    poll("reported unresolvable", Duration::from_secs(5), || async {
+        (srv.check.lock().unwrap().status == pglb::state::check::CheckStatus::Unresolvable).then_some(())
+    })
+    .await;
     let Err(err) = connect(port, "appdb").await else { panic!("no server should be usable yet") };
     let msg = err.as_db_error().map(|e| e.message().to_string()).unwrap_or_default();
     assert!(msg.contains("1 unresolved"), "{err}");

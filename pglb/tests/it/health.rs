@@ -43,7 +43,7 @@ async fn killed_replica_goes_down_and_comes_back_up() {
     // UP, not only checked: a server starts UP at health `rise`, so one slow
     // first check would leave it DOWN with a later L7OK.
     until(&be, "all UP and checked", Duration::from_secs(10), |b| {
-        usable_names(b).len() == 3 && b.servers.iter().all(|s| s.check.lock().unwrap().status == "L7OK")
+        usable_names(b).len() == 3 && b.servers.iter().all(|s| s.check.lock().unwrap().status == pglb::state::check::CheckStatus::L7Ok)
     })
     .await;
     lab.fault("replica1", Fault::Kill).await.unwrap();
@@ -398,7 +398,7 @@ async fn a_frozen_postmaster_is_detected_by_timeout_check_and_avoided() {
     let be = pglb.runtime().backend("pg").unwrap().clone();
     let sql = pglb.runtime().backend("sql").unwrap().clone();
     until(&be, "both UP", Duration::from_secs(10), |b| {
-        usable_names(b).len() == 2 && b.servers.iter().all(|s| s.check.lock().unwrap().status == "L7OK")
+        usable_names(b).len() == 2 && b.servers.iter().all(|s| s.check.lock().unwrap().status == pglb::state::check::CheckStatus::L7Ok)
     })
     .await;
     until(&sql, "the SQL check UP", Duration::from_secs(10), |b| usable_names(b) == ["replica1"]).await;

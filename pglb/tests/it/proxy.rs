@@ -49,7 +49,8 @@ async fn seed_000_is_checked_then_balances_10_10_10() {
     let be = pglb.runtime().backend("postgres_backend").unwrap().clone();
     // The 1 s PostgreSQL-protocol checks really run and pass.
     poll("every server UP and checked L7OK", Duration::from_secs(10), || async {
-        (be.usable.load().servers.len() == 3 && be.servers.iter().all(|s| s.check.lock().unwrap().status == "L7OK")).then_some(())
+        (be.usable.load().servers.len() == 3 && be.servers.iter().all(|s| s.check.lock().unwrap().status == pglb::state::check::CheckStatus::L7Ok))
+            .then_some(())
     })
     .await;
     let mut seen: BTreeMap<i32, usize> = BTreeMap::new();
