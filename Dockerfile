@@ -35,12 +35,13 @@ RUN apt-get update \
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY pglb ./pglb
+COPY tools ./tools
 # The workspace's release profile keeps line tables (debug = 1) for local
 # profiling; the image keeps symbol names for backtraces, not debug info.
 ENV CARGO_PROFILE_RELEASE_STRIP=debuginfo
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked -p pglb --bin pglb \
+    cargo build --release --locked -p pglb-tools --bin pglb \
  && install -m 0755 target/release/pglb /usr/local/bin/pglb
 
 FROM debian:bookworm-slim AS runtime

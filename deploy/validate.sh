@@ -11,7 +11,7 @@
 #      (kubernetes-validate --strict, Kubernetes 1.28 and 1.37). The two
 #      custom resources (ServiceMonitor, PrometheusRule) have no schema
 #      there: they are left out here and their fields are checked by
-#      pglb/tests/it/deploy.rs
+#      tools/tests/it/deploy.rs
 #   3. checkov on deploy/kubernetes (source and rendered) and the Dockerfile,
 #      checkov's secret scan on deploy/, Dockerfile, docker-compose.yml
 #   4. hadolint on the Dockerfile, shellcheck on the shell scripts
@@ -96,7 +96,7 @@ for name in sorted(os.listdir(src)):
     keep = [d for d in docs if (d.get("apiVersion"), d.get("kind")) not in CUSTOM]
     for d in docs:
         if d not in keep:
-            print(f"{name}: {d['kind']}/{d['metadata']['name']}: custom resource, no schema here; fields checked by pglb/tests/it/deploy.rs")
+            print(f"{name}: {d['kind']}/{d['metadata']['name']}: custom resource, no schema here; fields checked by tools/tests/it/deploy.rs")
     with open(os.path.join(dst, name), "w") as f:
         yaml.safe_dump_all(keep, f, sort_keys=False)
 PY
@@ -157,7 +157,7 @@ say "6. pglb check"
 PGLB=${PGLB:-target/debug/pglb}
 if [[ ! -x $PGLB ]]; then
   echo "building $PGLB"
-  cargo build -q -p pglb --bin pglb
+  cargo build -q -p pglb-tools --bin pglb
 fi
 PGLB=$(realpath "$PGLB")
 for cfg in deploy/kubernetes/pglb/pglb.cfg deploy/compose/pglb.cfg; do

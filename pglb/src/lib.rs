@@ -3,20 +3,17 @@
 
 pub mod admin;
 pub mod balance;
-pub mod bench;
 pub mod cli;
 pub mod config;
 #[cfg(test)]
 mod fuzz;
 pub mod health;
 pub mod healthd;
-pub mod lab;
 #[cfg(test)]
 mod layering;
 pub mod os;
 pub mod pg;
 pub mod proxy;
 pub mod run;
-pub mod scenario;
 pub mod state;
 pub mod stats;

@@ -1,24 +1,22 @@
-//! Command-line interface. Each subcommand lives in its own file; `main`
-//! dispatches and turns errors into an exit code.
+//! The product's command line: `run`, `check`, `ctl`, `healthd` and
+//! HAProxy's spellings (`-f FILE`, `-c`). Each subcommand lives in its own
+//! file; [`main`] dispatches and turns errors into an exit code. The `pglb`
+//! binary (in the tooling crate, `tools/`) adds `lab`, `demo` and `bench`
+//! beside these.
 
-mod bench;
 mod check;
 mod ctl;
-mod demo;
 mod healthd;
-mod lab;
-mod logging;
+pub mod logging;
 mod serve;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Subcommand, ValueEnum};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-#[derive(Debug, Parser)]
-#[command(name = "pglb", version, about = "A PostgreSQL-aware layer-4 load balancer that reads HAProxy's configuration language")]
-pub struct Cli {
-    #[command(subcommand)]
-    pub command: Option<Command>,
+/// Options every subcommand takes.
+#[derive(Debug, Args)]
+pub struct Options {
     /// Configuration file (HAProxy style: `pglb -f haproxy.cfg` runs it).
     #[arg(short = 'f', global = true, value_name = "FILE")]
     pub file: Option<PathBuf>,
@@ -42,42 +40,29 @@ pub enum Command {
     Run,
     /// Check the configuration given by -f: exit 0 when valid (warnings are printed).
     Check,
-    /// A local PostgreSQL primary + streaming replicas for experiments and tests.
-    Lab(lab::LabArgs),
     /// Patroni-style health endpoints (/primary, /replica?lag=10s, ...) for a stock HAProxy.
     Healthd(healthd::HealthdArgs),
-    /// Benchmark: pgbench through direct, pglb, HAProxy and PgBouncer in interleaved rounds.
-    Bench(bench::BenchArgs),
     /// Send a command to the runtime API (like `echo CMD | socat stdio SOCKET`).
     Ctl(ctl::CtlArgs),
-    /// A primary + 2 replicas with pglb in front (read-write, read-only, stats); Ctrl-C removes it all.
-    Demo(demo::DemoArgs),
 }
 
-#[derive(Debug, Args)]
-pub struct FileArg {
-    #[arg(short = 'f', value_name = "FILE")]
-    pub file: PathBuf,
-}
-
-pub fn main(cli: Cli) -> ExitCode {
-    let file = cli.file.clone();
+/// Runs a product command, or HAProxy's `-f FILE` / `-c -f FILE` when
+/// none is given.
+pub fn main(opts: Options, command: Option<Command>) -> ExitCode {
+    let file = opts.file.clone();
     let need_file = |what: &str| -> Result<PathBuf, ExitCode> {
         file.clone().ok_or_else(|| {
             eprintln!("pglb {what}: give the configuration file with -f FILE");
             ExitCode::from(2)
         })
     };
-    let result = match cli.command {
+    let result = match command {
         Some(Command::Check) => need_file("check").map(|f| check::run(&f)),
-        None if cli.check => need_file("-c").map(|f| check::run(&f)),
-        Some(Command::Run) => need_file("run").map(|f| serve::run(&f, cli.log_format)),
-        None if cli.file.is_some() => need_file("run").map(|f| serve::run(&f, cli.log_format)),
-        Some(Command::Lab(args)) => Ok(lab::run(args, cli.log_format)),
-        Some(Command::Demo(args)) => Ok(demo::run(args, cli.log_format)),
-        Some(Command::Ctl(args)) => Ok(ctl::run(args, cli.file.clone())),
-        Some(Command::Healthd(args)) => Ok(healthd::run(args, cli.log_format)),
-        Some(Command::Bench(args)) => Ok(bench::run(args, cli.log_format)),
+        None if opts.check => need_file("-c").map(|f| check::run(&f)),
+        Some(Command::Run) => need_file("run").map(|f| serve::run(&f, opts.log_format)),
+        None if opts.file.is_some() => need_file("run").map(|f| serve::run(&f, opts.log_format)),
+        Some(Command::Ctl(args)) => Ok(ctl::run(args, opts.file.clone())),
+        Some(Command::Healthd(args)) => Ok(healthd::run(args, opts.log_format)),
         None => {
             eprintln!("usage: pglb run -f FILE | pglb check -f FILE | pglb lab ... (see pglb --help)");
             Err(ExitCode::from(2))

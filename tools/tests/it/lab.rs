@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crate::common::{lab_dir, poll};
-use pglb::lab::{Fault, Lab, LabError, LabOptions, NodeStatus, Role, cleanup_at_exit};
+use pglb_tools::lab::{Fault, Lab, LabError, LabOptions, NodeStatus, Role, cleanup_at_exit};
 use tokio_postgres::NoTls;
 
 async fn up(replicas: usize, ssl: bool) -> Lab {

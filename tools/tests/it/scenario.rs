@@ -2,7 +2,7 @@
 //! own (failover kills a replica). CI fails if one regresses.
 
 use crate::common::*;
-use pglb::scenario;
+use pglb_tools::scenario;
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

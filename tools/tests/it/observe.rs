@@ -52,7 +52,7 @@ fn socat(socket: &std::path::Path, cmd: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn observed_config(lab: &pglb::lab::Lab, socket: &std::path::Path, user_socket: &std::path::Path, stats_port: u16, dead: u16) -> String {
+fn observed_config(lab: &pglb_tools::lab::Lab, socket: &std::path::Path, user_socket: &std::path::Path, stats_port: u16, dead: u16) -> String {
     format!(
         "global\n    stats socket {} mode 660 level admin\n    stats socket {} mode 600 level user\n\
          defaults\n    mode tcp\n    timeout connect 1s\n    timeout check 1s\n    timeout client 1h\n    timeout server 1h\n\

@@ -2,7 +2,7 @@
 # Install what the pooled application clients need, on Debian 12. Idempotent
 # and quiet: each step is skipped when its result is already there.
 #
-#   bash pglb/tests/clients/install.sh
+#   bash tools/tests/clients/install.sh
 #
 #   pooled_psycopg.py  psycopg 3 + psycopg_pool (pip; Debian's python3-psycopg
 #                      and python3-psycopg-pool if pip cannot install)

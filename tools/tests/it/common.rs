@@ -4,8 +4,8 @@
 
 #![allow(dead_code)]
 
-use pglb::lab::{Lab, LabOptions, cleanup_at_exit};
 use pglb::run::Running;
+use pglb_tools::lab::{Lab, LabOptions, cleanup_at_exit};
 use std::future::Future;
 use std::path::PathBuf;
 use std::process::Output;
@@ -118,7 +118,7 @@ pub fn write_config(text: &str) -> (tempfile::TempDir, PathBuf) {
 /// commit can return before its record is written: the target is the insert
 /// position, not `pg_current_wal_lsn()` (the write position), which can be
 /// behind the last commit.
-pub async fn replicas_caught_up(lab: &pglb::lab::Lab) {
+pub async fn replicas_caught_up(lab: &pglb_tools::lab::Lab) {
     let primary = connect(lab.primary().port, "postgres").await.unwrap();
     let lsn: String = primary.query_one("select pg_current_wal_insert_lsn()::text", &[]).await.unwrap().get(0);
     for r in lab.replicas() {
@@ -145,7 +145,7 @@ impl Drop for KillOnDrop {
 /// Writes `config` to DIR/haproxy.cfg and runs Debian's HAProxy on it in the
 /// foreground; it is killed when the guard drops.
 pub fn spawn_haproxy(dir: &std::path::Path, config: &str) -> KillOnDrop {
-    KillOnDrop(pglb::scenario::spawn_haproxy(dir, config).unwrap_or_else(|e| panic!("{e}")))
+    KillOnDrop(pglb_tools::scenario::spawn_haproxy(dir, config).unwrap_or_else(|e| panic!("{e}")))
 }
 
 /// The pglb binary in a child process, for tests that need its own limits,
@@ -202,7 +202,7 @@ impl Pglb {
     }
 
     pub fn rss_kib(&self) -> u64 {
-        pglb::bench::proc::rss_kib(self.child.id()).expect("pglb's VmRSS")
+        pglb_tools::bench::proc::rss_kib(self.child.id()).expect("pglb's VmRSS")
     }
 
     /// Waits up to `limit` for it to exit by itself; returns its exit code,

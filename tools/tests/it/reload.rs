@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-fn config(lab: &pglb::lab::Lab, keep: u16, extra_bind: Option<u16>, servers: &[&str], dead: u16, hard_stop: &str) -> String {
+fn config(lab: &pglb_tools::lab::Lab, keep: u16, extra_bind: Option<u16>, servers: &[&str], dead: u16, hard_stop: &str) -> String {
     let lines: String = servers.iter().map(|n| format!("    server {n} 127.0.0.1:{}\n", lab.node(n).unwrap().port)).collect();
     let extra = extra_bind.map(|p| format!("    bind 127.0.0.1:{p}\n")).unwrap_or_default();
     format!(

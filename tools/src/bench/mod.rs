@@ -79,7 +79,7 @@ impl BenchError {
     }
 
     pub(crate) fn sql(what: impl Into<String>, e: &tokio_postgres::Error) -> Self {
-        BenchError::Sql { what: what.into(), detail: crate::health::sql::login_error(e) }
+        BenchError::Sql { what: what.into(), detail: pglb::health::sql::login_error(e) }
     }
 }
 

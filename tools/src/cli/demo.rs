@@ -4,9 +4,9 @@
 //! in the lab's directory. Ctrl-C stops pglb and
 //! removes the lab (servers and data directory).
 
-use super::{LogFormat, logging};
 use crate::lab::{Lab, LabOptions, cleanup_at_exit};
 use clap::Args;
+use pglb::cli::{LogFormat, logging};
 use std::process::ExitCode;
 
 #[derive(Debug, Args)]
@@ -105,13 +105,13 @@ async fn demo(args: DemoArgs) -> ExitCode {
     let code = match std::fs::write(lab.dir().join(PASSWORD_FILE), lab.superuser().1)
         .and_then(|_| std::fs::write(&path, &text))
         .map_err(|e| e.to_string())
-        .and_then(|_| crate::config::load(&path).map_err(|e| e.to_string()))
+        .and_then(|_| pglb::config::load(&path).map_err(|e| e.to_string()))
     {
         Err(e) => {
             eprintln!("pglb demo: generated configuration rejected: {e}");
             ExitCode::from(1)
         }
-        Ok(loaded) => match crate::run::start(loaded.config).await {
+        Ok(loaded) => match pglb::run::start(loaded.config).await {
             Err(e) => {
                 eprintln!("pglb demo: {e}\n(choose other ports with --rw-port, --ro-port, --stats-port)");
                 ExitCode::from(1)

@@ -3,7 +3,7 @@
 //! under connect load, fd exhaustion, a slow reader, a black-holed server.
 
 use crate::common::*;
-use pglb::lab::{Fault, Lab};
+use pglb_tools::lab::{Fault, Lab};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};

@@ -99,9 +99,10 @@ async fn a_rolling_restart_cuts_no_transaction_and_go_sees_no_error() {
         ("node", vec!["node".to_string(), concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/pooled_pg.js").to_string()]),
     ];
     for (name, client) in clients {
-        let report = pglb::scenario::rolling_restart(&lab_dir(), pglb::scenario::RollingOptions { pglb: pglb_bin().into(), client, pool: 8 })
-            .await
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let report =
+            pglb_tools::scenario::rolling_restart(&lab_dir(), pglb_tools::scenario::RollingOptions { pglb: pglb_bin().into(), client, pool: 8 })
+                .await
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
         println!("{}", report.text);
         let result = &report.json["result"];
         assert!(result["committed"].as_u64().unwrap() > 50, "{name}: {}", report.text);

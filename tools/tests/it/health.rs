@@ -2,8 +2,8 @@
 //! split brain, the startup check's log hygiene, the SQL-level check.
 
 use crate::common::*;
-use pglb::lab::Fault;
 use pglb::state::BackendState;
+use pglb_tools::lab::Fault;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build one of the Go programs under tests/go offline and print the binary's path.
 #
-#   bash pglb/tests/go/build.sh [OUTPUT_PATH [PROGRAM]]
+#   bash tools/tests/go/build.sh [OUTPUT_PATH [PROGRAM]]
 #
 # PROGRAM is a directory next to this script: argoretry (the default) or pooled.
 # OUTPUT_PATH defaults (also when empty) to $CARGO_TARGET_DIR/PROGRAM, else

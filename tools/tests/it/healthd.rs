@@ -3,7 +3,7 @@
 
 use crate::common::*;
 use crate::observe::{http_get, try_http_get};
-use pglb::lab::Fault;
+use pglb_tools::lab::Fault;
 use std::time::Duration;
 
 fn haproxy_status(socket: &std::path::Path, server: &str) -> String {

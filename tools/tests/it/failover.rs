@@ -5,7 +5,7 @@
 
 use crate::common::*;
 use pglb::config::Level;
-use pglb::lab::Fault;
+use pglb_tools::lab::Fault;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, Instant};

@@ -1,10 +1,10 @@
 //! `pglb lab up|status|fault|down`: a local primary + replicas whose state
 //! lives in a directory, so separate commands cooperate.
 
-use super::{LogFormat, logging};
 use crate::lab::{Fault, Lab, LabError, LabOptions};
 use crate::scenario;
 use clap::{Args, Subcommand};
+use pglb::cli::{LogFormat, logging};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -78,7 +78,7 @@ pub enum LabCommand {
         proxy: String,
         /// `rolling-restart`: the pooled client's command line (it gets
         /// `--dsn URL --pool N --duration S` appended and prints one JSON
-        /// line), e.g. `--client 'python3 pglb/tests/clients/pooled_psycopg.py'`.
+        /// line), e.g. `--client 'python3 tools/tests/clients/pooled_psycopg.py'`.
         #[arg(long)]
         client: Option<String>,
         /// `rolling-restart`: the client's pool size.
@@ -197,6 +197,6 @@ enum Failure {
     Scenario(scenario::ScenarioError),
 }
 
-fn parse_duration(s: &str) -> Result<std::time::Duration, crate::config::Invalid> {
-    crate::config::units::parse_time(s)
+fn parse_duration(s: &str) -> Result<std::time::Duration, pglb::config::Invalid> {
+    pglb::config::units::parse_time(s)
 }

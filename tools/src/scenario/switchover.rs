@@ -103,7 +103,7 @@ fn tempdir_in(base: &Path, i: usize) -> Result<PathBuf, ScenarioError> {
 /// The proxy in front of the lab; dropped at the end of the run.
 enum Front {
     Pglb {
-        running: crate::run::Running,
+        running: pglb::run::Running,
     },
     Haproxy {
         child: std::process::Child,
@@ -152,7 +152,7 @@ async fn front(lab: &Lab, dir: &Path, proxy: Proxy) -> Result<(Front, u16), Scen
             let mut servers = String::new();
             for n in lab.nodes() {
                 let health = free_port();
-                specs.push(crate::healthd::NodeSpec {
+                specs.push(pglb::healthd::NodeSpec {
                     name: n.name.clone(),
                     dsn: format!("host=127.0.0.1 port={} user={user} password={password} dbname=postgres sslmode=disable connect_timeout=2", n.port),
                     listen: std::net::SocketAddr::from(([127, 0, 0, 1], health)),
@@ -160,7 +160,7 @@ async fn front(lab: &Lab, dir: &Path, proxy: Proxy) -> Result<(Front, u16), Scen
                 servers += &format!("    server {} 127.0.0.1:{} check port {health}\n", n.name, n.port);
             }
             let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-            tokio::spawn(crate::healthd::run(specs, Duration::from_millis(500), async {
+            tokio::spawn(pglb::healthd::run(specs, Duration::from_millis(500), async {
                 let _ = rx.await;
             }));
             let port = free_port();

@@ -9,7 +9,7 @@ use std::time::Duration;
 const SEED_000: &str = include_str!("../../../examples/seed-000.cfg");
 
 /// The seed's configuration with only its addresses pointed at the lab.
-fn seed_for_lab(lab: &pglb::lab::Lab, socket: &std::path::Path) -> String {
+fn seed_for_lab(lab: &pglb_tools::lab::Lab, socket: &std::path::Path) -> String {
     let mut cfg = SEED_000.to_string();
     for (name, node) in [("primary", "primary"), ("secondary", "replica1"), ("tertiary", "replica2")] {
         let port = lab.node(node).unwrap().port;
@@ -64,7 +64,7 @@ async fn seed_000_is_checked_then_balances_10_10_10() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retries_and_redispatch_survive_a_stopped_server() {
     let lab = own_lab(2).await;
-    lab.fault("replica2", pglb::lab::Fault::Stop).await.unwrap();
+    lab.fault("replica2", pglb_tools::lab::Fault::Stop).await.unwrap();
     let cfg = format!(
         "defaults\n    mode tcp\n    timeout connect 2s\n    retries 3\n    option redispatch 1\n\
          listen pg\n    bind 127.0.0.1:0\n    balance roundrobin\n{}",
@@ -89,7 +89,7 @@ async fn retries_and_redispatch_survive_a_stopped_server() {
 
 /// Starts `psql -c 'select pg_sleep(30)'`, waits until the query runs on
 /// some server, presses Ctrl-C (SIGINT) and returns psql's output.
-async fn psql_ctrl_c(port: u16, sslmode: &str, lab: &pglb::lab::Lab, tag: &str) -> (std::process::Output, i32) {
+async fn psql_ctrl_c(port: u16, sslmode: &str, lab: &pglb_tools::lab::Lab, tag: &str) -> (std::process::Output, i32) {
     let sql = format!("select pg_sleep(30) /* {tag} */");
     let child = psql_cmd(port, sslmode, &sql).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
     let needle = format!("%{tag}%");

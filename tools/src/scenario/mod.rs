@@ -18,7 +18,7 @@ pub use rolling::{RollingOptions, rolling_restart};
 pub use switchover::{Proxy, SwitchoverOptions, switchover};
 
 use crate::lab::Lab;
-use crate::run::Running;
+use pglb::run::Running;
 use serde_json::Value;
 use std::time::Duration;
 use tokio_postgres::NoTls;
@@ -50,8 +50,8 @@ pub fn password_file(lab: &Lab) -> Result<String, ScenarioError> {
 
 /// Starts pglb from configuration text (bound on ephemeral ports).
 pub async fn start(text: &str) -> Result<Running, ScenarioError> {
-    let loaded = crate::config::parse_str(std::path::Path::new("scenario.cfg"), text).map_err(|e| ScenarioError::Start(e.to_string()))?;
-    crate::run::start(loaded.config).await.map_err(|e| ScenarioError::Start(e.to_string()))
+    let loaded = pglb::config::parse_str(std::path::Path::new("scenario.cfg"), text).map_err(|e| ScenarioError::Start(e.to_string()))?;
+    pglb::run::start(loaded.config).await.map_err(|e| ScenarioError::Start(e.to_string()))
 }
 
 /// Writes `config` to DIR/haproxy.cfg and starts Debian's HAProxy on it in

@@ -1,8 +1,8 @@
 //! `pglb bench`: the benchmark against direct, HAProxy and PgBouncer.
 
-use super::{LogFormat, logging};
 use crate::bench::{self, BenchOptions};
 use clap::Args;
+use pglb::cli::{LogFormat, logging};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
