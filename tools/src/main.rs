@@ -1,6 +1,7 @@
 //! The `pglb` command: the product's commands (`run`, `check`, `ctl`,
 //! `healthd`, HAProxy's `pglb -f FILE` and `pglb -c -f FILE`) and the
-//! tooling's (`lab`, `demo`, `bench`), in one binary.
+//! tooling's (`lab`, `demo`, `bench`), in one binary. A command line
+//! without a subcommand is read as HAProxy's (`pglb::cli::haproxy`).
 
 use clap::{Parser, Subcommand};
 use pglb_tools::cli::{bench, demo, lab};
@@ -28,6 +29,12 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // `pglb -f FILE`, `pglb -c -f FILE`, `pglb -vv`, `pglb -cc EXPR`...:
+    // HAProxy's own command line, for scripts and harnesses written for it.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    if pglb::cli::haproxy::is_haproxy_style(&args) {
+        return pglb::cli::haproxy::main(&args);
+    }
     let cli = Cli::parse();
     let format = cli.options.log_format;
     match cli.command {

@@ -38,3 +38,39 @@ pub fn run(file: &Path) -> ExitCode {
         }
     }
 }
+
+/// HAProxy's `-c` (`-q` quiet, `-dW` zero-warning): HAProxy's lines and exit
+/// codes (0 valid, 1 errors or a warning under `-dW`, 2 valid but nothing
+/// to listen on), pglb's findings on stderr.
+pub fn haproxy_style(file: &Path, quiet: bool, zero_warning: bool) -> ExitCode {
+    let report = config::report(file);
+    let mut found: Vec<(usize, String)> = report.warnings.iter().map(|w| (w.line, w.to_string())).collect();
+    let warned = report.warnings.iter().any(|w| !w.advice);
+    match report.into_result() {
+        Ok(loaded) => {
+            print_in_line_order(found);
+            if zero_warning && warned {
+                eprintln!("[ALERT] config : Some warnings were found and 'zero-warning' is set. Aborting.");
+                return ExitCode::from(1);
+            }
+            if !loaded.config.frontends.iter().any(|f| !f.binds.is_empty()) {
+                println!("Configuration file has no error but will not start (no listener) => exit(2).");
+                return ExitCode::from(2);
+            }
+            if !quiet {
+                if !loaded.warnings.is_empty() {
+                    println!("Warnings were found.");
+                }
+                println!("Configuration file is valid");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            let all = e.into_vec();
+            found.extend(all.iter().map(|e| (e.line().unwrap_or(0), e.to_string())));
+            print_in_line_order(found);
+            eprintln!("[ALERT] config : Fatal errors found in configuration.");
+            ExitCode::from(1)
+        }
+    }
+}

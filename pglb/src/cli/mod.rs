@@ -6,6 +6,7 @@
 
 mod check;
 mod ctl;
+pub mod haproxy;
 mod healthd;
 pub mod logging;
 mod serve;

@@ -5,7 +5,24 @@ use crate::config::{self, Config};
 use std::path::Path;
 use std::process::ExitCode;
 
+/// How to run, beyond the configuration file.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub format: LogFormat,
+    /// Debug-level logs by default (HAProxy's `-d`).
+    pub debug: bool,
+    /// Refuse to start on a warning HAProxy would give too (`-dW`).
+    pub zero_warning: bool,
+    /// Over `pidfile` in global (`-p`).
+    pub pidfile: Option<std::path::PathBuf>,
+}
+
 pub fn run(file: &Path, format: LogFormat) -> ExitCode {
+    run_with(file, Options { format, debug: false, zero_warning: false, pidfile: None })
+}
+
+pub fn run_with(file: &Path, options: Options) -> ExitCode {
+    let format = options.format;
     let loaded = match config::load(file) {
         Ok(l) => l,
         Err(e) => {
@@ -17,11 +34,18 @@ pub fn run(file: &Path, format: LogFormat) -> ExitCode {
         }
     };
     let to_stdout = std::fs::read_to_string(file).map(|t| logs_to_stdout(&t)).unwrap_or(false);
-    logging::init(format, to_stdout);
+    logging::init_with(format, to_stdout, if options.debug { "debug" } else { "info" });
     for w in &loaded.warnings {
         tracing::warn!(target: "pglb::config", "{w}");
     }
-    let config = loaded.config;
+    if options.zero_warning && loaded.warnings.iter().any(|w| !w.advice) {
+        eprintln!("[ALERT] config : Some warnings were found and 'zero-warning' is set. Aborting.");
+        return ExitCode::from(1);
+    }
+    let mut config = loaded.config;
+    if let Some(p) = options.pidfile {
+        config.global.pidfile = Some(p);
+    }
     if let Err(e) = prepare_process(&config) {
         eprintln!("pglb: {e}");
         return ExitCode::from(1);
@@ -58,10 +82,6 @@ fn logs_to_stdout(text: &str) -> bool {
     false
 }
 
-/// `ulimit-n` and `pidfile`. Without `ulimit-n`, the soft file-descriptor
-/// limit is raised to the hard one, as HAProxy sizes its own: each session
-/// needs two descriptors and the usual soft limit of 1024 would cap pglb at
-/// about 500 sessions.
 /// Why the process could not be prepared.
 #[derive(Debug, thiserror::Error)]
 enum PrepareError {
@@ -71,6 +91,10 @@ enum PrepareError {
     Pidfile { path: std::path::PathBuf, source: std::io::Error },
 }
 
+/// `ulimit-n` and `pidfile`. Without `ulimit-n`, the soft file-descriptor
+/// limit is raised to the hard one, as HAProxy sizes its own: each session
+/// needs two descriptors and the usual soft limit of 1024 would cap pglb at
+/// about 500 sessions.
 fn prepare_process(config: &Config) -> Result<(), PrepareError> {
     if let Some(n) = config.global.ulimit_n {
         let lim = libc::rlimit { rlim_cur: n, rlim_max: n };

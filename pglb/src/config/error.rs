@@ -91,6 +91,11 @@ pub struct Warning {
     pub file: PathBuf,
     pub line: usize,
     pub message: String,
+    /// pglb's own advice (a keyword without effect here, a setting that
+    /// hurts PostgreSQL clients), which HAProxy would not give: `-dW`
+    /// (zero-warning) does not count it, so configurations HAProxy accepts
+    /// under `-dW` still start.
+    pub advice: bool,
 }
 
 impl fmt::Display for Warning {

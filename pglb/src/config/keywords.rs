@@ -7,6 +7,7 @@
 pub const GLOBAL_NO_EFFECT: &[(&str, &str)] = &[
     ("daemon", "pglb stays in the foreground; let systemd or Kubernetes supervise it"),
     ("master-worker", "pglb is a single process"),
+    ("thread-groups", "pglb's session threads (nbthread) form one group"),
     ("user", "start pglb as the account it should run as"),
     ("group", "start pglb with the group it should run as"),
     ("uid", "start pglb as the account it should run as"),

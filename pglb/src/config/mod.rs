@@ -6,6 +6,7 @@
 
 mod addr;
 mod check;
+pub mod cond;
 mod error;
 mod global;
 pub mod keywords;
@@ -36,6 +37,12 @@ pub fn report(path: &Path) -> Report {
         Ok(text) => report_str(path, &text),
         Err(e) => Report { config: None, errors: vec![ConfigError::file(path, format!("cannot read the configuration: {e}"))], warnings: Vec::new() },
     }
+}
+
+/// The words of one line, quoted and expanded as in a configuration file
+/// (`-cc EXPR` takes its condition this way).
+pub fn words_of(text: &str) -> Result<lexer::Words, Invalid> {
+    lexer::split_line_noting(text, &lexer::Overlay::new(), &mut Vec::new())
 }
 
 /// Validates configuration text; `path` is used in messages only.

@@ -26,8 +26,14 @@ impl<'a> Ctx<'a> {
         self.errors.push(ConfigError::at(self.file, line, message));
     }
 
+    /// pglb's advice (see [`Warning::advice`]).
     pub fn warn(&mut self, line: usize, message: impl Into<String>) {
-        self.warnings.push(Warning { file: self.file.to_path_buf(), line, message: message.into() });
+        self.warnings.push(Warning { file: self.file.to_path_buf(), line, message: message.into(), advice: true });
+    }
+
+    /// A warning HAProxy gives too (counted by `-dW`).
+    pub fn warn_as_haproxy(&mut self, line: usize, message: impl Into<String>) {
+        self.warnings.push(Warning { file: self.file.to_path_buf(), line, message: message.into(), advice: false });
     }
 
     /// The `i`th argument of `line`, or an error naming what is missing.
@@ -196,6 +202,20 @@ pub(super) struct RawSection {
 fn split_sections(ctx: &mut Ctx, lines: Vec<Line>) -> Vec<RawSection> {
     let mut sections: Vec<RawSection> = Vec::new();
     for line in lines {
+        // configuration.txt 2.4's messages, wherever they stand.
+        match line.keyword() {
+            ".warning" => {
+                ctx.warn_as_haproxy(line.number, line.args().join(" "));
+                continue;
+            }
+            ".alert" => {
+                ctx.error(line.number, line.args().join(" "));
+                continue;
+            }
+            // pglb has no notice or diagnostic level for configuration findings.
+            ".notice" | ".diag" => continue,
+            _ => {}
+        }
         if let Some(kind) = section_kind(ctx, &line) {
             let (name, from) = section_name(ctx, kind, &line);
             sections.push(RawSection { kind, name, from, line: line.number, body: Vec::new() });

@@ -4,6 +4,7 @@
 mod argo;
 mod common;
 mod config_cli;
+mod conformance;
 mod demo;
 mod deploy;
 mod dns;
