@@ -287,7 +287,8 @@ fn servers_state(rt: &Runtime, backends: &[Arc<BackendState>]) -> String {
         for srv in &be.servers {
             let addr = srv.addr();
             // srv_op_state: 0 = stopped (DOWN), 2 = running (UP).
-            let op = if srv.health() == crate::state::Health::Up { 2 } else { 0 };
+            // (A server in maintenance is stopped, whatever its checks say.)
+            let op = if srv.health() == crate::state::Health::Up && srv.admin() != Admin::Maint { 2 } else { 0 };
             // srv_admin_state bits: 0x01 forced maintenance, 0x08 forced drain.
             let admin = match srv.admin() {
                 Admin::Ready => 0,
@@ -310,7 +311,8 @@ fn servers_state(rt: &Runtime, backends: &[Arc<BackendState>]) -> String {
                 // HAProxy's numbers (srv_check_status, srv_check_result).
                 status = check.status.number(),
                 result = check.status.result_number(),
-                health = srv.check_health.load(Relaxed),
+                // HAProxy's counter starts at rise for a server without checks.
+                health = if srv.cfg.check { srv.check_health.load(Relaxed) } else { srv.cfg.rise },
                 state = if srv.cfg.check { if srv.checks_enabled() { 6 } else { 4 } } else { 0 },
                 port = addr.map(|a| a.port()).unwrap_or(srv.cfg.port),
                 cport = srv.cfg.check_port.unwrap_or(0),

@@ -243,7 +243,15 @@ fn parse_expect(ctx: &mut Ctx, n: usize, args: &[String]) -> Option<TcpCheckKind
         ctx.error(n, "tcp-check expect needs a matcher and a pattern, e.g. 'tcp-check expect binary 52'");
         return None;
     };
-    let pattern = match kind.as_str() {
+    // HAProxy's spelling of a negated matcher in one word: `!string`, `!rstring`...
+    let kind = match kind.strip_prefix('!') {
+        Some(plain) => {
+            negate = true;
+            plain
+        }
+        None => kind.as_str(),
+    };
+    let pattern = match kind {
         "string" => ExpectPattern::String(value.as_bytes().to_vec()),
         "binary" => match decode_hex(value) {
             Ok(b) => ExpectPattern::Binary(b),

@@ -97,7 +97,6 @@ pub const OPTION_NO_EFFECT: &[(&str, &str)] = &[
 
 /// Proxy keywords rejected, with what to write instead.
 pub const PROXY_REJECTED: &[(&str, &str)] = &[
-    ("use_backend", "pglb routes by frontend only: give each backend its own frontend and use default_backend"),
     ("use-server", "pglb routes by balance algorithm only: remove use-server"),
     ("acl", "pglb has no ACLs: restrict access with a firewall or a Kubernetes NetworkPolicy"),
     ("tcp-request", "pglb has no tcp-request rules: restrict access with a firewall or a Kubernetes NetworkPolicy"),

@@ -96,6 +96,7 @@ pub const IMPLEMENTED: &[&str] = &[
     "mode",
     "bind",
     "default_backend",
+    "use_backend",
     "balance",
     "retries",
     "timeout connect",

@@ -78,6 +78,8 @@ pub(super) struct ProxyDraft {
     default_backend: Option<(String, usize)>,
     /// True when this section (not its defaults) wrote default_backend.
     default_backend_here: bool,
+    /// The first unconditional `use_backend` of this section.
+    use_backend: Option<(String, usize)>,
     servers: Vec<(String, usize, String, ServerOpts)>,
 }
 
@@ -88,6 +90,7 @@ impl ProxyDraft {
         self.binds.clear();
         self.bind_error = false;
         self.default_backend_here = false;
+        self.use_backend = None;
         self.servers.clear();
         self.check.begin_section();
     }
@@ -137,6 +140,29 @@ impl ProxyDraft {
                     return;
                 }
                 self.parse_bind(ctx, line);
+            }
+            // HAProxy evaluates switching rules before default_backend, and
+            // an unconditional rule always matches: the first one routes.
+            // pglb has no ACLs yet, so a condition is refused.
+            "use_backend" => {
+                if wrong_section(ctx, true, false, false) {
+                    return;
+                }
+                let Some(b) = ctx.arg(line, 0, "a backend name") else { return };
+                match line.args().get(1..).unwrap_or_default().iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+                    [] | ["if", "TRUE"] | ["unless", "FALSE"] => {
+                        if self.use_backend.is_none() {
+                            self.use_backend = Some((b.to_string(), n));
+                        }
+                    }
+                    cond => ctx.error(
+                        n,
+                        format!(
+                            "'use_backend {b} {}': pglb has no ACLs, so it routes by frontend: give this backend a frontend of its own, or write 'use_backend {b}' (no condition) or 'default_backend {b}'",
+                            cond.join(" ")
+                        ),
+                    ),
+                }
             }
             "default_backend" => {
                 if wrong_section(ctx, true, false, true) {
@@ -574,6 +600,8 @@ impl ProxyDraft {
                 ctx.error(line, format!("{} '{name}' has no bind line: add e.g. 'bind *:5432'", kind.name()));
             }
             let default_backend = match (kind, &self.default_backend) {
+                // An unconditional use_backend wins over default_backend, as in HAProxy.
+                (_, _) if self.use_backend.is_some() => self.use_backend.as_ref().map(|(b, _)| b.clone()),
                 (SectionKind::Listen, Some((_, l))) if self.default_backend_here => {
                     ctx.error(*l, "a listen section is its own backend: remove default_backend or use a frontend section");
                     None
@@ -737,5 +765,18 @@ mod tests {
             let r = report_str(Path::new("k.cfg"), &text);
             assert!(r.errors.iter().any(|e| e.to_string().contains("k.cfg:3") && e.to_string().contains(needle)), "{line}: {:?}", r.errors);
         }
+    }
+
+    #[test]
+    fn an_unconditional_use_backend_routes_before_default_backend() {
+        let text = "defaults\n    mode tcp\n    timeout connect 1s\nfrontend f\n    bind 127.0.0.1:7001\n    default_backend a\n    use_backend b\n    use_backend a\n\
+                    frontend g\n    bind 127.0.0.1:7002\n    use_backend a if TRUE\nbackend a\n    server s 127.0.0.1:1\nbackend b\n    server s 127.0.0.1:2\n";
+        let c = crate::config::parse_str(std::path::Path::new("t.cfg"), text).unwrap().config;
+        assert_eq!(c.frontends[0].default_backend.as_deref(), Some("b"), "the first use_backend wins");
+        assert_eq!(c.frontends[1].default_backend.as_deref(), Some("a"));
+        let e =
+            crate::config::parse_str(std::path::Path::new("t.cfg"), &text.replace("use_backend a if TRUE", "use_backend a if { src 10.0.0.0/8 }"))
+                .unwrap_err();
+        assert!(e.to_string().contains("pglb has no ACLs"), "{e}");
     }
 }

@@ -365,15 +365,17 @@ pub fn record(be: &BackendState, srv: &ServerState, fsm: &mut Fsm, verdict: Verd
         Verdict::Adopt => fsm.force_up(),
         _ => fsm.record(ok),
     };
-    srv.check_health.store(fsm.health(), std::sync::atomic::Ordering::Relaxed);
     // A passed check supersedes a session's mark-down that the check task
     // has not applied yet (the server answers again).
     if ok && srv.clear_passive_down() && transition.is_none() {
         be.republish();
     }
-    if transition.is_none() && changed_info && be.cfg.log_health_checks {
-        tracing::info!(target: "pglb::health", backend = %be.cfg.name, server = %srv.cfg.name, check_status = status.code(), check_desc = %desc,
-            "Health check for server {}/{} {}, reason: {desc}", be.cfg.name, srv.cfg.name, if ok { "succeeded" } else { "failed" });
+    let health_changed = srv.check_health.load(std::sync::atomic::Ordering::Relaxed) != fsm.health();
+    srv.check_health.store(fsm.health(), std::sync::atomic::Ordering::Relaxed);
+    // HAProxy logs the check when its status or the rise/fall counter changes.
+    if (changed_info || health_changed) && be.cfg.log_health_checks {
+        let line = check_line(be, srv, fsm, ok, status, &desc, duration);
+        tracing::info!(target: "pglb::health", backend = %be.cfg.name, server = %srv.cfg.name, check_status = status.code(), check_desc = %desc, "{line}");
     }
     let Some(t) = transition else { return };
     let health = if t == Transition::Up { Health::Up } else { Health::Down };
@@ -388,19 +390,30 @@ pub fn record(be: &BackendState, srv: &ServerState, fsm: &mut Fsm, verdict: Verd
     let (active, backup) = if usable.backup { (0, usable.servers.len()) } else { (usable.servers.len(), 0) };
     let sessions = crate::state::counters::Counters::get(&srv.counters.cur);
     let word = if t == Transition::Up { "UP" } else { "DOWN" };
-    let msg = format!(
-        "Server {}/{} is {word}, reason: {desc}, check duration: {}ms. {active} active and {backup} backup servers left. {sessions} sessions active.",
-        be.cfg.name,
-        srv.cfg.name,
-        duration.as_millis()
-    );
+    // HAProxy's words (server.c, srv_update_status).
+    let queued = crate::state::counters::Counters::get(&be.counters.queue_cur);
+    let msg = if t == Transition::Up {
+        format!(
+            "Server {}/{} is UP{}. {active} active and {backup} backup servers online. 0 sessions requeued, {queued} total in queue.",
+            be.cfg.name,
+            srv.cfg.name,
+            check_reason(status, &desc, duration)
+        )
+    } else {
+        format!(
+            "Server {}/{} is DOWN{}. {active} active and {backup} backup servers left. {sessions} sessions active, 0 requeued, {queued} remaining in queue.",
+            be.cfg.name,
+            srv.cfg.name,
+            check_reason(status, &desc, duration)
+        )
+    };
     if t == Transition::Up {
         tracing::info!(target: "pglb::health", backend = %be.cfg.name, server = %srv.cfg.name, state = word, check_status = status.code(), reason = %desc, "{msg}");
     } else {
         tracing::warn!(target: "pglb::health", backend = %be.cfg.name, server = %srv.cfg.name, state = word, check_status = status.code(), reason = %desc, "{msg}");
     }
     if active == 0 && backup == 0 {
-        tracing::error!(target: "pglb::health", backend = %be.cfg.name, "backend '{}' has no server available!", be.cfg.name);
+        tracing::error!(target: "pglb::health", backend = %be.cfg.name, "backend {} has no server available!", be.cfg.name);
     }
     match t {
         Transition::Down if srv.cfg.on_marked_down == OnMarkedDown::ShutdownSessions => srv.kill_sessions(),
@@ -411,6 +424,31 @@ pub fn record(be: &BackendState, srv: &ServerState, fsm: &mut Fsm, verdict: Verd
         }
         _ => {}
     }
+}
+
+/// HAProxy's `, reason: DESCRIPTION[, code: N], info: "INFO", check
+/// duration: Nms` (srv_append_status). pglb's checks have no HTTP code:
+/// `code: 0` for layer-7 results, as HAProxy's tcp-check and pgsql-check.
+fn check_reason(status: CheckStatus, info: &str, duration: Duration) -> String {
+    let code = if matches!(status, CheckStatus::L7Ok | CheckStatus::L7Sts) { ", code: 0" } else { "" };
+    let info = if info.is_empty() { String::new() } else { format!(", info: \"{info}\"") };
+    format!(", reason: {}{code}{info}, check duration: {}ms", status.description(), duration.as_millis())
+}
+
+/// HAProxy's health-check line (`option log-health-checks`):
+/// `Health check for server B/S succeeded|failed, reason: ..., status: X/Y UP|DOWN.`
+fn check_line(be: &BackendState, srv: &ServerState, fsm: &Fsm, ok: bool, status: CheckStatus, info: &str, duration: Duration) -> String {
+    let (rise, fall, health) = (srv.cfg.rise, srv.cfg.fall, fsm.health());
+    let (x, y, word) =
+        if health >= rise { (health - rise + 1, fall, if srv.weight() == 0 { "DRAIN" } else { "UP" }) } else { (health, rise, "DOWN") };
+    format!(
+        "Health check for {}server {}/{} {}{}, status: {x}/{y} {word}.",
+        if srv.cfg.backup { "backup " } else { "" },
+        be.cfg.name,
+        srv.cfg.name,
+        if ok { "succeeded" } else { "failed" },
+        check_reason(status, info, duration)
+    )
 }
 
 #[cfg(test)]

@@ -61,7 +61,7 @@ async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, Outco
         }
         // pglb's own descriptors ran out: says nothing about the server.
         Ok(Err(e)) if crate::os::is_resource_exhaustion(&e) => Err((false, CheckStatus::SockErr, format!("cannot open a check connection: {e}"))),
-        Ok(Err(e)) => Err((false, CheckStatus::L4Con, format!("Layer4 connection problem: {e}"))),
+        Ok(Err(e)) => Err((false, CheckStatus::L4Con, crate::os::describe(&e))),
         Err(_) => Err((false, CheckStatus::L4Tout, "Layer4 timeout".to_string())),
     }
 }
@@ -124,14 +124,17 @@ async fn tcp_check(rules: &[TcpCheckRule], target: Target) -> Outcome {
                 let to = SocketAddr::new(ip, port.unwrap_or(target.addr.port()));
                 match connect(to, target.connect_timeout).await {
                     Ok(s) => stream = Some(s),
-                    Err((ok, status, desc)) => return (ok, status, format!("{desc} at step {step} of tcp-check (connect)")),
+                    Err((ok, status, desc)) => {
+                        let what = port.map_or("connect".to_string(), |p| format!("connect port {p}"));
+                        return (ok, status, format!("{desc} at step {step} of tcp-check ({what})"));
+                    }
                 }
                 buf.clear();
             }
             TcpCheckKind::Send(data) => {
                 let Some(s) = stream.as_mut() else { return (false, CheckStatus::L7Rsp, format!("step {step}: send without a connection")) };
                 if let Err(e) = s.write_all(data).await {
-                    return (false, CheckStatus::L4Con, format!("Layer4 connection problem at step {step} of tcp-check (send): {e}"));
+                    return (false, CheckStatus::L4Con, format!("{} at step {step} of tcp-check (send)", crate::os::describe(&e)));
                 }
             }
             TcpCheckKind::Expect { negate, pattern, min_recv } => {
@@ -173,18 +176,27 @@ async fn pgsql(check: &PgsqlCheck, target: Target) -> Outcome {
         Ok(s) => s,
         Err(f) => return f,
     };
+    // HAProxy's check sends the user alone (23 bytes for "postgres"); the
+    // SQL-level check's start-up probe names its database and itself.
     let mut params = vec![("user", check.user.as_str())];
     if let Some(db) = &check.database {
         params.push(("database", db));
     }
-    params.push(("application_name", "pglb-check"));
+    if check.is_sql() {
+        params.push(("application_name", "pglb-check"));
+    }
     let startup = crate::pg::startup_message(&params);
     if let Err(e) = s.write_all(&startup).await {
-        return (false, CheckStatus::L4Con, format!("Layer4 connection problem: {e}"));
+        return (false, CheckStatus::L4Con, crate::os::describe(&e));
     }
     let mut buf = Vec::new();
     // Read one whole message.
-    let whole = |b: &[u8]| b.len() >= 5 && b.len() > u32::from_be_bytes([b[1], b[2], b[3], b[4]]) as usize;
+    // (Anything but 'R' or 'E' is judged on its first byte, as HAProxy does.)
+    let whole = |b: &[u8]| match b.first() {
+        Some(b'R' | b'E') => b.len() >= 5 && b.len() > u32::from_be_bytes([b[1], b[2], b[3], b[4]]) as usize,
+        Some(_) => true,
+        None => false,
+    };
     let r = read_until(&mut s, &mut buf, target.read_timeout, whole).await;
     let outcome = match (buf.first(), r) {
         (Some(b'R'), _) if buf.len() >= 9 => {
@@ -206,10 +218,13 @@ async fn pgsql(check: &PgsqlCheck, target: Target) -> Outcome {
         (Some(b'E'), _) if error_code(&buf).as_deref() == Some("53300") => {
             (true, CheckStatus::L7Ok, format!("PostgreSQL is up but full: {}", error_message(&buf)))
         }
-        (Some(b'E'), _) => (false, CheckStatus::L7Sts, format!("PostgreSQL error: {}", error_message(&buf))),
+        // As HAProxy: an ErrorResponse is L7RSP with its first field (the
+        // severity) as info; pglb adds the server's message when there is one.
+        (Some(b'E'), _) => (false, CheckStatus::L7Rsp, error_info(&buf)),
         (_, Err("timeout")) => (false, CheckStatus::L7Tout, "Layer7 timeout: no answer to the startup packet".to_string()),
         (None, _) => (false, CheckStatus::L7Rsp, "the server closed without answering the startup packet".to_string()),
-        (Some(other), _) => (false, CheckStatus::L7Rsp, format!("not a PostgreSQL answer (first byte 0x{other:02x})")),
+        // Anything else is HAProxy's L7STS "PostgreSQL unknown error".
+        (Some(_), _) => (false, CheckStatus::L7Sts, "PostgreSQL unknown error".to_string()),
     };
     close(s).await;
     outcome
@@ -237,6 +252,17 @@ fn contains_message(b: &[u8], ty: u8) -> bool {
         i += 1 + len;
     }
     false
+}
+
+/// HAProxy's info for an ErrorResponse (the first field's value, usually the
+/// severity: `FATAL`), followed by `: MESSAGE` when the server sent one.
+fn error_info(msg: &[u8]) -> String {
+    let first = msg.get(6..).and_then(|b| b.split(|c| *c == 0).next()).map(|f| String::from_utf8_lossy(f).into_owned()).unwrap_or_default();
+    let body = msg.get(5..).unwrap_or_default();
+    match body.split(|b| *b == 0).find(|f| f.first() == Some(&b'M')) {
+        Some(m) => format!("{first}: {}", String::from_utf8_lossy(&m[1..])),
+        None => first,
+    }
 }
 
 /// The SQLSTATE ('C' field) of an ErrorResponse.
@@ -269,7 +295,7 @@ async fn http(check: &HttpCheck, target: Target) -> Outcome {
     let version = if check.version.is_empty() { "HTTP/1.0" } else { &check.version };
     let req = format!("{} {} {}\r\nHost: {}\r\nUser-Agent: pglb-check\r\nConnection: close\r\n\r\n", check.method, check.uri, version, target.addr);
     if let Err(e) = s.write_all(req.as_bytes()).await {
-        return (false, CheckStatus::L4Con, format!("Layer4 connection problem: {e}"));
+        return (false, CheckStatus::L4Con, crate::os::describe(&e));
     }
     let mut buf = Vec::new();
     // Read the whole response (the server closes), so `expect string`

@@ -58,7 +58,7 @@ impl Prober for Scripted {
                     primary: Some(false),
                     wrong_role: true,
                 },
-                Node::Gone => Probed::failed(CheckStatus::L4Con, "Layer4 connection problem: Connection refused".into(), started),
+                Node::Gone => Probed::failed(CheckStatus::L4Con, "Connection refused".into(), started),
             }
         })
     }

@@ -53,7 +53,7 @@ pub struct SqlProbe {
 #[derive(Debug, thiserror::Error)]
 pub enum SqlError {
     /// No TCP connection (refused, unreachable): HAProxy's L4CON.
-    #[error("Layer4 connection problem: {0}")]
+    #[error("{0}")]
     Connect(String),
     /// pglb's own file descriptors ran out: HAProxy's SOCKERR (the server's
     /// state stays as it was).

@@ -196,7 +196,7 @@ pub fn field(row: &Row, column: &str) -> String {
         "ctime" => opt(&row.ctime),
         "rtime" => opt(&row.qtime.map(|_| 0)),
         "ttime" => opt(&row.ttime),
-        "check_desc" => opt(&row.check_desc.as_deref().map(clean)),
+        "check_desc" => opt(&row.check_reason),
         "check_rise" => opt(&row.check_rise),
         "check_fall" => opt(&row.check_fall),
         "check_health" => opt(&row.check_health),

@@ -57,7 +57,12 @@ pub struct Row {
     pub lbtot: Option<u64>,
     pub check_status: Option<String>,
     pub check_duration: Option<u64>,
+    /// What the last check saw (HAProxy's `last_chk`): pglb's description,
+    /// e.g. `role replica, lag 0.0s, 0 bytes, streaming`.
     pub check_desc: Option<String>,
+    /// HAProxy's fixed description of the status (its `check_desc`), e.g.
+    /// `Layer7 check passed`.
+    pub check_reason: Option<&'static str>,
     pub check_rise: Option<u32>,
     pub check_fall: Option<u32>,
     pub check_health: Option<u32>,
@@ -232,6 +237,7 @@ fn server_row(be: &BackendState, s: &ServerState, iid: usize) -> Row {
         check_status: (s.cfg.check && check.status.has_result()).then(|| check.status.code().to_string()),
         check_duration: (s.cfg.check && check.status.has_result()).then_some(check.duration_ms),
         check_desc: (s.cfg.check && !check.desc.is_empty()).then(|| check.desc.clone()),
+        check_reason: (s.cfg.check && check.status.has_result()).then(|| check.status.description()),
         check_rise: s.cfg.check.then_some(s.cfg.rise),
         check_fall: s.cfg.check.then_some(s.cfg.fall),
         check_health: s.cfg.check.then(|| s.check_health.load(Relaxed)),

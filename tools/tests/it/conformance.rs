@@ -161,3 +161,86 @@ async fn haproxy_style_start_with_environment_in_addresses_and_conditions() {
         assert!(out.status.success(), "haproxy -c: {}", String::from_utf8_lossy(&out.stderr));
     }
 }
+
+/// A fake server for health checks: records the first bytes of each
+/// connection and answers `reply`.
+async fn fake_server(reply: &'static [u8], seen: std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else { return };
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 256];
+                let mut got = Vec::new();
+                while got.len() < 23 {
+                    match tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf)).await {
+                        Ok(Ok(n)) if n > 0 => got.extend_from_slice(&buf[..n]),
+                        _ => break,
+                    }
+                }
+                seen.lock().unwrap().push(got);
+                let _ = s.write_all(reply).await;
+                let _ = s.read(&mut buf).await;
+            });
+        }
+    });
+    port
+}
+
+/// The health-check lines of HAProxy's pgsql-check regression test
+/// (reg-tests/checks/pgsql-check.vtc): the same four answers, the same
+/// StartupMessage, the same words, from pglb and from HAProxy.
+#[tokio::test]
+async fn pgsql_check_lines_and_startup_bytes_are_haproxys() {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let ok = fake_server(b"R\x00\x00\x00\x08\x00\x00\x00\x00", seen.clone()).await;
+    let fatal = fake_server(b"E\x00\x00\x00\x0bSFATAL\x00\x00", seen.clone()).await;
+    let garbage = fake_server(b"Not a PostgreSQL response", seen.clone()).await;
+    let refused = dead_port();
+    let backends: String = [("be1", ok), ("be2", fatal), ("be3", garbage), ("be4", refused)]
+        .iter()
+        .map(|(b, p)| format!("backend {b}\n    option log-health-checks\n    option pgsql-check user postgres\n    server srv 127.0.0.1:{p} check inter 200ms rise 1 fall 1\n"))
+        .collect();
+    let cfg = format!(
+        "defaults\n    mode tcp\n    timeout client 1h\n    timeout server 1h\n    timeout connect 1s\nlisten l\n    bind 127.0.0.1:{}\n    server s 127.0.0.1:{ok}\n{backends}",
+        dead_port()
+    );
+    let expected = [
+        "Health check for server be1/srv succeeded, reason: Layer7 check passed, code: 0, info: \"PostgreSQL server is ok\", check duration: ",
+        "Health check for server be2/srv failed, reason: Layer7 invalid response, info: \"FATAL\", check duration: ",
+        "Health check for server be3/srv failed, reason: Layer7 wrong status, code: 0, info: \"PostgreSQL unknown error\", check duration: ",
+        "Health check for server be4/srv failed, reason: Layer4 connection problem, info: \"Connection refused\", check duration: ",
+    ];
+    let tails = ["ms, status: 1/1 UP.", "ms, status: 0/1 DOWN.", "ms, status: 0/1 DOWN.", "ms, status: 0/1 DOWN."];
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.cfg");
+    std::fs::write(&path, &cfg).unwrap();
+
+    let mut runs = vec![("pglb", Command::new(pglb_bin()))];
+    if has_haproxy() {
+        runs.push(("haproxy", Command::new("haproxy")));
+    }
+    for (name, mut cmd) in runs {
+        seen.lock().unwrap().clear();
+        let log = dir.path().join(format!("{name}.log"));
+        cmd.arg("-db").arg("-f").arg(&path).stdout(std::process::Stdio::null()).stderr(std::fs::File::create(&log).unwrap());
+        let _guard = KillOnDrop(cmd.spawn().unwrap());
+        let text = poll(&format!("{name}'s four health-check lines"), Duration::from_secs(10), || async {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            expected.iter().all(|e| text.contains(e)).then_some(text)
+        })
+        .await;
+        for (e, tail) in expected.iter().zip(tails) {
+            let line = text.lines().find(|l| l.contains(e)).unwrap();
+            let rest = &line[line.find(e).unwrap() + e.len()..];
+            let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap();
+            assert!(digits > 0 && rest[digits..].starts_with(tail), "{name}: {line}");
+        }
+        // HAProxy's StartupMessage for `user postgres`, 23 bytes.
+        let want = b"\x00\x00\x00\x17\x00\x03\x00\x00user\x00postgres\x00\x00".to_vec();
+        assert!(seen.lock().unwrap().iter().all(|got| *got == want), "{name} sent {:?}", seen.lock().unwrap());
+    }
+}

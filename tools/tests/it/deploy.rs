@@ -512,17 +512,18 @@ fn configmap_configuration_serves_probes_metrics_and_runtime_api() {
     }
     let (status, page) = http_get(stats_port, "/stats").unwrap();
     assert!(status == 200 && page.contains("postgres-tertiary"));
-    // docs/operations.md reads the CSV with `cut -d, -f1,2,18,37,66`.
+    // docs/operations.md reads the CSV with `cut -d, -f1,2,18,37,57,66`.
     let (status, csv) = http_get(stats_port, "/stats;csv").unwrap();
     assert_eq!(status, 200);
     let cut = |line: &str| -> Vec<String> {
         let fields: Vec<&str> = line.split(',').collect();
-        [1, 2, 18, 37, 66].iter().map(|&f| fields[f - 1].to_string()).collect()
+        [1, 2, 18, 37, 57, 66].iter().map(|&f| fields[f - 1].to_string()).collect()
     };
-    assert_eq!(cut(csv.lines().next().unwrap()), ["# pxname", "svname", "status", "check_status", "check_desc"]);
+    assert_eq!(cut(csv.lines().next().unwrap()), ["# pxname", "svname", "status", "check_status", "last_chk", "check_desc"]);
     let primary = cut(csv.lines().find(|l| l.starts_with("postgres_backend,postgres-primary,")).expect("postgres-primary row"));
     assert_eq!(primary[2..4], ["DOWN", "L4CON"]);
-    assert!(primary[4].starts_with("Layer4 connection problem: Connection refused"), "{primary:?}");
+    assert_eq!(primary[4], "Connection refused", "what the check saw, in the system's words");
+    assert_eq!(primary[5], "Layer4 connection problem", "HAProxy's description of the status");
 
     // SIGTERM: pglb stops well within hard-stop-after (no open session).
     unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) };
