@@ -17,3 +17,4 @@ pub mod proxy;
 pub mod run;
 pub mod state;
 pub mod stats;
+pub mod syslog;

@@ -22,6 +22,73 @@ pub fn describe(e: &io::Error) -> String {
     unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) }.to_string_lossy().into_owned()
 }
 
+/// The address of an inherited listening stream socket (`fd@N`): the
+/// descriptor must be open and a stream socket, as HAProxy checks.
+pub fn inherited_stream(fd: i32) -> io::Result<std::net::SocketAddr> {
+    use std::os::fd::BorrowedFd;
+    if fd < 0 {
+        return Err(io::Error::from_raw_os_error(libc::EBADF));
+    }
+    // SAFETY: the descriptor is only borrowed for these two queries; fstat
+    // first proves it is open.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(fd, &mut st) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+    let sock = socket2::SockRef::from(&borrowed);
+    if sock.r#type()? != socket2::Type::STREAM {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("socket on file descriptor '{fd}' is of the wrong type")));
+    }
+    sock.local_addr()?
+        .as_socket()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("socket on file descriptor '{fd}' is not a TCP socket")))
+}
+
+/// The machine's host name (`gethostname`), or `localhost`.
+pub fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes into buf.
+    if unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } != 0 {
+        return "localhost".into();
+    }
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+/// Local time broken down, and the offset from UTC in seconds.
+pub struct LocalTime {
+    pub year: i32,
+    /// 1..=12
+    pub month: u32,
+    pub day: u32,
+    pub hour: u32,
+    pub minute: u32,
+    pub second: u32,
+    pub micros: u32,
+    pub offset_secs: i64,
+}
+
+/// `t` in the machine's time zone (`localtime_r`), as HAProxy's log
+/// headers and `%t` show it.
+pub fn local_time(t: std::time::SystemTime) -> LocalTime {
+    let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs() as libc::time_t;
+    // SAFETY: localtime_r fills the zeroed struct it is given.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    unsafe { libc::localtime_r(&secs, &mut tm) };
+    LocalTime {
+        year: tm.tm_year + 1900,
+        month: (tm.tm_mon + 1) as u32,
+        day: tm.tm_mday as u32,
+        hour: tm.tm_hour as u32,
+        minute: tm.tm_min as u32,
+        second: tm.tm_sec as u32,
+        micros: d.subsec_micros(),
+        offset_secs: tm.tm_gmtoff,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

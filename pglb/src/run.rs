@@ -20,7 +20,7 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::net::{TcpListener, UnixListener};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -299,7 +299,7 @@ impl Control {
         self.binds.lock().unwrap_or_else(|e| e.into_inner()).insert(key, Bound { local, frontend, stop });
     }
 
-    fn serve_unix(self: &Arc<Self>, s: &config::StatsSocket, l: UnixListener) {
+    fn serve_unix(self: &Arc<Self>, s: &config::StatsSocket, l: crate::admin::Listener) {
         let stop = self.closed.child_token();
         self.background.spawn(crate::admin::serve(self.clone(), l, s.level, stop.clone()));
         self.sockets.lock().unwrap_or_else(|e| e.into_inner()).insert((s.path.clone(), s.level, s.mode), stop);

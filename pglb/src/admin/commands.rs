@@ -29,6 +29,7 @@ const HELP: &str = "The following commands are valid at this level:
   disable server <bk>/<srv>               : put a server in maintenance (admin)
   enable server <bk>/<srv>                : take a server out of maintenance (admin)
   set server <bk>/<srv> state ready|drain|maint : change a server's admin state (admin)
+  set server <bk>/<srv> fqdn <name>        : resolve the server by this name (servers with resolvers; admin)
   set server <bk>/<srv> addr <ip> [port <p>]    : change a server's address (admin)
   set server <bk>/<srv> weight <w>[%]     : change a server's weight (admin)
   set weight <bk>/<srv> <w>[%]            : change a server's weight (admin)
@@ -126,6 +127,16 @@ pub fn execute(rt: &Runtime, level: Level, line: &str) -> Outcome {
                 format!("IP changed from '{}' to '{new}' by 'stats socket command'\n", old.map(|a| a.to_string()).unwrap_or_else(|| "(none)".into()))
             })
         }
+        ["set", "server", target, "fqdn", name] => with_server(rt, target, |be, s| {
+            if s.cfg.resolvers.is_none() {
+                // HAProxy's words, placeholders included.
+                return "set server <b>/<s> fqdn failed because no resolution is configured.\n".to_string();
+            }
+            let old = s.set_fqdn(name);
+            let old = if old.parse::<std::net::IpAddr>().is_ok() { "(null)".to_string() } else { old };
+            tracing::warn!(target: "pglb::admin", backend = %be.cfg.name, server = %s.cfg.name, %old, new = name, "runtime API: server name changed");
+            format!("{}/{} changed its FQDN from {old} to {name} by 'stats socket command'\n", be.cfg.name, s.cfg.name)
+        }),
         ["set", "server", target, "weight", w] | ["set", "weight", target, w] => with_server(rt, target, |be, s| set_weight(be, s, w)),
         ["shutdown", "sessions", "server", target] => with_server(rt, target, |be, s| {
             s.kill_sessions();
@@ -176,11 +187,7 @@ fn with_server(rt: &Runtime, target: &str, f: impl FnOnce(&BackendState, &Server
 }
 
 fn set_admin(be: &BackendState, s: &ServerState, admin: Admin) -> String {
-    if s.set_admin(admin) {
-        be.republish();
-        tracing::warn!(target: "pglb::admin", backend = %be.cfg.name, server = %s.cfg.name, state = ?admin,
-            "Server {}/{} is {} (runtime API)", be.cfg.name, s.cfg.name, match admin { Admin::Ready => "READY", Admin::Drain => "DRAIN", Admin::Maint => "MAINT" });
-    }
+    crate::health::maintenance::set_admin(be, s, admin, "runtime API");
     String::new()
 }
 
@@ -296,7 +303,8 @@ fn servers_state(rt: &Runtime, backends: &[Arc<BackendState>]) -> String {
                 Admin::Drain => 8,
             };
             let check = srv.check.lock().unwrap_or_else(|e| e.into_inner()).clone();
-            let fqdn = if srv.cfg.host.parse::<std::net::IpAddr>().is_ok() { "-".to_string() } else { srv.cfg.host.clone() };
+            let host = srv.host();
+            let fqdn = if host.parse::<std::net::IpAddr>().is_ok() { "-".to_string() } else { host };
             let _ = writeln!(
                 s,
                 "{} {} {} {} {} {op} {admin} {w} {iw} {since} {status} {result} {health} {state} 0 0 0 {fqdn} {port} - 0 {cport} {caddr} - 0",

@@ -10,21 +10,33 @@ mod commands;
 
 pub use commands::{Outcome, execute};
 
-use crate::config::{Level, StatsSocket};
+use crate::config::{ApiTcp, Level, StatsSocket};
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{UnixListener, UnixStream};
+use tokio::net::UnixListener;
 use tokio_util::sync::CancellationToken;
 
 /// Longest command line accepted: a runtime API line is short.
 const MAX_LINE: usize = 64 * 1024;
 
-/// Binds the socket file (replacing a stale one) with the configured mode.
-pub fn bind(socket: &StatsSocket) -> std::io::Result<UnixListener> {
+/// Binds the socket file (replacing a stale one) with the configured mode,
+/// or the TCP socket (bound, or adopted from `fd@N`).
+pub fn bind(socket: &StatsSocket) -> std::io::Result<Listener> {
     let pending = bind_beside(socket)?;
     pending.put_in_place()
+}
+
+fn bind_tcp(tcp: ApiTcp) -> std::io::Result<Listener> {
+    let std = match tcp {
+        ApiTcp::Bind(addr) => std::net::TcpListener::bind(addr)?,
+        // SAFETY: the configuration checked that the descriptor is an open
+        // stream socket; pglb takes it over (as HAProxy does).
+        ApiTcp::Fd(fd) => unsafe { <std::net::TcpListener as std::os::fd::FromRawFd>::from_raw_fd(fd) },
+    };
+    std.set_nonblocking(true)?;
+    Ok(Listener::Tcp(tokio::net::TcpListener::from_std(std)?))
 }
 
 /// A runtime API socket bound beside its path, not yet in place: a reload
@@ -33,7 +45,7 @@ pub fn bind(socket: &StatsSocket) -> std::io::Result<UnixListener> {
 /// were (an old socket at the same path serves until the rename).
 pub struct PendingSocket {
     /// Taken by `put_in_place`.
-    listener: Option<UnixListener>,
+    listener: Option<Listener>,
     /// Where it is bound now (`None`: already at its path).
     temporary: Option<std::path::PathBuf>,
     path: std::path::PathBuf,
@@ -42,7 +54,7 @@ pub struct PendingSocket {
 impl PendingSocket {
     /// Renames it over its path (atomic: a client finds the old or the new
     /// socket, never none).
-    pub fn put_in_place(mut self) -> std::io::Result<UnixListener> {
+    pub fn put_in_place(mut self) -> std::io::Result<Listener> {
         if let Some(tmp) = self.temporary.take()
             && let Err(e) = std::fs::rename(&tmp, &self.path)
         {
@@ -65,6 +77,9 @@ impl Drop for PendingSocket {
 /// A path too long for a temporary name beside it is bound in place (the
 /// file there is replaced at once).
 pub fn bind_beside(socket: &StatsSocket) -> std::io::Result<PendingSocket> {
+    if let Some(tcp) = socket.tcp {
+        return Ok(PendingSocket { listener: Some(bind_tcp(tcp)?), temporary: None, path: socket.path.clone() });
+    }
     let name = socket.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = socket.path.with_file_name(format!(".{name}.{}.new", std::process::id()));
     let _ = std::fs::remove_file(&tmp);
@@ -80,7 +95,7 @@ pub fn bind_beside(socket: &StatsSocket) -> std::io::Result<PendingSocket> {
         }
         Err(e) => return Err(e),
     };
-    let pending = PendingSocket { listener: Some(listener), temporary, path: socket.path.clone() };
+    let pending = PendingSocket { listener: Some(Listener::Unix(listener)), temporary, path: socket.path.clone() };
     // HAProxy's default is whatever the umask gives; pglb defaults to 0600
     // so an unconfigured socket is never world-writable.
     let mode = socket.mode.unwrap_or(0o600);
@@ -100,14 +115,27 @@ pub trait Host: Send + Sync + 'static {
     fn reload(self: &Arc<Self>) -> impl std::future::Future<Output = Result<Self::Reloaded, Self::ReloadError>> + Send;
 }
 
-pub async fn serve<H: Host>(control: Arc<H>, listener: UnixListener, level: Level, stop: CancellationToken) {
+/// Where the runtime API listens: a UNIX socket path, or a TCP socket
+/// (`stats socket ipv4@IP:PORT`, or one inherited as `fd@N`, as VTest and
+/// systemd hand them over).
+pub enum Listener {
+    Unix(UnixListener),
+    Tcp(tokio::net::TcpListener),
+}
+
+pub async fn serve<H: Host>(control: Arc<H>, listener: Listener, level: Level, stop: CancellationToken) {
     loop {
         let accepted = tokio::select! {
-            r = listener.accept() => r,
+            r = async {
+                match &listener {
+                    Listener::Unix(l) => l.accept().await.map(|(s, _)| Box::new(s) as Box<dyn Stream>),
+                    Listener::Tcp(l) => l.accept().await.map(|(s, _)| Box::new(s) as Box<dyn Stream>),
+                }
+            } => r,
             _ = stop.cancelled() => return,
         };
         match accepted {
-            Ok((stream, _)) => {
+            Ok(stream) => {
                 let control = control.clone();
                 tokio::spawn(async move { session(control, stream, level).await });
             }
@@ -119,9 +147,13 @@ pub async fn serve<H: Host>(control: Arc<H>, listener: UnixListener, level: Leve
     }
 }
 
-async fn session<H: Host>(control: Arc<H>, stream: UnixStream, level: Level) {
+/// A runtime API connection, whatever the socket.
+trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Stream for T {}
+
+async fn session<H: Host>(control: Arc<H>, stream: Box<dyn Stream>, level: Level) {
     let idle = control.runtime().config.global.stats_timeout;
-    let (read, mut write) = stream.into_split();
+    let (read, mut write) = tokio::io::split(stream);
     let mut lines = BufReader::new(read);
     let mut interactive = false;
     let mut line = Vec::new();
@@ -175,7 +207,7 @@ async fn session<H: Host>(control: Arc<H>, stream: UnixStream, level: Level) {
 }
 
 /// Reads one line, refusing lines longer than `MAX_LINE`.
-async fn read_line(r: &mut BufReader<tokio::net::unix::OwnedReadHalf>, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+async fn read_line<R: tokio::io::AsyncRead + Unpin>(r: &mut BufReader<R>, buf: &mut Vec<u8>) -> std::io::Result<usize> {
     let n = (&mut *r).take(MAX_LINE as u64).read_until(b'\n', buf).await?;
     if n == MAX_LINE && !buf.ends_with(b"\n") {
         return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "line too long"));

@@ -124,6 +124,7 @@ mod tests {
             srvtcpka_params: Default::default(),
             check: CheckSpec::Connect,
             log_health_checks: false,
+            logs: Default::default(),
             allbackups: false,
             servers,
         })

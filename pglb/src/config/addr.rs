@@ -53,6 +53,19 @@ fn strip_family_prefix(text: &str) -> Result<&str, Invalid> {
     Ok(text)
 }
 
+/// `fd@N`: an inherited listening socket (VTest, systemd socket
+/// activation): its descriptor and the address it listens on. `None` when
+/// `text` is not `fd@...`.
+pub fn inherited(text: &str) -> Option<Result<(i32, SocketAddr), Invalid>> {
+    let n = text.strip_prefix("fd@")?;
+    let Ok(fd) = n.parse::<i32>() else { return Some(Err(format!("file descriptor '{n}' is not a valid integer in '{text}'").into())) };
+    Some(
+        crate::os::inherited_stream(fd)
+            .map(|addr| (fd, addr))
+            .map_err(|e| format!("cannot use file descriptor '{fd}' : {}.", crate::os::describe(&e)).into()),
+    )
+}
+
 /// Parses a bind address. `*`, `0.0.0.0` or empty binds every IPv4 address,
 /// `::` every IPv6 (and IPv4, unless `v6only`).
 /// Port 0 asks the kernel for a free port (tests, `pglb demo`).

@@ -2,7 +2,7 @@
 
 use super::keywords::{self, GLOBAL_NO_EFFECT, GLOBAL_PREFIX_NO_EFFECT, GLOBAL_REJECTED};
 use super::lexer::Line;
-use super::model::{Global, Level, StatsSocket};
+use super::model::{ApiTcp, Global, Level, StatsSocket};
 use super::parse::Ctx;
 use super::units::{parse_time, parse_timeout};
 use std::path::PathBuf;
@@ -48,14 +48,13 @@ pub(super) fn parse(ctx: &mut Ctx, lines: &[Line], global: &mut Global) {
                     global.ulimit_n = Some(v);
                 }
             }
-            "log" => {
-                if let Some(target) = ctx.arg(line, 0, "a target such as stdout")
-                    && target != "stdout"
-                    && target != "stderr"
-                {
-                    ctx.warn(n, format!("log target '{target}' is not used: pglb writes its logs to stderr (write 'log stdout' for stdout)"));
-                }
-            }
+            "log" => match super::log::parse_target(line.args(), n) {
+                Ok(t) => global.logs.push(t),
+                Err(e) => ctx.error(n, e),
+            },
+            "log-tag" => global.log_tag = ctx.arg(line, 0, "a tag").map(str::to_string),
+            // Without a name: the machine's host name, as in HAProxy.
+            "log-send-hostname" => global.log_send_hostname = Some(line.args().first().cloned().unwrap_or_else(crate::os::hostname)),
             "stats" => parse_stats(ctx, line, global),
             "presetenv" | "setenv" => {
                 if let (Some(name), Some(value)) = (ctx.arg(line, 0, "a variable name"), ctx.arg(line, 1, "a value"))
@@ -90,11 +89,26 @@ fn parse_stats(ctx: &mut Ctx, line: &Line, global: &mut Global) {
     match what {
         "socket" => {
             let Some(path) = ctx.arg(line, 1, "a socket path") else { return };
-            if path.contains('@') || path.contains(':') && !path.starts_with('/') {
-                ctx.error(n, format!("stats socket '{path}': pglb's runtime API listens on a UNIX socket path such as /var/run/pglb.sock"));
-                return;
-            }
-            let mut socket = StatsSocket { path: PathBuf::from(path), mode: None, level: Level::User, line: n };
+            let tcp = if let Some(fd) = super::addr::inherited(path) {
+                match fd {
+                    Ok((fd, _)) => Some(ApiTcp::Fd(fd)),
+                    Err(e) => return ctx.error(n, format!("stats socket : {e}")),
+                }
+            } else if let Some(unix) = path.strip_prefix("unix@") {
+                return parse_stats(ctx, &Line { number: n, words: [&line.words[..2], &[unix.to_string()], &line.words[3..]].concat() }, global);
+            } else if path.starts_with('/') {
+                None
+            } else {
+                let bare = ["ipv4@", "ipv6@", "tcp@", "tcp4@", "tcp6@"].iter().find_map(|p| path.strip_prefix(p)).unwrap_or(path);
+                match bare.parse::<std::net::SocketAddr>() {
+                    Ok(a) => Some(ApiTcp::Bind(a)),
+                    Err(_) => {
+                        ctx.error(n, format!("stats socket '{path}': write a UNIX socket path such as /var/run/pglb.sock, IP:PORT for TCP, or fd@N"));
+                        return;
+                    }
+                }
+            };
+            let mut socket = StatsSocket { path: PathBuf::from(path), tcp, mode: None, level: Level::User, line: n };
             let mut it = line.args()[2..].iter();
             while let Some(opt) = it.next() {
                 match opt.as_str() {

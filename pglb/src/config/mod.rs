@@ -12,11 +12,14 @@ mod global;
 pub mod keywords;
 mod lexer;
 mod lint;
+pub mod log;
+pub mod logformat;
 pub mod model;
 mod parse;
 mod proxy;
 mod resolvers;
 mod server;
+pub mod tcprules;
 pub mod units;
 
 pub use check::decode_hex;

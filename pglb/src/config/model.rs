@@ -47,6 +47,77 @@ pub struct Global {
     /// reload or `pglb check` must change nothing): readers of variables
     /// (`password-env`) look here first, through [`Global::env_var`].
     pub env: Vec<(String, Option<String>)>,
+    /// `log` lines of global: proxies with `log global` send to these.
+    pub logs: Vec<LogTarget>,
+    /// `log-tag`: the program name in syslog headers (default `pglb`).
+    pub log_tag: Option<String>,
+    /// `log-send-hostname [NAME]`: the host name in syslog headers.
+    pub log_send_hostname: Option<String>,
+}
+
+/// Where a `log` line sends HAProxy-format log lines.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogDest {
+    /// `IP[:PORT]` (default port 514), UDP.
+    Udp(std::net::SocketAddr),
+    /// `/path` or `unix@/path`: a UNIX datagram socket (e.g. /dev/log).
+    Unix(PathBuf),
+    /// `stdout` / `stderr` (`fd@1` / `fd@2`) with an explicit `format`.
+    Stdout,
+    Stderr,
+}
+
+/// The header of a log line (`format`), as HAProxy writes them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyslogFormat {
+    /// `<PRI>Mmm dd hh:mm:ss TAG[PID]: ` (HAProxy's default, "local").
+    Local,
+    Rfc3164,
+    Rfc5424,
+    /// `<PRI>` only.
+    Priority,
+    /// `<LEVEL>` only.
+    Short,
+    /// `<LEVEL>ISO-TIME `.
+    Timed,
+    /// `ISO-TIME `.
+    Iso,
+    /// The message alone.
+    Raw,
+}
+
+/// One `log ADDR [len N] [format F] FACILITY [LEVEL [MINLEVEL]]` line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogTarget {
+    pub dest: LogDest,
+    /// Longest line sent, header included (`len`, default 1024).
+    pub maxlen: usize,
+    /// `None` when the line gives no `format`: [`SyslogFormat::Local`] for
+    /// network and UNIX targets; for `stdout`/`stderr`, pglb's own logs go
+    /// there instead (as `log stdout` always meant in pglb).
+    pub format: Option<SyslogFormat>,
+    /// 0 (kern) .. 23 (local7).
+    pub facility: u8,
+    /// Messages above this severity (a larger number) are not sent.
+    pub level: u8,
+    /// Messages are sent with at least this severity number.
+    pub minlevel: u8,
+    pub line: usize,
+}
+
+/// A proxy's logging: `log global` and its own `log` lines.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ProxyLogs {
+    /// `log global` was written (global's targets are put first in
+    /// `targets` once the file is read).
+    pub global: bool,
+    pub targets: Vec<LogTarget>,
+    /// Global's `log-tag` and `log-send-hostname`, for the headers.
+    pub tag: Option<String>,
+    pub hostname: Option<String>,
+    /// `log-format` (tcp mode): the traffic line's format; `None` is
+    /// HAProxy's default for the proxy (tcplog, or "Connect from").
+    pub format: Option<super::logformat::LogFormat>,
 }
 
 impl Global {
@@ -62,11 +133,22 @@ impl Global {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StatsSocket {
+    /// The UNIX socket path, or the address as written for a TCP one
+    /// (it names the socket across reloads).
     pub path: PathBuf,
+    /// A TCP runtime API: `ipv4@IP:PORT` / `IP:PORT`, or `fd@N` inherited.
+    pub tcp: Option<ApiTcp>,
     /// File mode of the socket (`mode 600`), octal as written.
     pub mode: Option<u32>,
     pub level: Level,
     pub line: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiTcp {
+    Bind(std::net::SocketAddr),
+    /// An inherited listening descriptor.
+    Fd(i32),
 }
 
 /// Runtime API privilege levels, in increasing order.
@@ -99,6 +181,10 @@ pub struct Frontend {
     /// Inactivity timeout once the client has half-closed (`timeout client-fin`).
     pub timeout_client_fin: Option<Duration>,
     pub log: LogOptions,
+    /// Where this frontend's traffic lines go (HAProxy's syslog targets).
+    pub logs: ProxyLogs,
+    /// `tcp-request` rules.
+    pub tcp_rules: super::tcprules::TcpRules,
     /// TCP keepalive towards clients (`option clitcpka` / `option tcpka`).
     pub clitcpka: bool,
     /// `clitcpka-idle`, `clitcpka-intvl`, `clitcpka-cnt`.
@@ -157,7 +243,10 @@ pub struct LogOptions {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Bind {
+    /// The address listened on (for `fd@N`, the inherited socket's).
     pub addr: SocketAddr,
+    /// `fd@N`: adopt this already listening descriptor instead of binding.
+    pub fd: Option<i32>,
     pub line: usize,
     pub name: Option<String>,
     /// Listen backlog (`backlog N`); default 1024.
@@ -205,6 +294,8 @@ pub struct Backend {
     pub check: CheckSpec,
     /// `option log-health-checks`: log every check result change, not only UP/DOWN.
     pub log_health_checks: bool,
+    /// Where this backend's health and state lines go.
+    pub logs: ProxyLogs,
     /// `option allbackups`: use every usable backup server, not only the first.
     pub allbackups: bool,
     pub servers: Vec<Server>,

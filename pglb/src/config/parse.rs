@@ -173,6 +173,7 @@ pub(super) fn parse_lines(file: &Path, lines: Vec<Line>) -> Report {
     }
 
     resolve_references(&mut ctx, &mut config);
+    resolve_logs(&mut config);
     overlapping_binds(&mut ctx, &config);
     lint::check(&mut ctx, &config);
 
@@ -290,6 +291,25 @@ fn section_name(ctx: &mut Ctx, kind: RawKind, line: &Line) -> (Option<String>, O
         ctx.error(line.number, format!("the address after the listen name is an old syntax: write 'bind {}' on its own line", args[1]));
     }
     (name, from)
+}
+
+/// `log global`: global's targets go first in each proxy's list, with
+/// global's tag and host name for the headers.
+fn resolve_logs(config: &mut Config) {
+    let global = &config.global;
+    let resolve = |logs: &mut ProxyLogs| {
+        if logs.global {
+            logs.targets.splice(0..0, global.logs.iter().cloned());
+        }
+        logs.tag = global.log_tag.clone();
+        logs.hostname = global.log_send_hostname.clone();
+    };
+    for fe in &mut config.frontends {
+        resolve(&mut fe.logs);
+    }
+    for be in &mut config.backends {
+        resolve(&mut be.logs);
+    }
 }
 
 /// Checks cross-references: default_backend names, server resolvers.

@@ -66,6 +66,10 @@ pub(super) struct ProxyDraft {
     clitcpka_line: Option<usize>,
     allbackups: bool,
     log_health_checks: bool,
+    /// `log` lines (inherited from defaults, as in HAProxy), `log-format`.
+    logs: ProxyLogs,
+    /// Per-section only.
+    tcp_rules: super::tcprules::TcpRules,
     check: CheckDraft,
     default_server: ServerOpts,
     stats: StatsSettings,
@@ -91,6 +95,7 @@ impl ProxyDraft {
         self.bind_error = false;
         self.default_backend_here = false;
         self.use_backend = None;
+        self.tcp_rules = Default::default();
         self.servers.clear();
         self.check.begin_section();
     }
@@ -211,22 +216,35 @@ impl ProxyDraft {
                     let rest = Line { number: n, words: line.words[1..].to_vec() };
                     self.parse_option(ctx, kind, &rest, false);
                 } else if line.args().first().map(String::as_str) == Some("log") {
-                    // `no log`: pglb's connection log is controlled by RUST_LOG.
-                    ctx.warn(n, "'no log' has no effect: silence connection logs with RUST_LOG=pglb::conn=off");
+                    // `no log`: no syslog target (pglb's own log is controlled by RUST_LOG).
+                    self.logs.global = false;
+                    self.logs.targets.clear();
                 } else {
                     ctx.error(n, "'no' must be followed by 'option NAME'");
                 }
             }
-            "log" => {
-                // `log global` or a target: pglb logs to stderr/stdout (global log).
-                if let Some(target) = ctx.arg(line, 0, "'global' or a target")
-                    && target != "global"
-                    && target != "stdout"
-                    && target != "stderr"
-                {
-                    ctx.warn(n, format!("log target '{target}' is not used: pglb writes logs to stderr (or stdout with 'log stdout' in global)"));
+            "log" => match line.args() {
+                [g] if g == "global" => self.logs.global = true,
+                args => match super::log::parse_target(args, n) {
+                    Ok(t) => self.logs.targets.push(t),
+                    Err(e) => ctx.error(n, e),
+                },
+            },
+            "tcp-request" => {
+                if wrong_section(ctx, true, false, false) {
+                    return;
+                }
+                if let Err(e) = self.tcp_rules.parse(line.args(), n) {
+                    ctx.error(n, e);
                 }
             }
+            "log-format" => match line.args() {
+                [f] => match super::logformat::LogFormat::parse(f) {
+                    Ok(parsed) => self.logs.format = Some(parsed),
+                    Err(e) => ctx.error(n, format!("failed to parse log-format : {e}")),
+                },
+                _ => ctx.error(n, "log-format takes one argument: quote the format (log-format \"%ci:%cp [%t] %ft %b/%s\")"),
+            },
             "default-server" => {
                 if wrong_section(ctx, false, true, true) {
                     return;
@@ -327,8 +345,15 @@ impl ProxyDraft {
             }
         }
         for a in addrs.split(',') {
+            if let Some(fd) = addr::inherited(a) {
+                match fd {
+                    Ok((fd, addr)) => self.binds.push(Bind { addr, fd: Some(fd), line: n, name: name.clone(), backlog, v6only }),
+                    Err(e) => ctx.error(n, format!("'bind' : {e}")),
+                }
+                continue;
+            }
             match addr::parse_bind(a) {
-                Ok(addr) => self.binds.push(Bind { addr, line: n, name: name.clone(), backlog, v6only }),
+                Ok(addr) => self.binds.push(Bind { addr, fd: None, line: n, name: name.clone(), backlog, v6only }),
                 Err(e) => ctx.error(n, e),
             }
         }
@@ -628,6 +653,8 @@ impl ProxyDraft {
                 timeout_client: self.timeout_client,
                 timeout_client_fin: self.timeout_client_fin,
                 log: LogOptions { tcplog: self.tcplog, dontlognull: self.dontlognull },
+                logs: self.logs.clone(),
+                tcp_rules: std::mem::take(&mut self.tcp_rules),
                 clitcpka: self.clitcpka,
                 clitcpka_params: self.clitcpka_params,
                 stats: self.stats.enabled.then(|| self.stats.clone()),
@@ -666,6 +693,7 @@ impl ProxyDraft {
                 srvtcpka_params: self.srvtcpka_params,
                 check,
                 log_health_checks: self.log_health_checks,
+                logs: self.logs.clone(),
                 allbackups: self.allbackups,
                 servers,
             });

@@ -3,6 +3,7 @@
 //! the routing snapshot. Another task per backend re-resolves server names.
 
 pub mod fsm;
+pub mod maintenance;
 pub mod probe;
 mod resolve;
 pub mod sql;
@@ -10,6 +11,7 @@ pub mod sql;
 use crate::config::{CheckSpec, OnError, OnMarkedDown, OnMarkedUp};
 use crate::state::check::CheckStatus;
 use crate::state::{Admin, BackendState, CheckInfo, Health, Runtime, ServerState};
+use crate::syslog::Severity;
 use fsm::{Fsm, Transition};
 use std::future::Future;
 use std::sync::Arc;
@@ -33,7 +35,7 @@ pub fn start(rt: &Arc<Runtime>, tasks: &TaskTracker) {
                 });
             }
         }
-        if be.servers.iter().any(|s| s.cfg.host.parse::<std::net::IpAddr>().is_err()) {
+        if be.servers.iter().any(|s| s.cfg.host.parse::<std::net::IpAddr>().is_err() || s.cfg.resolvers.is_some()) {
             let (rt, be) = (rt.clone(), be.clone());
             tasks.spawn(async move {
                 tokio::select! {
@@ -376,6 +378,7 @@ pub fn record(be: &BackendState, srv: &ServerState, fsm: &mut Fsm, verdict: Verd
     if (changed_info || health_changed) && be.cfg.log_health_checks {
         let line = check_line(be, srv, fsm, ok, status, &desc, duration);
         tracing::info!(target: "pglb::health", backend = %be.cfg.name, server = %srv.cfg.name, check_status = status.code(), check_desc = %desc, "{line}");
+        crate::syslog::send(&be.cfg.logs, Severity::Notice, &line);
     }
     let Some(t) = transition else { return };
     let health = if t == Transition::Up { Health::Up } else { Health::Down };
@@ -390,30 +393,37 @@ pub fn record(be: &BackendState, srv: &ServerState, fsm: &mut Fsm, verdict: Verd
     let (active, backup) = if usable.backup { (0, usable.servers.len()) } else { (usable.servers.len(), 0) };
     let sessions = crate::state::counters::Counters::get(&srv.counters.cur);
     let word = if t == Transition::Up { "UP" } else { "DOWN" };
-    // HAProxy's words (server.c, srv_update_status).
+    // HAProxy's words (server.c, srv_update_status); the reason is left to
+    // the health-check line just logged when there is one.
     let queued = crate::state::counters::Counters::get(&be.counters.queue_cur);
+    let reason = if be.cfg.log_health_checks { String::new() } else { check_reason(status, &desc, duration) };
     let msg = if t == Transition::Up {
         format!(
-            "Server {}/{} is UP{}. {active} active and {backup} backup servers online. 0 sessions requeued, {queued} total in queue.",
+            "{}erver {}/{} is UP{reason}. {active} active and {backup} backup servers online. 0 sessions requeued, {queued} total in queue.",
+            if srv.cfg.backup { "Backup S" } else { "S" },
             be.cfg.name,
             srv.cfg.name,
-            check_reason(status, &desc, duration)
         )
     } else {
         format!(
-            "Server {}/{} is DOWN{}. {active} active and {backup} backup servers left. {sessions} sessions active, 0 requeued, {queued} remaining in queue.",
+            "{}erver {}/{} is DOWN{reason}. {active} active and {backup} backup servers left.{} {sessions} sessions active, 0 requeued, {queued} remaining in queue.",
+            if srv.cfg.backup { "Backup S" } else { "S" },
             be.cfg.name,
             srv.cfg.name,
-            check_reason(status, &desc, duration)
+            if backup > 0 && active == 0 { " Running on backup." } else { "" },
         )
     };
     if t == Transition::Up {
         tracing::info!(target: "pglb::health", backend = %be.cfg.name, server = %srv.cfg.name, state = word, check_status = status.code(), reason = %desc, "{msg}");
+        crate::syslog::send(&be.cfg.logs, Severity::Notice, &msg);
     } else {
         tracing::warn!(target: "pglb::health", backend = %be.cfg.name, server = %srv.cfg.name, state = word, check_status = status.code(), reason = %desc, "{msg}");
+        crate::syslog::send(&be.cfg.logs, Severity::Alert, &msg);
     }
     if active == 0 && backup == 0 {
-        tracing::error!(target: "pglb::health", backend = %be.cfg.name, "backend {} has no server available!", be.cfg.name);
+        // HAProxy quotes the name on stderr, not in syslog.
+        tracing::error!(target: "pglb::health", backend = %be.cfg.name, "backend '{}' has no server available!", be.cfg.name);
+        crate::syslog::send(&be.cfg.logs, Severity::Emerg, &format!("backend {} has no server available!", be.cfg.name));
     }
     match t {
         Transition::Down if srv.cfg.on_marked_down == OnMarkedDown::ShutdownSessions => srv.kill_sessions(),

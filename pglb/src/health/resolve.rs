@@ -80,7 +80,8 @@ pub async fn resolve_loop(be: &BackendState, sections: &[Resolvers]) {
     let named: Vec<(&Arc<ServerState>, Lookup)> = be
         .servers
         .iter()
-        .filter(|s| s.cfg.host.parse::<IpAddr>().is_err())
+        // Servers with a name, and those that may get one (`set server ... fqdn`).
+        .filter(|s| s.cfg.host.parse::<IpAddr>().is_err() || s.cfg.resolvers.is_some())
         .map(|s| {
             let lookup = match s.cfg.resolvers.as_deref().and_then(|n| sections.iter().find(|r| r.name == n)) {
                 None => Lookup::System,
@@ -113,12 +114,16 @@ pub async fn resolve_loop(be: &BackendState, sections: &[Resolvers]) {
 
 /// Looks one server up; returns whether it has an address now.
 async fn refresh(be: &BackendState, srv: &ServerState, lookup: &Lookup) -> bool {
-    let found = lookup.ip(&srv.cfg.host, srv.cfg.port).await;
+    let host = srv.host();
+    if host.parse::<IpAddr>().is_ok() {
+        return true;
+    }
+    let found = lookup.ip(&host, srv.cfg.port).await;
     let current = srv.addr();
     match (found, current) {
         (Some(new), cur) if Some(new) != cur => {
-            tracing::info!(target: "pglb::health", backend = %be.cfg.name, server = %srv.cfg.name, host = %srv.cfg.host, old = ?cur, new = %new,
-                "Server {}/{} address changed to {new} ({} resolved)", be.cfg.name, srv.cfg.name, srv.cfg.host);
+            tracing::info!(target: "pglb::health", backend = %be.cfg.name, server = %srv.cfg.name, host = %host, old = ?cur, new = %new,
+                "Server {}/{} address changed to {new} ({host} resolved)", be.cfg.name, srv.cfg.name);
             be.set_addr(srv, new);
             true
         }
@@ -126,10 +131,10 @@ async fn refresh(be: &BackendState, srv: &ServerState, lookup: &Lookup) -> bool 
         (None, None) => {
             let mut info = srv.check.lock().unwrap_or_else(|e| e.into_inner());
             if info.status != CheckStatus::Unresolvable {
-                tracing::warn!(target: "pglb::health", backend = %be.cfg.name, server = %srv.cfg.name, host = %srv.cfg.host,
-                    "Server {}/{} is DOWN, reason: unresolvable ({} does not resolve)", be.cfg.name, srv.cfg.name, srv.cfg.host);
+                tracing::warn!(target: "pglb::health", backend = %be.cfg.name, server = %srv.cfg.name, host = %host,
+                    "Server {}/{} is DOWN, reason: unresolvable ({host} does not resolve)", be.cfg.name, srv.cfg.name);
                 info.status = CheckStatus::Unresolvable;
-                info.desc = format!("{} does not resolve", srv.cfg.host);
+                info.desc = format!("{host} does not resolve");
             }
             false
         }

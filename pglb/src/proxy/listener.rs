@@ -18,6 +18,13 @@ use tokio_util::task::TaskTracker;
 /// Binds a listening socket for `bind` (SO_REUSEADDR, the bind's backlog
 /// and IPv6-only setting).
 pub fn bind(b: &Bind) -> io::Result<TcpListener> {
+    if let Some(fd) = b.fd {
+        // SAFETY: the configuration checked that the descriptor is an open
+        // stream socket; it is inherited listening (`fd@N`) and pglb takes it over.
+        let l = unsafe { <std::net::TcpListener as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        l.set_nonblocking(true)?;
+        return TcpListener::from_std(l);
+    }
     let socket = Socket::new(Domain::for_address(b.addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
     if b.addr.is_ipv6() {

@@ -154,6 +154,107 @@ impl ConnLog {
     }
 }
 
+/// What a traffic line shows besides the session's own record: HAProxy's
+/// `%ac %fc %bc %sc` (sessions open in the process, the frontend, the
+/// backend, the server) and `%sq %bq` (queued), read when the session ends.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Load {
+    pub act: u64,
+    pub fe: u64,
+    pub be: u64,
+    pub srv: u64,
+    pub srv_queue: u64,
+    pub be_queue: u64,
+}
+
+impl ConnLog {
+    /// The session's line for the frontend's log targets (`option tcplog`
+    /// or `log-format`), at HAProxy's severity (info), as HAProxy renders
+    /// it; `local` is the frontend address the client reached.
+    pub fn send_traffic(&self, logs: &crate::config::ProxyLogs, tcplog: bool, local: Option<SocketAddr>, load: Load) {
+        use crate::syslog::{Severity, send, wanted};
+        if self.silent || !wanted(logs, Severity::Info) {
+            return;
+        }
+        let parsed;
+        let format = match (&logs.format, tcplog) {
+            (Some(f), _) => f,
+            (None, true) => {
+                parsed = crate::config::logformat::LogFormat::parse(crate::config::logformat::TCPLOG).expect("tcplog parses");
+                &parsed
+            }
+            (None, false) => return,
+        };
+        send(logs, Severity::Info, &self.render(format, local, load));
+    }
+
+    /// Renders a `log-format`. Values pglb does not keep per session
+    /// (the server connection's addresses) are `-`.
+    pub fn render(&self, format: &crate::config::logformat::LogFormat, local: Option<SocketAddr>, load: Load) -> String {
+        use crate::config::logformat::{Token, Var};
+        let mut out = String::new();
+        let ms = |v: Option<u32>| v.map_or("-1".to_string(), |v| v.to_string());
+        for token in &format.0 {
+            let Token::Var(v) = token else {
+                if let Token::Text(t) = token {
+                    out.push_str(t);
+                }
+                continue;
+            };
+            let text = match v {
+                Var::ClientIp => self.client.map_or("-".into(), |c| c.ip().to_string()),
+                Var::ClientPort => self.client.map_or("-".into(), |c| c.port().to_string()),
+                Var::FrontendIp => local.map_or("-".into(), |a| a.ip().to_string()),
+                Var::FrontendPort => local.map_or("-".into(), |a| a.port().to_string()),
+                Var::Frontend | Var::FrontendTransport => self.frontend.to_string(),
+                Var::Backend => {
+                    if self.backend.is_empty() {
+                        self.frontend.to_string()
+                    } else {
+                        self.backend.to_string()
+                    }
+                }
+                Var::Server => {
+                    if self.server.is_empty() {
+                        "<NOSRV>".into()
+                    } else {
+                        self.server.to_string()
+                    }
+                }
+                Var::BackendSourceIp | Var::BackendSourcePort | Var::ServerIp | Var::ServerPort => "-".into(),
+                Var::AcceptDate => accept_date(self.total_ms),
+                Var::Zero | Var::Status => "0".into(),
+                Var::Tw => ms(self.queue_ms),
+                Var::Tc => ms(self.connect_ms),
+                Var::Tt => self.total_ms.to_string(),
+                Var::BytesToClient => self.bytes_out.to_string(),
+                Var::BytesFromClient => self.bytes_in.to_string(),
+                Var::Termination => self.termination.code().to_string(),
+                Var::TerminationCookie => format!("{}--", self.termination.code()),
+                Var::ActConn => load.act.to_string(),
+                Var::FeConn => load.fe.to_string(),
+                Var::BeConn => load.be.to_string(),
+                Var::SrvConn => load.srv.to_string(),
+                Var::Retries => format!("{}{}", if self.redispatched { "+" } else { "" }, self.retries),
+                Var::SrvQueue => load.srv_queue.to_string(),
+                Var::BackendQueue => load.be_queue.to_string(),
+                Var::Pid => std::process::id().to_string(),
+            };
+            out.push_str(&text);
+        }
+        out
+    }
+}
+
+/// HAProxy's `%t`: the accept date, `dd/Mon/yyyy:HH:MM:SS.mmm`, local time
+/// (`total_ms` ago).
+fn accept_date(total_ms: u64) -> String {
+    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    let at = std::time::SystemTime::now() - Duration::from_millis(total_ms);
+    let t = crate::os::local_time(at);
+    format!("{:02}/{}/{:04}:{:02}:{:02}:{:02}.{:03}", t.day, MONTHS[(t.month - 1) as usize], t.year, t.hour, t.minute, t.second, t.micros / 1000)
+}
+
 /// Whole milliseconds (u64: 584 million years; a u128 would add 16
 /// bytes of alignment to every session's future).
 pub fn ms(d: Duration) -> u64 {

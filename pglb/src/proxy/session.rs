@@ -9,7 +9,7 @@
 use super::cancel::Delivery;
 use super::connect::{self, Attempts, Connected};
 use super::handshake::{self, Exchange};
-use super::log::{Cause, ConnLog, Phase, Termination, ms, ms32};
+use super::log::{Cause, ConnLog, Load, Phase, Termination, ms, ms32};
 use super::relay::{self, End, Relay};
 use super::sniff::Event;
 use crate::pg::startup::{self, CancelKey, FirstPacket, Startup};
@@ -113,6 +113,14 @@ async fn open(rt: &Arc<Runtime>, fe: &Arc<FrontendState>, client: &mut TcpStream
         log.backend = be.cfg.name.clone();
     }
     let startup_limit = fe.cfg.timeout_client.unwrap_or(DEFAULT_STARTUP_TIMEOUT);
+    if !fe.cfg.tcp_rules.is_empty()
+        && let crate::config::tcprules::Verdict::Reject(line) = fe.cfg.tcp_rules.on_connection(peer, client.local_addr().ok())
+    {
+        // HAProxy closes such a connection without a word.
+        log.termination = Termination::new(Cause::Proxy, Phase::Request);
+        log.reason = Some(format!("rejected by tcp-request connection (line {line})").into());
+        return None;
+    }
     let first = match read_packet(client, startup_limit, &[]).await {
         Ok(p) => p,
         Err(e) => {
@@ -132,6 +140,13 @@ async fn open(rt: &Arc<Runtime>, fe: &Arc<FrontendState>, client: &mut TcpStream
             return None;
         }
     };
+    if !fe.cfg.tcp_rules.content.is_empty()
+        && let crate::config::tcprules::Verdict::Reject(line) = fe.cfg.tcp_rules.on_content(peer, client.local_addr().ok(), first.packet())
+    {
+        log.termination = Termination::new(Cause::Proxy, Phase::Request);
+        log.reason = Some(format!("rejected by tcp-request content (line {line})").into());
+        return None;
+    }
     let parsed = match startup::parse_first(first.packet()) {
         Ok(p) => p,
         Err(e) => {
@@ -374,7 +389,13 @@ async fn session(rt: &Arc<Runtime>, fe: &Arc<FrontendState>, client: &mut TcpStr
     // The phase before the relay is boxed: a session spends its life in the
     // relay, and an unboxed phase's state would make every idle session's
     // future as large as that phase.
-    let Some(mut opened) = Box::pin(open(rt, fe, client, peer, &mut log)).await else { return finish(&mut log, started) };
+    if !fe.cfg.log.tcplog && fe.cfg.logs.format.is_none() {
+        // HAProxy's default traffic line in tcp mode, logged at accept.
+        connect_line(fe, client, peer);
+    }
+    let Some(mut opened) = Box::pin(open(rt, fe, client, peer, &mut log)).await else {
+        return finish(fe, client, &mut log, started, load(rt, fe, None));
+    };
     let termination = serve(rt, fe, client, &mut opened, &mut log).await;
     let Opened { be, conn, key, .. } = opened;
     // Aborts count on the frontend, the backend and the server, as in HAProxy.
@@ -390,6 +411,7 @@ async fn session(rt: &Arc<Runtime>, fe: &Arc<FrontendState>, client: &mut TcpStr
     if let Some(reason) = end_reason(rt, fe, &be, &conn.slot.server, termination) {
         log.reason = Some(reason);
     }
+    let load = load(rt, fe, Some((&be, &conn.slot.server)));
     // Frees the server slot (and wakes a queued session).
     drop(conn);
     if let Some(key) = key {
@@ -399,14 +421,38 @@ async fn session(rt: &Arc<Runtime>, fe: &Arc<FrontendState>, client: &mut TcpStr
     let total = started.elapsed().as_millis() as u64;
     crate::state::counters::Counters::add(&be.counters.session_time_ms, total);
     crate::state::counters::Counters::add(&be.counters.queue_time_ms, u64::from(log.queue_ms.unwrap_or(0)));
-    finish(&mut log, started);
+    finish(fe, client, &mut log, started, load);
 }
 
 /// Finishes a session's log line: every session, whatever phase it ended
-/// in, is logged here.
-fn finish(log: &mut ConnLog, started: Instant) {
+/// in, is logged here (and sent to the frontend's log targets).
+fn finish(fe: &FrontendState, client: &TcpStream, log: &mut ConnLog, started: Instant, load: Load) {
     log.total_ms = ms(started.elapsed());
     log.emit();
+    log.send_traffic(&fe.cfg.logs, fe.cfg.log.tcplog, client.local_addr().ok(), load);
+}
+
+/// The counts a traffic line shows, now.
+fn load(rt: &Runtime, fe: &FrontendState, on: Option<(&BackendState, &ServerState)>) -> Load {
+    use crate::state::counters::Counters;
+    Load {
+        act: Counters::get(&rt.sessions.cur),
+        fe: Counters::get(&fe.counters.cur),
+        be: on.map_or(0, |(b, _)| Counters::get(&b.counters.cur)),
+        srv: on.map_or(0, |(_, s)| Counters::get(&s.counters.cur)),
+        srv_queue: 0,
+        be_queue: on.map_or(0, |(b, _)| Counters::get(&b.counters.queue_cur)),
+    }
+}
+
+/// HAProxy's line for a session accepted by a frontend without `option
+/// tcplog` or `log-format`: `Connect from IP:PORT to IP:PORT (FE/TCP)`.
+fn connect_line(fe: &FrontendState, client: &TcpStream, peer: SocketAddr) {
+    use crate::syslog::{Severity, send, wanted};
+    if wanted(&fe.cfg.logs, Severity::Info) {
+        let local = client.local_addr().map_or("-".to_string(), |a| a.to_string());
+        send(&fe.cfg.logs, Severity::Info, &format!("Connect from {peer} to {local} ({}/TCP)", fe.cfg.name));
+    }
 }
 
 /// A client accepted on the reserved descriptor while pglb is out of file
@@ -435,7 +481,7 @@ pub async fn refuse_out_of_fds(fe: &FrontendState, mut client: TcpStream, peer: 
             super::reject::refuse(&mut client, &parsed, first.rest(), sqlstate::TOO_MANY_CONNECTIONS, &message, limit).await;
         }
     }
-    finish(&mut log, started);
+    finish(fe, &client, &mut log, started, Load { fe: crate::state::counters::Counters::get(&fe.counters.cur), ..Load::default() });
 }
 
 pub(super) fn note_startup(log: &mut ConnLog, s: &Startup) {

@@ -76,6 +76,9 @@ pub struct ServerState {
     pub down_since: AtomicU64,
     /// What the SQL-level check last learned (role, lag); `None` otherwise.
     pub pg: Mutex<Option<crate::pg::PgInfo>>,
+    /// `set server B/S fqdn NAME`: the name resolved instead of the
+    /// configuration's host (until the next reload).
+    fqdn: Mutex<Option<String>>,
     /// Thrown to close every session on this server (`shutdown sessions`,
     /// `on-marked-down shutdown-sessions`, a hard stop); sessions watch it.
     /// A reload that carries the server over hands it on, so it reaches the
@@ -188,6 +191,7 @@ impl ServerState {
             last_change: AtomicU64::new(unix_now()),
             check: Mutex::new(CheckInfo::default()),
             pg: Mutex::new(None),
+            fqdn: Mutex::new(None),
             check_health: AtomicU32::new(0),
             checks_enabled: std::sync::atomic::AtomicBool::new(true),
             downtime: AtomicU64::new(0),
@@ -217,6 +221,19 @@ impl ServerState {
     }
 
     /// `disable health` / `enable health`: checks pause, the state stays.
+    /// The host name the server is resolved by: `set server ... fqdn`'s,
+    /// else the configuration's (which may be an IP address).
+    pub fn host(&self) -> String {
+        self.fqdn.lock().unwrap_or_else(|e| e.into_inner()).clone().unwrap_or_else(|| self.cfg.host.clone())
+    }
+
+    /// Sets the name to resolve (`set server ... fqdn`); the old one.
+    pub fn set_fqdn(&self, name: &str) -> String {
+        let old = self.host();
+        *self.fqdn.lock().unwrap_or_else(|e| e.into_inner()) = Some(name.to_string());
+        old
+    }
+
     pub fn set_checks_enabled(&self, enabled: bool) {
         self.checks_enabled.store(enabled, Relaxed);
     }

@@ -47,6 +47,7 @@ pub async fn serve<S: Source>(control: Arc<S>, key: BindKey, listener: TcpListen
                 let fe = rt.frontend_for(&key).cloned();
                 async move {
                     Ok::<_, Infallible>(match fe {
+                        Some(fe) if req.method() == Method::POST => post(&rt, &fe, req).await,
                         Some(fe) => handle(&rt, &fe, &req),
                         None => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
                     })
@@ -95,7 +96,7 @@ fn authorized(stats: &StatsSettings, req: &Request<Incoming>) -> bool {
 fn handle(rt: &Runtime, fe: &FrontendState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     let Some(stats) = fe.cfg.stats.as_ref() else { return reply(StatusCode::NOT_FOUND, "text/plain", "not found\n") };
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        return reply(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "only GET and HEAD are served\n");
+        return reply(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "only GET, HEAD and the stats page's POST actions are served\n");
     }
     let target = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let path = req.uri().path();
@@ -117,11 +118,14 @@ fn handle(rt: &Runtime, fe: &FrontendState, req: &Request<Incoming>) -> Response
         }
         return r;
     }
-    let rows = snapshot(rt);
+    let mut rows = snapshot(rt);
     if is_metrics {
         return reply(StatusCode::OK, "application/openmetrics-text; version=1.0.0; charset=utf-8", prometheus::render(rt, &rows));
     }
     let options = &target[stats.uri.len()..];
+    if let Some(scope) = scope(options) {
+        rows.retain(|r| r.pxname.to_ascii_lowercase().contains(&scope));
+    }
     if options.contains(";csv") {
         return reply(StatusCode::OK, "text/plain; charset=utf-8", csv::render(&rows));
     }
@@ -140,6 +144,117 @@ fn handle(rt: &Runtime, fe: &FrontendState, req: &Request<Incoming>) -> Response
         stopping: rt.stopping.is_cancelled(),
     };
     reply(StatusCode::OK, "text/html; charset=utf-8", html::render(&rows, &page))
+}
+
+/// HAProxy's `scope=NAME` (after the stats URI): only the proxies whose
+/// name contains NAME, ignoring case (at most 20 characters, as HAProxy).
+fn scope(options: &str) -> Option<String> {
+    let at = options.find("scope=")? + "scope=".len();
+    let value: String = options[at..].chars().take_while(|c| !matches!(c, ';' | '&' | '#')).take(20).collect();
+    (!value.is_empty()).then(|| value.to_ascii_lowercase())
+}
+
+/// The stats page's actions (HAProxy's form: `b=BACKEND&s=SERVER[&s=...]&action=ACTION`),
+/// allowed by `stats admin if TRUE`; answered, as HAProxy does, with a 303
+/// to the stats URI and `;st=DONE`, `NONE` (no server given), `ERRP` (an
+/// unknown backend, server or action) or `DENY` (not allowed).
+async fn post(rt: &Runtime, fe: &FrontendState, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    use http_body_util::BodyExt;
+    let Some(stats) = fe.cfg.stats.as_ref() else { return reply(StatusCode::NOT_FOUND, "text/plain", "not found\n") };
+    if !req.uri().path().starts_with(stats.uri.trim_end_matches(';')) {
+        return reply(StatusCode::NOT_FOUND, "text/plain", "not found\n");
+    }
+    if !authorized(stats, &req) {
+        return reply(StatusCode::UNAUTHORIZED, "text/plain", "401 Unauthorized: this page needs the stats auth credentials\n");
+    }
+    let code = if !stats.admin {
+        "DENY"
+    } else {
+        match http_body_util::Limited::new(req.into_body(), 64 * 1024).collect().await {
+            Ok(body) => apply_action(rt, &body.to_bytes()),
+            Err(_) => "ERRP",
+        }
+    };
+    let mut r = reply(StatusCode::SEE_OTHER, "text/plain", Bytes::new());
+    if let Ok(v) = format!("{};st={code}", stats.uri).parse() {
+        r.headers_mut().insert(hyper::header::LOCATION, v);
+    }
+    r
+}
+
+fn apply_action(rt: &Runtime, body: &[u8]) -> &'static str {
+    use crate::state::{Admin, Health};
+    let form = String::from_utf8_lossy(body);
+    let (mut backend, mut servers, mut action) = (None, Vec::new(), None);
+    for pair in form.split('&') {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let v = percent_decode(v);
+        match k {
+            "b" => backend = Some(v),
+            "s" => servers.push(v),
+            "action" => action = Some(v),
+            _ => {}
+        }
+    }
+    let Some(b) = backend else { return "ERRP" };
+    let be = match b.strip_prefix('#') {
+        Some(id) => {
+            let ids = super::proxy_ids(rt);
+            rt.backends.iter().find(|be| ids.iter().any(|(name, iid)| *name == &*be.cfg.name && id.parse::<usize>().ok() == Some(*iid)))
+        }
+        None => rt.backend(&b),
+    };
+    let Some(be) = be else { return "ERRP" };
+    if servers.is_empty() {
+        return "NONE";
+    }
+    let Some(action) = action else { return "ERRP" };
+    let mut done = 0;
+    for name in &servers {
+        let Some(s) = be.server(name) else { continue };
+        let by = "stats page";
+        match action.as_str() {
+            "ready" | "enable" => drop(crate::health::maintenance::set_admin(be, s, Admin::Ready, by)),
+            "drain" => drop(crate::health::maintenance::set_admin(be, s, Admin::Drain, by)),
+            "maint" | "disable" => drop(crate::health::maintenance::set_admin(be, s, Admin::Maint, by)),
+            "dhlth" | "ehlth" if s.cfg.check => s.set_checks_enabled(action == "ehlth"),
+            "hrunn" | "start" | "hdown" | "stop" => {
+                if s.set_health(if matches!(action.as_str(), "hrunn" | "start") { Health::Up } else { Health::Down }) {
+                    be.republish();
+                }
+            }
+            "shutdown" => s.kill_sessions(),
+            _ => return "ERRP",
+        }
+        done += 1;
+    }
+    match done {
+        0 => "ERRP",
+        n if n < servers.len() => "PART",
+        _ => "DONE",
+    }
+}
+
+/// A form value: `+` is a space, `%XX` a byte.
+fn percent_decode(v: &str) -> String {
+    let bytes = v.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => match u8::from_str_radix(std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"), 16) {
+                Ok(b) => {
+                    out.push(b);
+                    i += 2;
+                }
+                Err(_) => out.push(b'%'),
+            },
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// `/ready`: 503 while stopping, or when no `mode tcp` frontend has a

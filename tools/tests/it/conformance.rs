@@ -244,3 +244,304 @@ async fn pgsql_check_lines_and_startup_bytes_are_haproxys() {
         assert!(seen.lock().unwrap().iter().all(|got| *got == want), "{name} sent {:?}", seen.lock().unwrap());
     }
 }
+
+/// Collects the datagrams a UDP syslog receiver gets.
+fn syslog_receiver() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = sock.local_addr().unwrap().port();
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = got.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 65536];
+        while let Ok(n) = sock.recv(&mut buf) {
+            sink.lock().unwrap().push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+    });
+    (port, got)
+}
+
+/// Splits `<PRI>Mmm dd hh:mm:ss TAG[PID]: MSG\n` into (PRI, PID, MSG).
+fn local_header(datagram: &str) -> Option<(u32, u32, String)> {
+    let rest = datagram.strip_prefix('<')?;
+    let (pri, rest) = rest.split_once('>')?;
+    let after_time = rest.get(16..)?;
+    let (tag_pid, msg) = after_time.split_once("]: ")?;
+    let pid = tag_pid.rsplit_once('[')?.1.parse().ok()?;
+    Some((pri.parse().ok()?, pid, msg.strip_suffix('\n')?.to_string()))
+}
+
+/// Item 4: health and state lines to a UDP syslog target, with HAProxy's
+/// header, severities and words; traffic lines with `option tcplog`;
+/// `log-format`; a UNIX datagram target in rfc5424.
+#[tokio::test]
+async fn syslog_lines_are_haproxys() {
+    let dir = tempfile::tempdir().unwrap();
+    let unix_path = dir.path().join("log.sock");
+    let unix = std::os::unix::net::UnixDatagram::bind(&unix_path).unwrap();
+    unix.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut runs = vec!["pglb"];
+    if has_haproxy() {
+        runs.push("haproxy");
+    }
+    let mut per_program = Vec::new();
+    let re = regex::Regex::new(r"^127\.0\.0\.1:\d+ \[\d\d/[A-Z][a-z]{2}/\d{4}:\d\d:\d\d:\d\d\.\d{3}\] fe be/\S+ -?\d+/-?\d+/\d+ \d+ [A-Za-z-]{2} \d+/\d+/\d+/\d+/\+?\d+ \d+/\d+$").unwrap();
+    for program in runs {
+        let (port, got) = syslog_receiver();
+        let fe_port = dead_port();
+        let cfg = format!(
+            "global\n    log 127.0.0.1:{port} local0\n    log {} format rfc5424 local1 notice\n\
+             defaults\n    mode tcp\n    timeout client 1h\n    timeout server 1h\n    timeout connect 1s\n\
+             frontend fe\n    bind 127.0.0.1:{fe_port}\n    log global\n    option tcplog\n    default_backend be\n\
+             backend be\n    log global\n    option log-health-checks\n    server s1 127.0.0.1:{} check inter 100ms rise 1 fall 1\n",
+            unix_path.display(),
+            dead_port()
+        );
+        let path = dir.path().join(format!("{program}.cfg"));
+        std::fs::write(&path, &cfg).unwrap();
+        let child = Command::new(if program == "pglb" { pglb_bin() } else { "haproxy" })
+            .arg("-db")
+            .arg("-f")
+            .arg(&path)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let _guard = KillOnDrop(child);
+        let lines = poll(&format!("{program}'s no-server line"), Duration::from_secs(10), || async {
+            let all = got.lock().unwrap().clone();
+            all.iter().any(|l| l.contains("has no server available")).then_some(all)
+        })
+        .await;
+        let parsed: Vec<(u32, u32, String)> = lines.iter().map(|l| local_header(l).unwrap_or_else(|| panic!("{program}: {l:?}"))).collect();
+        assert!(parsed.iter().all(|(_, p, _)| *p == pid), "{program}: the PID in the header is the process's: {lines:?}");
+        let find = |start: &str| {
+            parsed.iter().find(|(_, _, m)| m.starts_with(start)).unwrap_or_else(|| panic!("{program}: no '{start}' in {lines:?}")).clone()
+        };
+        let (pri, _, check) = find("Health check for server be/s1 failed");
+        assert_eq!(pri, 16 * 8 + 5, "local0.notice");
+        assert!(
+            check.starts_with(
+                "Health check for server be/s1 failed, reason: Layer4 connection problem, info: \"Connection refused\", check duration: "
+            ),
+            "{check}"
+        );
+        assert!(check.ends_with("ms, status: 0/1 DOWN."), "{check}");
+        let (pri, _, down) = find("Server be/s1 is DOWN");
+        assert_eq!(pri, 16 * 8 + 1, "local0.alert");
+        assert_eq!(down, "Server be/s1 is DOWN. 0 active and 0 backup servers left. 0 sessions active, 0 requeued, 0 remaining in queue.");
+        let (pri, _, none) = find("backend be has no server available!");
+        assert_eq!((pri, none.as_str()), (16 * 8, "backend be has no server available!"), "local0.emerg");
+        // rfc5424 to the UNIX socket, notice and above only.
+        let mut buf = [0u8; 4096];
+        let n = unix.recv(&mut buf).unwrap();
+        let d = String::from_utf8_lossy(&buf[..n]).into_owned();
+        assert!(d.starts_with("<14") && d.contains(&format!(" {pid} - - ")) && d.ends_with('\n'), "{program}: {d}");
+        while unix.recv(&mut buf).is_ok_and(|_| true) {
+            unix.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        }
+        unix.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        // A traffic line (option tcplog), at info: the client sends a startup and the server is down.
+        got.lock().unwrap().clear();
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", fe_port)) {
+            use std::io::{Read, Write};
+            let _ = s.write_all(b"\x00\x00\x00\x17\x00\x03\x00\x00user\x00postgres\x00\x00");
+            s.set_read_timeout(Some(Duration::from_secs(8))).unwrap();
+            let _ = s.read(&mut buf);
+        }
+        let traffic = poll(&format!("{program}'s traffic line"), Duration::from_secs(10), || async {
+            got.lock().unwrap().iter().filter_map(|l| local_header(l)).find(|(_, _, m)| m.contains(" fe be/")).clone()
+        })
+        .await;
+        assert_eq!(traffic.0, 16 * 8 + 6, "local0.info");
+        assert!(re.is_match(&traffic.2), "{program}: {}", traffic.2);
+        per_program.push((program, traffic.2));
+    }
+    eprintln!("{per_program:#?}");
+}
+
+/// Item 2: `bind "fd@${NAME}"` and `stats socket fd@N` adopt listening
+/// sockets the parent opened (VTest's way, and systemd's idea): the
+/// frontend relays, and the runtime API answers over the inherited TCP
+/// socket. HAProxy is run the same way.
+#[tokio::test]
+async fn inherited_listening_sockets_are_adopted() {
+    use std::io::{Read, Write};
+    use std::os::fd::AsRawFd;
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let server = fake_server(b"R\x00\x00\x00\x08\x00\x00\x00\x00", seen).await;
+    let mut programs = vec!["pglb"];
+    if has_haproxy() {
+        programs.push("haproxy");
+    }
+    for program in programs {
+        let fe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let cli = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let (fe_addr, cli_addr) = (fe.local_addr().unwrap(), cli.local_addr().unwrap());
+        let (fe_fd, cli_fd) = (fe.as_raw_fd(), cli.as_raw_fd());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.cfg");
+        std::fs::write(
+            &path,
+            format!(
+                "global\n    stats socket \"fd@${{cli}}\" level admin\ndefaults\n    mode tcp\n    timeout client 1h\n    timeout server 1h\n    timeout connect 1s\n\
+                 listen l\n    bind \"fd@${{fe1}}\"\n    server s 127.0.0.1:{server}\n"
+            ),
+        )
+        .unwrap();
+        let mut cmd = Command::new(if program == "pglb" { pglb_bin() } else { "haproxy" });
+        cmd.arg("-db").arg("-f").arg(&path).env("fe1", "10").env("cli", "11").stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+        {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: only fcntl and dup2, async-signal-safe, between fork
+            // and exec; copies above 200 first, so that neither target
+            // overwrites the other's source; dup2 clears close-on-exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let (a, b) = (libc::fcntl(fe_fd, libc::F_DUPFD, 200), libc::fcntl(cli_fd, libc::F_DUPFD, 200));
+                    if a < 0 || b < 0 || libc::dup2(a, 10) < 0 || libc::dup2(b, 11) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let _guard = KillOnDrop(cmd.spawn().unwrap());
+        // The runtime API over the inherited TCP socket.
+        let csv = poll(&format!("{program}'s runtime API on fd 11"), Duration::from_secs(10), || async {
+            let mut s = std::net::TcpStream::connect(cli_addr).ok()?;
+            s.write_all(b"show stat\n").ok()?;
+            s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+            let mut out = String::new();
+            s.read_to_string(&mut out).ok()?;
+            out.contains("l,s,").then_some(out)
+        })
+        .await;
+        assert!(csv.starts_with("# pxname,svname,"), "{program}: {csv}");
+        // The frontend on the inherited socket relays to the server.
+        // (Async: the fake server runs on this test's runtime.)
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut c = tokio::net::TcpStream::connect(fe_addr).await.unwrap();
+        c.write_all(b"\x00\x00\x00\x17\x00\x03\x00\x00user\x00postgres\x00\x00").await.unwrap();
+        let mut answer = [0u8; 9];
+        tokio::time::timeout(Duration::from_secs(5), c.read_exact(&mut answer)).await.unwrap_or_else(|_| panic!("{program}: no answer")).unwrap();
+        assert_eq!(&answer, b"R\x00\x00\x00\x08\x00\x00\x00\x00", "{program}");
+        drop((fe, cli));
+    }
+    // A descriptor that is not open is refused with HAProxy's words.
+    let (_d, bad) = write_config("listen l\n    bind fd@999\n    timeout connect 1s\n    server s 127.0.0.1:1\n");
+    let out = Command::new(pglb_bin()).args(["-c", "-f"]).arg(&bad).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("'bind' : cannot use file descriptor '999' : Bad file descriptor."),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// One HTTP/1.0 exchange; the whole answer (head and body).
+fn http(port: u16, request: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+fn runtime_api(sock: &Path, cmd: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(sock).unwrap();
+    s.write_all(format!("{cmd}\n").as_bytes()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+/// Item 6: the stats page's `scope=` and POST actions, `set server fqdn`,
+/// and the numbers of `show servers state`, from pglb and from HAProxy.
+#[tokio::test]
+async fn stats_page_actions_scope_and_runtime_numbers_are_haproxys() {
+    let mut programs = vec!["pglb"];
+    if has_haproxy() {
+        programs.push("haproxy");
+    }
+    for program in programs {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("api.sock");
+        let stats = dead_port();
+        let cfg = format!(
+            "global\n    stats socket {} level admin\nresolvers dns\n    nameserver ns1 127.0.0.1:{}\n    accepted_payload_size 8192\n\
+             defaults\n    mode tcp\n    timeout client 1h\n    timeout server 1h\n    timeout connect 1s\n\
+             listen stats\n    bind 127.0.0.1:{stats}\n    mode http\n    stats enable\n    stats uri /stats\n    stats admin if TRUE\n\
+             backend Pg_Main\n    server s1 127.0.0.1:{} resolvers dns\n    server s2 127.0.0.1:{}\nbackend other\n    server o1 127.0.0.1:{}\n",
+            sock.display(),
+            dead_port(),
+            dead_port(),
+            dead_port(),
+            dead_port()
+        );
+        let path = dir.path().join("c.cfg");
+        std::fs::write(&path, &cfg).unwrap();
+        let child = Command::new(if program == "pglb" { pglb_bin() } else { "haproxy" })
+            .arg("-db")
+            .arg("-f")
+            .arg(&path)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let _guard = KillOnDrop(child);
+        poll(&format!("{program}'s stats page"), Duration::from_secs(10), || async {
+            std::net::TcpStream::connect(("127.0.0.1", stats)).ok().map(drop)
+        })
+        .await;
+        // scope: a case-insensitive part of the proxy name.
+        let csv = http(stats, "GET /stats;csv;scope=pg_m HTTP/1.0\r\n\r\n");
+        let body = csv.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        let proxies: std::collections::BTreeSet<&str> =
+            body.lines().filter(|l| l.contains(',')).filter_map(|l| l.split(',').next()).filter(|p| !p.starts_with('#')).collect();
+        assert_eq!(proxies.into_iter().collect::<Vec<_>>(), ["Pg_Main"], "{program}: {csv}");
+        // A POST action: s2 into maintenance; the answer is a 303 to ;st=DONE.
+        let body = "s=s2&action=maint&b=Pg_Main";
+        let answer = http(
+            stats,
+            &format!("POST /stats HTTP/1.0\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}", body.len()),
+        );
+        assert!(answer.starts_with("HTTP/1.1 303") || answer.starts_with("HTTP/1.0 303"), "{program}: {answer}");
+        assert!(answer.to_ascii_lowercase().contains("location: /stats;st=done"), "{program}: {answer}");
+        let body = "s=nope&action=maint&b=Pg_Main";
+        let answer = http(stats, &format!("POST /stats HTTP/1.0\r\nContent-Length: {}\r\n\r\n{body}", body.len()));
+        assert!(answer.to_ascii_lowercase().contains("location: /stats;st=errp"), "{program}: {answer}");
+        // show servers state: s2 in maintenance (op 0, admin 1); no checks:
+        // status 1 (INI), result 0, health = rise (2), check state 0.
+        let state = runtime_api(&sock, "show servers state Pg_Main");
+        let row = |name: &str| -> Vec<String> {
+            state
+                .lines()
+                .find(|l| l.split(' ').nth(3) == Some(name))
+                .unwrap_or_else(|| panic!("{program}: {state}"))
+                .split(' ')
+                .map(String::from)
+                .collect()
+        };
+        let s2 = row("s2");
+        assert_eq!((s2[5].as_str(), s2[6].as_str()), ("0", "1"), "{program}: op and admin state: {s2:?}");
+        let s1 = row("s1");
+        assert_eq!(s1[10..14], ["1", "0", "2", "0"], "{program}: {s1:?}");
+        // set server fqdn: refused without resolvers, taken with them.
+        assert_eq!(
+            runtime_api(&sock, "set server Pg_Main/s2 fqdn db.example"),
+            "set server <b>/<s> fqdn failed because no resolution is configured.\n\n",
+            "{program}"
+        );
+        assert_eq!(
+            runtime_api(&sock, "set server Pg_Main/s1 fqdn db.example"),
+            "Pg_Main/s1 changed its FQDN from (null) to db.example by 'stats socket command'\n\n",
+            "{program}"
+        );
+        let s1 = runtime_api(&sock, "show servers state Pg_Main");
+        assert!(s1.lines().any(|l| l.contains(" s1 ") && l.contains(" db.example ")), "{program}: {s1}");
+    }
+}
