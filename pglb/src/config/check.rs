@@ -220,6 +220,7 @@ fn parse_expect(ctx: &mut Ctx, n: usize, args: &[String]) -> Option<TcpCheckKind
     let mut i = 0;
     let mut min_recv = None;
     let mut negate = false;
+    let mut comment = None;
     // Options may precede the pattern: min-recv N, error-status, ok-status, tout-status, on-success, on-error, comment.
     loop {
         match args.get(i).map(String::as_str) {
@@ -227,7 +228,10 @@ fn parse_expect(ctx: &mut Ctx, n: usize, args: &[String]) -> Option<TcpCheckKind
                 min_recv = args.get(i + 1).and_then(|v| ctx.number::<usize>(n, "min-recv", v));
                 i += 2;
             }
-            Some("comment") => i += 2,
+            Some("comment") => {
+                comment = args.get(i + 1).cloned();
+                i += 2;
+            }
             Some(opt @ ("ok-status" | "error-status" | "tout-status" | "on-success" | "on-error" | "status-code")) => {
                 ctx.warn(n, format!("tcp-check expect option '{opt}' has no effect in pglb"));
                 i += 2;
@@ -272,7 +276,23 @@ fn parse_expect(ctx: &mut Ctx, n: usize, args: &[String]) -> Option<TcpCheckKind
             return None;
         }
     };
-    Some(TcpCheckKind::Expect { negate, pattern, min_recv })
+    // ... and follow it (HAProxy's reg-tests write `... "^error" comment "negative check"`).
+    let mut rest = args[i + 2..].iter();
+    while let Some(opt) = rest.next() {
+        match opt.as_str() {
+            "comment" => comment = rest.next().cloned(),
+            "min-recv" => min_recv = rest.next().and_then(|v| ctx.number::<usize>(n, "min-recv", v)),
+            "ok-status" | "error-status" | "tout-status" | "on-success" | "on-error" | "status-code" => {
+                ctx.warn(n, format!("tcp-check expect option '{opt}' has no effect in pglb"));
+                rest.next();
+            }
+            other => {
+                ctx.error(n, format!("unknown tcp-check expect option '{other}' after the pattern (quote a pattern with spaces)"));
+                return None;
+            }
+        }
+    }
+    Some(TcpCheckKind::Expect { negate, pattern, min_recv, comment })
 }
 
 pub fn decode_hex(text: &str) -> Result<Vec<u8>, Invalid> {

@@ -347,9 +347,18 @@ pub struct TcpCheckRule {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum TcpCheckKind {
-    Connect { port: Option<u16>, addr: Option<String> },
+    Connect {
+        port: Option<u16>,
+        addr: Option<String>,
+    },
     Send(Vec<u8>),
-    Expect { negate: bool, pattern: ExpectPattern, min_recv: Option<usize> },
+    /// `comment TEXT` is reported with a failure of this rule.
+    Expect {
+        negate: bool,
+        pattern: ExpectPattern,
+        min_recv: Option<usize>,
+        comment: Option<String>,
+    },
     Comment(String),
 }
 

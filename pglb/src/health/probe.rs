@@ -40,7 +40,8 @@ pub async fn run(spec: &CheckSpec, target: Target) -> CheckResult {
         CheckSpec::Connect => match connect(target.addr, target.connect_timeout).await {
             Ok(s) => {
                 close(s).await;
-                (true, CheckStatus::L4Ok, "Layer4 check passed".to_string())
+                // HAProxy gives no info beside "Layer4 check passed".
+                (true, CheckStatus::L4Ok, String::new())
             }
             Err(f) => f,
         },
@@ -62,7 +63,7 @@ async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, Outco
         // pglb's own descriptors ran out: says nothing about the server.
         Ok(Err(e)) if crate::os::is_resource_exhaustion(&e) => Err((false, CheckStatus::SockErr, format!("cannot open a check connection: {e}"))),
         Ok(Err(e)) => Err((false, CheckStatus::L4Con, crate::os::describe(&e))),
-        Err(_) => Err((false, CheckStatus::L4Tout, "Layer4 timeout".to_string())),
+        Err(_) => Err((false, CheckStatus::L4Tout, String::new())),
     }
 }
 
@@ -108,14 +109,20 @@ async fn tcp_check(rules: &[TcpCheckRule], target: Target) -> Outcome {
     if !starts_with_connect {
         match connect(target.addr, target.connect_timeout).await {
             Ok(s) => stream = Some(s),
+            Err((ok, CheckStatus::L4Con, desc)) => return (ok, CheckStatus::L4Con, format!("{desc} at initial connection step of tcp-check")),
             Err(f) => return f,
         }
     }
     let mut buf = Vec::new();
+    // HAProxy counts every rule as a step, comments and connects included.
+    let mut comment: Option<&str> = None;
     for (step, rule) in rules.iter().enumerate() {
         let step = step + 1;
         match &rule.kind {
-            TcpCheckKind::Comment(_) => {}
+            TcpCheckKind::Comment(text) => {
+                comment = Some(text);
+                continue;
+            }
             TcpCheckKind::Connect { port, addr } => {
                 if let Some(old) = stream.take() {
                     close(old).await;
@@ -137,35 +144,89 @@ async fn tcp_check(rules: &[TcpCheckRule], target: Target) -> Outcome {
                     return (false, CheckStatus::L4Con, format!("{} at step {step} of tcp-check (send)", crate::os::describe(&e)));
                 }
             }
-            TcpCheckKind::Expect { negate, pattern, min_recv } => {
+            TcpCheckKind::Expect { negate, pattern, min_recv, comment: own } => {
+                let comment = own.as_deref().or(comment);
                 let Some(s) = stream.as_mut() else { return (false, CheckStatus::L7Rsp, format!("step {step}: expect without a connection")) };
-                let min = min_recv.unwrap_or(0);
                 let negate = *negate;
-                let r = read_until(s, &mut buf, target.read_timeout, |b| b.len() >= min && !b.is_empty() && (negate || matches(pattern, b))).await;
+                // HAProxy's rule: without min-recv, a rule that does not match yet
+                // waits for more data (a later byte could match); with it, the
+                // first min-recv bytes decide.
+                let decided = |b: &[u8]| match min_recv {
+                    Some(min) => b.len() >= *min,
+                    None => matches(pattern, b),
+                };
+                let r = read_until(s, &mut buf, target.read_timeout, decided).await;
                 let found = matches(pattern, &buf);
-                let ok = found != negate;
-                if !ok {
-                    let why = match (r, negate) {
-                        (Err("timeout"), false) => {
-                            return (false, CheckStatus::L7Tout, format!("Layer7 timeout at step {step} of tcp-check (expect)"));
-                        }
-                        (Err(_), false) => "the server closed before sending it".to_string(),
-                        (_, true) => "found what must not be there".to_string(),
-                        _ => "no match".to_string(),
+                let timed_out = r == Err("timeout");
+                // A negated rule still waiting when time runs out has not
+                // passed either (HAProxy: a timeout).
+                if found == negate || (negate && timed_out) {
+                    let outcome = if timed_out && !found {
+                        let c = comment.map(|c| format!(" comment: '{c}'")).unwrap_or_default();
+                        (
+                            false,
+                            CheckStatus::L7Tout,
+                            format!(
+                                " at step {step} of tcp-check (expect {}{} '{}'){c}",
+                                if negate { "!" } else { "" },
+                                kind(pattern),
+                                shown(pattern)
+                            ),
+                        )
+                    } else {
+                        let c = comment.map(|c| format!(" comment: {c}")).unwrap_or_default();
+                        let what = if negate { "matched unwanted content" } else { "did not match content" };
+                        (false, CheckStatus::L7Rsp, format!("TCPCHK {what} {} at step {step}{c}", described(pattern)))
                     };
                     if let Some(s) = stream.take() {
                         close(s).await;
                     }
-                    return (false, CheckStatus::L7Rsp, format!("TCPCHK did not match content at step {step} ({why})"));
+                    return outcome;
                 }
             }
         }
+        comment = None;
     }
     if let Some(s) = stream.take() {
         close(s).await;
     }
-    let l7 = rules.iter().any(|r| matches!(r.kind, TcpCheckKind::Expect { .. }));
-    if l7 { (true, CheckStatus::L7Ok, "Layer7 check passed".to_string()) } else { (true, CheckStatus::L4Ok, "Layer4 check passed".to_string()) }
+    // HAProxy's infos: `(tcp-check)` when the rules did something.
+    match rules.last().map(|r| &r.kind) {
+        Some(TcpCheckKind::Expect { .. }) => (true, CheckStatus::L7Ok, "(tcp-check)".to_string()),
+        Some(TcpCheckKind::Connect { .. }) => (true, CheckStatus::L4Ok, "(tcp-check)".to_string()),
+        _ if rules.iter().any(|r| matches!(r.kind, TcpCheckKind::Expect { .. })) => (true, CheckStatus::L7Ok, "(tcp-check)".to_string()),
+        _ => (true, CheckStatus::L4Ok, String::new()),
+    }
+}
+
+/// The matcher's name, as in the configuration.
+fn kind(p: &ExpectPattern) -> &'static str {
+    match p {
+        ExpectPattern::String(_) => "string",
+        ExpectPattern::Binary(_) => "binary",
+        ExpectPattern::Rstring(_) => "rstring",
+        ExpectPattern::Rbinary(_) => "rbinary",
+    }
+}
+
+/// The pattern as written.
+fn shown(p: &ExpectPattern) -> String {
+    match p {
+        ExpectPattern::String(s) => String::from_utf8_lossy(s).into_owned(),
+        ExpectPattern::Binary(b) => b.iter().map(|x| format!("{x:02X}")).collect(),
+        ExpectPattern::Rstring(r) | ExpectPattern::Rbinary(r) => r.clone(),
+    }
+}
+
+/// HAProxy's words for a pattern in a mismatch: `'hello'`, `(regex)`,
+/// `(binary)`, `(binary regex)`.
+fn described(p: &ExpectPattern) -> String {
+    match p {
+        ExpectPattern::String(s) => format!("'{}'", String::from_utf8_lossy(s)),
+        ExpectPattern::Binary(_) => "(binary)".into(),
+        ExpectPattern::Rstring(_) => "(regex)".into(),
+        ExpectPattern::Rbinary(_) => "(binary regex)".into(),
+    }
 }
 
 /// HAProxy's `option pgsql-check user NAME`: send a StartupMessage; any
@@ -221,7 +282,7 @@ async fn pgsql(check: &PgsqlCheck, target: Target) -> Outcome {
         // As HAProxy: an ErrorResponse is L7RSP with its first field (the
         // severity) as info; pglb adds the server's message when there is one.
         (Some(b'E'), _) => (false, CheckStatus::L7Rsp, error_info(&buf)),
-        (_, Err("timeout")) => (false, CheckStatus::L7Tout, "Layer7 timeout: no answer to the startup packet".to_string()),
+        (_, Err("timeout")) => (false, CheckStatus::L7Tout, String::new()),
         (None, _) => (false, CheckStatus::L7Rsp, "the server closed without answering the startup packet".to_string()),
         // Anything else is HAProxy's L7STS "PostgreSQL unknown error".
         (Some(_), _) => (false, CheckStatus::L7Sts, "PostgreSQL unknown error".to_string()),
@@ -237,6 +298,8 @@ async fn pgsql(check: &PgsqlCheck, target: Target) -> Outcome {
 pub(crate) async fn takes_new_clients(check: &PgsqlCheck, addr: SocketAddr, limit: Duration) -> Result<(), (CheckStatus, String)> {
     match pgsql(check, Target { addr, connect_timeout: limit, read_timeout: limit }).await {
         (true, ..) => Ok(()),
+        // (HAProxy's infos can be empty: the status's description then.)
+        (false, status, desc) if desc.is_empty() => Err((status, status.description().to_string())),
         (false, status, desc) => Err((status, desc)),
     }
 }

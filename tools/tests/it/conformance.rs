@@ -545,3 +545,177 @@ async fn stats_page_actions_scope_and_runtime_numbers_are_haproxys() {
         assert!(s1.lines().any(|l| l.contains(" s1 ") && l.contains(" db.example ")), "{program}: {s1}");
     }
 }
+
+/// A server that sends `data` to each connection and closes it `hold` later.
+async fn talker(data: &'static [u8], hold: Duration) -> u16 {
+    use tokio::io::AsyncWriteExt;
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else { return };
+            tokio::spawn(async move {
+                let _ = s.write_all(data).await;
+                tokio::time::sleep(hold).await;
+            });
+        }
+    });
+    port
+}
+
+/// The health-check lines of `log`, one per backend named in `backends`
+/// (the first of each), durations written `Nms`.
+fn check_lines(log: &str, backends: &[&str]) -> Option<Vec<String>> {
+    let re = regex::Regex::new(r"Health check for server (\S+)/\S+ .*?, status: \d+/\d+ (?:UP|DOWN)\.").unwrap();
+    let duration = regex::Regex::new(r"check duration: \d+ms").unwrap();
+    backends
+        .iter()
+        .map(|b| re.captures_iter(log).find(|c| &c[1] == *b).map(|c| duration.replace_all(&c[0], "check duration: Nms").into_owned()))
+        .collect()
+}
+
+/// Items 5 and 7: tcp-check's infos, steps, comments and wait semantics
+/// (reg-tests/checks/tcp-check_min-recv.vtc and the multiple-ports test),
+/// line for line against HAProxy's.
+#[tokio::test]
+async fn tcp_check_lines_and_min_recv_are_haproxys() {
+    let hello = talker(b"hello", Duration::from_millis(300)).await;
+    let goodbye = talker(b"goodbye", Duration::from_millis(50)).await;
+    let valid = talker(b"valid", Duration::from_millis(1500)).await;
+    let backends = [
+        ("b_ok", format!("    tcp-check expect string hello\n    server s 127.0.0.1:{hello} check inter 300ms rise 1 fall 1\n")),
+        (
+            "b_expect",
+            format!("    tcp-check connect\n    tcp-check expect string hello\n    server s 127.0.0.1:{goodbye} check inter 300ms rise 1 fall 1\n"),
+        ),
+        (
+            "b_neg",
+            format!(
+                "    tcp-check connect\n    tcp-check expect min-recv 3 !string goodbye\n    server s 127.0.0.1:{goodbye} check inter 300ms rise 1 fall 1\n"
+            ),
+        ),
+        (
+            "b_ports",
+            format!(
+                "    tcp-check connect port {hello}\n    tcp-check connect port {}\n    server s 127.0.0.1:{hello} check inter 300ms rise 1 fall 1\n",
+                dead_port()
+            ),
+        ),
+        ("b_refused", format!("    tcp-check expect string hello\n    server s 127.0.0.1:{} check inter 300ms rise 1 fall 1\n", dead_port())),
+        (
+            "be1",
+            format!(
+                "    timeout check 1ms\n    timeout server 1ms\n    tcp-check connect\n    tcp-check expect !rstring \"^error\" comment \"negative check\"\n    tcp-check expect string \"valid\" comment \"positive check\"\n    server srv1 127.0.0.1:{valid} check inter 300ms rise 1 fall 1\n"
+            ),
+        ),
+        (
+            "be2",
+            format!(
+                "    tcp-check connect\n    tcp-check expect min-recv 5 !rstring \"^error\" comment \"negative check\"\n    tcp-check expect string \"valid\" comment \"positive check\"\n    server srv1 127.0.0.1:{valid} check inter 300ms rise 1 fall 1\n"
+            ),
+        ),
+    ];
+    let mut cfg =
+        String::from("defaults\n    mode tcp\n    timeout client 5s\n    timeout server 5s\n    timeout connect 1s\n    timeout check 1s\n");
+    cfg.push_str(&format!("listen l\n    bind 127.0.0.1:{}\n    server s 127.0.0.1:{hello}\n", dead_port()));
+    for (name, body) in &backends {
+        cfg.push_str(&format!("backend {name}\n    option log-health-checks\n    option tcp-check\n{body}"));
+    }
+    let names: Vec<&str> = backends.iter().map(|(n, _)| *n).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.cfg");
+    std::fs::write(&path, &cfg).unwrap();
+    let mut results = Vec::new();
+    let mut programs = vec!["pglb"];
+    if has_haproxy() {
+        programs.push("haproxy");
+    }
+    for program in programs {
+        let log = dir.path().join(format!("{program}.log"));
+        let child = Command::new(if program == "pglb" { pglb_bin() } else { "haproxy" })
+            .arg("-db")
+            .arg("-f")
+            .arg(&path)
+            .env("NO_COLOR", "1")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let _guard = KillOnDrop(child);
+        let lines = poll(&format!("{program}'s check lines"), Duration::from_secs(10), || async {
+            check_lines(&std::fs::read_to_string(&log).unwrap_or_default(), &names)
+        })
+        .await;
+        results.push((program, lines));
+    }
+    let want = [
+        "Health check for server b_ok/s succeeded, reason: Layer7 check passed, code: 0, info: \"(tcp-check)\", check duration: Nms, status: 1/1 UP.",
+        "Health check for server b_expect/s failed, reason: Layer7 invalid response, info: \"TCPCHK did not match content 'hello' at step 2\", check duration: Nms, status: 0/1 DOWN.",
+        "Health check for server b_neg/s failed, reason: Layer7 invalid response, info: \"TCPCHK matched unwanted content 'goodbye' at step 2\", check duration: Nms, status: 0/1 DOWN.",
+        "Health check for server b_ports/s failed, reason: Layer4 connection problem, info: \"Connection refused at step 2 of tcp-check (connect port PORT)\", check duration: Nms, status: 0/1 DOWN.",
+        "Health check for server b_refused/s failed, reason: Layer4 connection problem, info: \"Connection refused at initial connection step of tcp-check\", check duration: Nms, status: 0/1 DOWN.",
+    ];
+    let port = regex::Regex::new(r"connect port \d+").unwrap();
+    for (program, lines) in &results {
+        for (got, want) in lines.iter().zip(want) {
+            assert_eq!(port.replace(got, "connect port PORT"), want, "{program}");
+        }
+        // tcp-check_min-recv.vtc: without min-recv the negated regex waits and times out at step 2;
+        // with min-recv 5 the five bytes decide, and the check passes.
+        assert!(
+            lines[5].starts_with("Health check for server be1/srv1 failed, reason: Layer7 timeout") && lines[5].contains("at step 2 of tcp-check"),
+            "{program}: {}",
+            lines[5]
+        );
+        assert!(lines[6].starts_with("Health check for server be2/srv1 succeeded"), "{program}: {}", lines[6]);
+    }
+}
+
+/// Item 7: `tcp-request content` rules as pgsql-check.vtc's listener writes
+/// them: only HAProxy's 23-byte StartupMessage passes.
+#[tokio::test]
+async fn tcp_request_rules_filter_the_first_packet() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let server = fake_server(b"R\x00\x00\x00\x08\x00\x00\x00\x00", seen.clone()).await;
+    let port = dead_port();
+    let cfg = format!(
+        "defaults\n    mode tcp\n    timeout client 5s\n    timeout server 5s\n    timeout connect 1s\n\
+         listen pgsql1\n    bind 127.0.0.1:{port}\n    tcp-request inspect-delay 100ms\n\
+         \x20   tcp-request content accept if {{ req.len eq 23 }} {{ req.payload(0,23) -m bin \"00000017000300007573657200706f7374677265730000\" }}\n\
+         \x20   tcp-request content reject\n    server srv 127.0.0.1:{server}\n"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.cfg");
+    std::fs::write(&path, &cfg).unwrap();
+    let mut programs = vec!["pglb"];
+    if has_haproxy() {
+        programs.push("haproxy");
+    }
+    for program in programs {
+        let child = Command::new(if program == "pglb" { pglb_bin() } else { "haproxy" })
+            .arg("-db")
+            .arg("-f")
+            .arg(&path)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let _guard = KillOnDrop(child);
+        poll(&format!("{program} listening"), Duration::from_secs(10), || async {
+            tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok().map(drop)
+        })
+        .await;
+        let exchange = |packet: &'static [u8]| async move {
+            let mut c = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+            c.write_all(packet).await.unwrap();
+            let mut answer = Vec::new();
+            let _ = tokio::time::timeout(Duration::from_secs(3), c.read_to_end(&mut answer)).await;
+            answer
+        };
+        let ok = exchange(b"\x00\x00\x00\x17\x00\x03\x00\x00user\x00postgres\x00\x00").await;
+        assert!(ok.starts_with(b"R\x00\x00\x00\x08"), "{program}: the StartupMessage passes: {ok:?}");
+        let other = exchange(b"\x00\x00\x00\x15\x00\x03\x00\x00user\x00nobody\x00\x00").await;
+        assert!(other.is_empty(), "{program}: another packet is rejected (closed): {other:?}");
+    }
+}
