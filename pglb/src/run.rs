@@ -154,7 +154,23 @@ impl Control {
         for w in &loaded.warnings {
             tracing::warn!(target: "pglb::config", "{w}");
         }
-        let mut config = loaded.config;
+        self.install(loaded.config, old).await
+    }
+
+    /// Applies `config` as the next generation (a reload's second half;
+    /// the runtime API's `add server`/`del server` call it with the running
+    /// configuration changed). Held under the reload lock by the caller or
+    /// taken here.
+    pub async fn apply(self: &Arc<Self>, edit: impl FnOnce(&mut Config)) -> Result<Reloaded, ReloadError> {
+        let _one = self.reloading.lock().await;
+        let old = self.runtime();
+        let mut config = (*old.config).clone();
+        edit(&mut config);
+        self.install(config, old).await
+    }
+
+    async fn install(self: &Arc<Self>, mut config: Config, old: Arc<Runtime>) -> Result<Reloaded, ReloadError> {
+        let file = config.file.clone();
         if config.global.nbthread != old.config.global.nbthread {
             // The session threads are started once; keep reporting the real count.
             tracing::warn!(target: "pglb::reload", "nbthread changed: the new thread count takes effect at the next restart");
@@ -336,6 +352,10 @@ impl crate::admin::Host for Control {
 
     fn reload(self: &Arc<Self>) -> impl std::future::Future<Output = Result<Reloaded, ReloadError>> + Send {
         self.reload_file()
+    }
+
+    fn apply(self: &Arc<Self>, edit: Box<dyn FnOnce(&mut Config) + Send>) -> impl std::future::Future<Output = Result<Reloaded, ReloadError>> + Send {
+        Control::apply(self, edit)
     }
 }
 

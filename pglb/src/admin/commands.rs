@@ -33,6 +33,8 @@ const HELP: &str = "The following commands are valid at this level:
   set server <bk>/<srv> addr <ip> [port <p>]    : change a server's address (admin)
   set server <bk>/<srv> weight <w>[%]     : change a server's weight (admin)
   set weight <bk>/<srv> <w>[%]            : change a server's weight (admin)
+  add server <bk>/<srv> <addr> [opts]     : add a server, in maintenance, until the next reload (admin)
+  del server <bk>/<srv>                   : remove a server in maintenance without sessions (admin)
   shutdown sessions server <bk>/<srv>     : close every session on a server (admin)
   drain sessions server <bk>/<srv>        : close every session on a server at its next transaction boundary (admin)
   pause backend <bk>                      : new clients of a backend wait; open sessions go on (admin)

@@ -113,6 +113,12 @@ pub trait Host: Send + Sync + 'static {
     type ReloadError: std::fmt::Display + Send;
     /// Re-reads the configuration file (`reload`).
     fn reload(self: &Arc<Self>) -> impl std::future::Future<Output = Result<Self::Reloaded, Self::ReloadError>> + Send;
+    /// Applies the running configuration changed by `edit` as the next
+    /// generation (`add server`, `del server`).
+    fn apply(
+        self: &Arc<Self>,
+        edit: Box<dyn FnOnce(&mut crate::config::Config) + Send>,
+    ) -> impl std::future::Future<Output = Result<Self::Reloaded, Self::ReloadError>> + Send;
 }
 
 /// Where the runtime API listens: a UNIX socket path, or a TCP socket
@@ -181,6 +187,10 @@ async fn session<H: Host>(control: Arc<H>, stream: Box<dyn Stream>, level: Level
                 }
                 continue;
             }
+            if let Some(answer) = dynamic_servers(&control, level, cmd).await {
+                out.push_str(&answer);
+                continue;
+            }
             match execute(&control.runtime(), level, cmd) {
                 Outcome::Text(t) => out.push_str(&t),
                 Outcome::Prompt => {
@@ -203,6 +213,70 @@ async fn session<H: Host>(control: Arc<H>, stream: Box<dyn Stream>, level: Level
             let _ = write.shutdown().await;
             return;
         }
+    }
+}
+
+/// `add server B/S ADDR [OPTIONS]` and `del server B/S` (HAProxy's dynamic
+/// servers, with its answers): a new configuration generation with the
+/// server added or removed, as a reload makes one; the others keep their
+/// state and sessions. A new server starts in maintenance (`enable server`
+/// puts it in service). Like HAProxy's, dynamic servers last until the
+/// next reload of the file. `None` for other commands.
+async fn dynamic_servers<H: Host>(control: &Arc<H>, level: Level, cmd: &str) -> Option<String> {
+    let words: Vec<&str> = cmd.split_whitespace().collect();
+    let (add, target, rest) = match words.as_slice() {
+        ["add", "server", target, rest @ ..] => (true, *target, rest),
+        ["del", "server", target] => (false, *target, &[][..]),
+        ["add" | "del", "server", ..] => return Some("'server' expects <name> and <addr>[:<port>] as arguments.\n".into()),
+        _ => return None,
+    };
+    if level < Level::Admin {
+        return Some("Permission denied\n".into());
+    }
+    let Some((b, s)) = target.split_once('/') else { return Some("Require 'backend/server'.\n".into()) };
+    let rt = control.runtime();
+    let Some(be) = rt.backend(b) else { return Some("No such backend.\n".into()) };
+    let (b, s) = (b.to_string(), s.to_string());
+    if add {
+        let Some((address, options)) = rest.split_first() else { return Some("'server' expects <name> and <addr>[:<port>] as arguments.\n".into()) };
+        if matches!(be.cfg.balance, crate::config::Balance::StaticRr | crate::config::Balance::Source) {
+            return Some("Backend must use a dynamic load balancing to support dynamic servers.\n".into());
+        }
+        if be.server(&s).is_some() {
+            return Some("Already exists a server with the same name in backend.\n".into());
+        }
+        let options: Vec<String> = options.iter().map(|o| o.to_string()).collect();
+        let mut server = match crate::config::dynamic_server(&be.cfg, &s, address, &options) {
+            Ok(server) => server,
+            Err(e) => return Some(format!("{e}\n")),
+        };
+        server.disabled = true;
+        let edit = Box::new(move |c: &mut crate::config::Config| {
+            if let Some(be) = c.backends.iter_mut().find(|x| *x.name == *b) {
+                be.servers.push(server);
+            }
+        });
+        Some(match control.apply(edit).await {
+            Ok(_) => "New server registered.\n".into(),
+            Err(e) => format!("{e}\n"),
+        })
+    } else {
+        let Some(srv) = be.server(&s) else { return Some("No such server.\n".into()) };
+        if srv.admin() != crate::state::Admin::Maint {
+            return Some("Only servers in maintenance mode can be deleted.\n".into());
+        }
+        if crate::state::counters::Counters::get(&srv.counters.cur) > 0 {
+            return Some("Server still has connections attached to it, cannot remove it.\n".into());
+        }
+        let edit = Box::new(move |c: &mut crate::config::Config| {
+            if let Some(be) = c.backends.iter_mut().find(|x| *x.name == *b) {
+                be.servers.retain(|x| *x.name != *s);
+            }
+        });
+        Some(match control.apply(edit).await {
+            Ok(_) => "Server deleted.\n".into(),
+            Err(e) => format!("{e}\n"),
+        })
     }
 }
 

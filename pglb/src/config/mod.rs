@@ -26,6 +26,7 @@ pub use check::decode_hex;
 pub use error::{ConfigError, Invalid, Warning};
 pub use model::*;
 pub use parse::{Loaded, Report};
+pub use server::dynamic as dynamic_server;
 
 use std::path::Path;
 

@@ -294,3 +294,24 @@ impl ServerOpts {
         })
     }
 }
+/// A server for the runtime API's `add server B/S ADDR [OPTIONS]`: the
+/// words of a `server` line, without `default-server` (as HAProxy builds
+/// dynamic servers). The error is the first problem found, in the words a
+/// configuration check would use.
+pub fn dynamic(backend: &super::model::Backend, name: &str, address: &str, options: &[String]) -> Result<Server, super::error::Invalid> {
+    let path = std::path::Path::new("runtime API");
+    let mut ctx = Ctx::new(path);
+    let words: Vec<String> = ["server", name, address].iter().map(|w| w.to_string()).chain(options.iter().cloned()).collect();
+    let line = Line { number: 0, words };
+    let opts = ServerOpts::parse(&mut ctx, &line, 2);
+    let role_check = matches!(&backend.check, super::model::CheckSpec::Pgsql(p) if matches!(p.role, Some(super::model::RoleRequirement::Primary | super::model::RoleRequirement::Replica)));
+    let server = opts.build(&mut ctx, name, 0, address, role_check);
+    match (server, ctx.errors.first()) {
+        (Some(s), None) => Ok(s),
+        (_, Some(e)) => Err(match e {
+            super::error::ConfigError::At { message, .. } => message.clone().into(),
+            other => other.to_string().into(),
+        }),
+        (None, None) => Err(format!("server '{name}' cannot be built").into()),
+    }
+}

@@ -719,3 +719,75 @@ async fn tcp_request_rules_filter_the_first_packet() {
         assert!(other.is_empty(), "{program}: another packet is rejected (closed): {other:?}");
     }
 }
+
+/// Item 6: HAProxy's dynamic servers (reg-tests/server/cli_add_server.vtc
+/// and cli_delete_dynamic_server.vtc, their tcp-mode part): the same
+/// answers from pglb and HAProxy, and the new server serves once enabled.
+#[tokio::test]
+async fn add_and_del_server_answer_as_haproxy() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let server = fake_server(b"R\x00\x00\x00\x08\x00\x00\x00\x00", seen).await;
+    let mut programs = vec!["pglb"];
+    if has_haproxy() {
+        programs.push("haproxy");
+    }
+    for program in programs {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("api.sock");
+        let port = dead_port();
+        let cfg = format!(
+            "global\n    stats socket {} level admin\ndefaults\n    mode tcp\n    timeout client 5s\n    timeout server 5s\n    timeout connect 1s\n\
+             frontend fe\n    bind 127.0.0.1:{port}\n    default_backend test\nbackend test\n    balance roundrobin\nbackend other\n    balance static-rr\n",
+            sock.display()
+        );
+        let path = dir.path().join("c.cfg");
+        std::fs::write(&path, &cfg).unwrap();
+        let child = Command::new(if program == "pglb" { pglb_bin() } else { "haproxy" })
+            .arg("-db")
+            .arg("-f")
+            .arg(&path)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let _guard = KillOnDrop(child);
+        poll(&format!("{program}'s runtime API"), Duration::from_secs(10), || async { sock.exists().then_some(()) }).await;
+        let addr = format!("127.0.0.1:{server}");
+        for (cmd, want) in [
+            (format!("add server foo/s1 {addr}"), "No such backend."),
+            ("add server test/s1".to_string(), "'server' expects <name> and <addr>[:<port>] as arguments."),
+            (format!("add server other/s1 {addr}"), "Backend must use a dynamic load balancing to support dynamic servers."),
+            (format!("add server test/s1 {addr}"), "New server registered."),
+            (format!("add server test/s1 {addr}"), "Already exists a server with the same name in backend."),
+            ("del server test/nope".to_string(), "No such server."),
+        ] {
+            let got = runtime_api(&sock, &cmd);
+            assert!(got.starts_with(want), "{program}: {cmd}: {got:?}");
+        }
+        // A new server starts in maintenance (admin 1, op 0); enabled, it serves.
+        let state = runtime_api(&sock, "show servers state test");
+        let row: Vec<&str> = state.lines().find(|l| l.contains(" s1 ")).unwrap_or_else(|| panic!("{program}: {state}")).split(' ').collect();
+        assert_eq!((row[5], row[6]), ("0", "1"), "{program}: {row:?}");
+        runtime_api(&sock, "enable server test/s1");
+        let answer = poll(&format!("{program} serving through s1"), Duration::from_secs(5), || async {
+            let mut c = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+            c.write_all(b"\x00\x00\x00\x17\x00\x03\x00\x00user\x00postgres\x00\x00").await.ok()?;
+            let mut a = [0u8; 9];
+            tokio::time::timeout(Duration::from_secs(1), c.read_exact(&mut a)).await.ok()?.ok()?;
+            Some(a)
+        })
+        .await;
+        assert_eq!(&answer, b"R\x00\x00\x00\x08\x00\x00\x00\x00");
+        let got = runtime_api(&sock, "del server test/s1");
+        assert!(got.starts_with("Only servers in maintenance mode can be deleted."), "{program}: {got:?}");
+        runtime_api(&sock, "disable server test/s1");
+        let got = poll(&format!("{program} deleting s1"), Duration::from_secs(5), || async {
+            let got = runtime_api(&sock, "del server test/s1");
+            got.starts_with("Server deleted.").then_some(got)
+        })
+        .await;
+        assert!(got.starts_with("Server deleted."));
+        assert!(!runtime_api(&sock, "show servers state test").contains(" s1 "), "{program}");
+    }
+}
