@@ -65,6 +65,7 @@ impl LogFormat {
         let mut tokens = Vec::new();
         let mut literal = String::new();
         let mut chars = text.chars().peekable();
+        let mut quoted = false;
         while let Some(c) = chars.next() {
             if c != '%' {
                 literal.push(c);
@@ -77,12 +78,16 @@ impl LogFormat {
                     continue;
                 }
                 Some('{') => {
-                    // Flags such as %{+Q}: accepted, no effect.
+                    // Flags: +Q quotes the value; the others have no effect.
+                    chars.next();
+                    let mut flags = String::new();
                     for f in chars.by_ref() {
                         if f == '}' {
                             break;
                         }
+                        flags.push(f);
                     }
+                    quoted = flags.split(',').any(|f| f == "+Q");
                 }
                 Some('[') => return Err("sample fetches (%[...]) are not supported by pglb".into()),
                 _ => {}
@@ -96,10 +101,16 @@ impl LogFormat {
                     break;
                 }
             }
+            if quoted {
+                literal.push('"');
+            }
             if !literal.is_empty() {
                 tokens.push(Token::Text(std::mem::take(&mut literal)));
             }
             tokens.push(Token::Var(var(&name)?));
+            if std::mem::take(&mut quoted) {
+                literal.push('"');
+            }
         }
         if !literal.is_empty() {
             tokens.push(Token::Text(literal));
@@ -160,7 +171,10 @@ mod tests {
         assert_eq!(f.0[0], Token::Var(Var::ClientIp));
         assert_eq!(f.0[1], Token::Text(":".into()));
         assert!(f.0.contains(&Token::Var(Var::BackendQueue)));
-        assert_eq!(LogFormat::parse("%{+Q}ci 100%%").unwrap().0, [Token::Var(Var::ClientIp), Token::Text(" 100%".into())]);
+        assert_eq!(
+            LogFormat::parse("%{+Q}ci 100%%").unwrap().0,
+            [Token::Text("\"".into()), Token::Var(Var::ClientIp), Token::Text("\" 100%".into())]
+        );
         assert!(LogFormat::parse("%Ta").unwrap_err().message().contains("reserved for HTTP mode"));
         assert!(LogFormat::parse("%zz").unwrap_err().message().contains("no such format variable 'zz'"));
     }

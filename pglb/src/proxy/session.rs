@@ -209,6 +209,8 @@ async fn open(rt: &Arc<Runtime>, fe: &Arc<FrontendState>, client: &mut TcpStream
         }
     };
     let Refusal { code, message, termination, answer } = refusal;
+    // What the client sent counts, as HAProxy counts it (%U).
+    log.bytes_in = counts.0;
     log.termination = termination;
     log.reason = Some(message.as_str().into());
     if !code.is_empty() || termination == Termination::new(Cause::Client, Phase::Queue) {

@@ -284,14 +284,17 @@ async fn syslog_lines_are_haproxys() {
         runs.push("haproxy");
     }
     let mut per_program = Vec::new();
+    let custom_re = regex::Regex::new(r#"^fe2\|be\|0\|23\|[A-Za-z-]{2}\|"127\.0\.0\.1"\|%$"#).unwrap();
     let re = regex::Regex::new(r"^127\.0\.0\.1:\d+ \[\d\d/[A-Z][a-z]{2}/\d{4}:\d\d:\d\d:\d\d\.\d{3}\] fe be/\S+ -?\d+/-?\d+/\d+ \d+ [A-Za-z-]{2} \d+/\d+/\d+/\d+/\+?\d+ \d+/\d+$").unwrap();
     for program in runs {
         let (port, got) = syslog_receiver();
         let fe_port = dead_port();
+        let fe2_port = dead_port();
         let cfg = format!(
             "global\n    log 127.0.0.1:{port} local0\n    log {} format rfc5424 local1 notice\n\
              defaults\n    mode tcp\n    timeout client 1h\n    timeout server 1h\n    timeout connect 1s\n\
              frontend fe\n    bind 127.0.0.1:{fe_port}\n    log global\n    option tcplog\n    default_backend be\n\
+             frontend fe2\n    bind 127.0.0.1:{fe2_port}\n    log global\n    log-format \"%ft|%b|%ST|%U|%ts|%{{+Q}}ci|%%\"\n    default_backend be\n\
              backend be\n    log global\n    option log-health-checks\n    server s1 127.0.0.1:{} check inter 100ms rise 1 fall 1\n",
             unix_path.display(),
             dead_port()
@@ -353,6 +356,18 @@ async fn syslog_lines_are_haproxys() {
             got.lock().unwrap().iter().filter_map(|l| local_header(l)).find(|(_, _, m)| m.contains(" fe be/")).clone()
         })
         .await;
+        // log-format: the same client through fe2.
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", fe2_port)) {
+            use std::io::{Read, Write};
+            let _ = s.write_all(b"\x00\x00\x00\x17\x00\x03\x00\x00user\x00postgres\x00\x00");
+            s.set_read_timeout(Some(Duration::from_secs(8))).unwrap();
+            let _ = s.read(&mut buf);
+        }
+        let custom = poll(&format!("{program}'s log-format line"), Duration::from_secs(10), || async {
+            got.lock().unwrap().iter().filter_map(|l| local_header(l)).find(|(_, _, m)| m.starts_with("fe2|")).clone()
+        })
+        .await;
+        assert!(custom_re.is_match(&custom.2), "{program}: {}", custom.2);
         assert_eq!(traffic.0, 16 * 8 + 6, "local0.info");
         assert!(re.is_match(&traffic.2), "{program}: {}", traffic.2);
         per_program.push((program, traffic.2));
@@ -738,7 +753,7 @@ async fn add_and_del_server_answer_as_haproxy() {
         let port = dead_port();
         let cfg = format!(
             "global\n    stats socket {} level admin\ndefaults\n    mode tcp\n    timeout client 5s\n    timeout server 5s\n    timeout connect 1s\n\
-             frontend fe\n    bind 127.0.0.1:{port}\n    default_backend test\nbackend test\n    balance roundrobin\nbackend other\n    balance static-rr\n",
+             frontend fe\n    bind 127.0.0.1:{port}\n    use_backend test\n    default_backend other\nbackend test\n    balance roundrobin\nbackend other\n    balance static-rr\n",
             sock.display()
         );
         let path = dir.path().join("c.cfg");
@@ -765,7 +780,8 @@ async fn add_and_del_server_answer_as_haproxy() {
             let got = runtime_api(&sock, &cmd);
             assert!(got.starts_with(want), "{program}: {cmd}: {got:?}");
         }
-        // A new server starts in maintenance (admin 1, op 0); enabled, it serves.
+        // A new server starts in maintenance (admin 1, op 0); enabled, it
+        // serves (and the unconditional use_backend routes before default_backend).
         let state = runtime_api(&sock, "show servers state test");
         let row: Vec<&str> = state.lines().find(|l| l.contains(" s1 ")).unwrap_or_else(|| panic!("{program}: {state}")).split(' ').collect();
         assert_eq!((row[5], row[6]), ("0", "1"), "{program}: {row:?}");
