@@ -45,6 +45,21 @@ pub fn inherited_stream(fd: i32) -> io::Result<std::net::SocketAddr> {
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("socket on file descriptor '{fd}' is not a TCP socket")))
 }
 
+/// A private duplicate of an inherited descriptor (close-on-exec), so that
+/// the inherited one stays open for the process's life: each generation
+/// that listens on `fd@N` owns and closes its own copy, and a reload that
+/// keeps, drops or takes back `fd@N` never closes N itself.
+pub fn dup_inherited(fd: i32) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: F_DUPFD_CLOEXEC returns a new descriptor that this function owns.
+    let new = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
+    if new < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `new` was just created and is owned by nothing else.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(new) })
+}
+
 /// The machine's host name (`gethostname`), or `localhost`.
 pub fn hostname() -> String {
     let mut buf = [0u8; 256];

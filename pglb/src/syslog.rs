@@ -110,9 +110,26 @@ fn deliver(dest: &LogDest, line: &[u8]) {
             .get_or_init(|| std::os::unix::net::UnixDatagram::unbound().ok().filter(|s| s.set_nonblocking(true).is_ok()))
             .as_ref()
             .map(|s| s.send_to(line, path).map(drop)),
-        LogDest::Stdout => Some(std::io::stdout().lock().write_all(line)),
-        LogDest::Stderr => Some(std::io::stderr().lock().write_all(line)),
+        LogDest::Stdout => Some(console(1, line)),
+        LogDest::Stderr => Some(console(2, line)),
     };
+}
+
+/// Lines for stdout/stderr go through a bounded queue to a thread of their
+/// own: a pipe nobody reads must not stall the session that logs, so a line
+/// that finds the queue full is dropped, as a datagram would be.
+fn console(fd: u8, line: &[u8]) -> std::io::Result<()> {
+    static QUEUE: OnceLock<std::sync::mpsc::SyncSender<(u8, Vec<u8>)>> = OnceLock::new();
+    let queue = QUEUE.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<(u8, Vec<u8>)>(4096);
+        let _ = std::thread::Builder::new().name("pglb-log".into()).spawn(move || {
+            for (fd, line) in rx {
+                let _ = if fd == 1 { std::io::stdout().lock().write_all(&line) } else { std::io::stderr().lock().write_all(&line) };
+            }
+        });
+        tx
+    });
+    queue.try_send((fd, line.to_vec())).map_err(|_| std::io::Error::from(std::io::ErrorKind::WouldBlock))
 }
 
 #[cfg(test)]

@@ -30,10 +30,18 @@ pub fn bind(socket: &StatsSocket) -> std::io::Result<Listener> {
 
 fn bind_tcp(tcp: ApiTcp) -> std::io::Result<Listener> {
     let std = match tcp {
-        ApiTcp::Bind(addr) => std::net::TcpListener::bind(addr)?,
-        // SAFETY: the configuration checked that the descriptor is an open
-        // stream socket; pglb takes it over (as HAProxy does).
-        ApiTcp::Fd(fd) => unsafe { <std::net::TcpListener as std::os::fd::FromRawFd>::from_raw_fd(fd) },
+        // SO_REUSEPORT too: a reload that changes the level binds the new
+        // socket while the old one still listens.
+        ApiTcp::Bind(addr) => {
+            let s = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+            s.set_reuse_address(true)?;
+            s.set_reuse_port(true)?;
+            s.bind(&addr.into())?;
+            s.listen(64)?;
+            std::net::TcpListener::from(s)
+        }
+        // An inherited socket (`fd@N`): a duplicate of its own per generation.
+        ApiTcp::Fd(fd) => std::net::TcpListener::from(crate::os::dup_inherited(fd)?),
     };
     std.set_nonblocking(true)?;
     Ok(Listener::Tcp(tokio::net::TcpListener::from_std(std)?))

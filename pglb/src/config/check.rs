@@ -296,6 +296,9 @@ fn parse_expect(ctx: &mut Ctx, n: usize, args: &[String]) -> Option<TcpCheckKind
 }
 
 pub fn decode_hex(text: &str) -> Result<Vec<u8>, Invalid> {
+    if !text.is_ascii() {
+        return Err(format!("'{text}' is not hex: use the digits 0-9 and a-f").into());
+    }
     if !text.len().is_multiple_of(2) {
         return Err(format!("'{text}' has an odd number of hex digits: each byte needs two").into());
     }

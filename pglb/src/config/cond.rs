@@ -156,7 +156,8 @@ impl Parser<'_> {
             "streq" => want(2).map(|()| args[0] == args[1]),
             "strneq" => want(2).map(|()| args[0] != args[1]),
             "version_atleast" => want(1).map(|()| compare(args[0]).is_none_or(|theirs| version(HAPROXY_VERSION) >= Some(theirs))),
-            "version_before" => want(1).map(|()| compare(args[0]).is_none_or(|theirs| version(HAPROXY_VERSION) < Some(theirs))),
+            // (An unparsable version: version_atleast is true, version_before false, as in HAProxy.)
+            "version_before" => want(1).map(|()| compare(args[0]).is_some_and(|theirs| version(HAPROXY_VERSION) < Some(theirs))),
             // pglb does not offer HAProxy's OpenSSL features (see FEATURES).
             "openssl_version_atleast" | "openssl_version_before" | "ssllib_name_startswith" => want(1).map(|()| false),
             other => Err(CondError::UnknownPredicate(other.to_string())),
@@ -224,7 +225,17 @@ mod tests {
         ] {
             assert_eq!(ev(t), Ok(true), "{t}");
         }
-        for t in ["version_atleast(3.0)", "feature(NOPE)", "feature(OPENSSL)", "streq(a,b)", "defined(NOPE_X)", "1 && 0", "", "0 || 0"] {
+        for t in [
+            "version_before(abc)",
+            "version_atleast(3.0)",
+            "feature(NOPE)",
+            "feature(OPENSSL)",
+            "streq(a,b)",
+            "defined(NOPE_X)",
+            "1 && 0",
+            "",
+            "0 || 0",
+        ] {
             assert_eq!(ev(t), Ok(false), "{t}");
         }
         for t in ["foo(1)", "version_atleast(2.4", "200rrr", "!(0))", "1 &&"] {

@@ -95,7 +95,6 @@ pub const OPTION_NO_EFFECT: &[(&str, &str)] = &[
 /// Proxy keywords rejected, with what to write instead.
 pub const PROXY_REJECTED: &[(&str, &str)] = &[
     ("use-server", "pglb routes by balance algorithm only: remove use-server"),
-    ("acl", "pglb has no ACLs: restrict access with a firewall or a Kubernetes NetworkPolicy"),
     ("tcp-response", "pglb has no tcp-response rules: remove them"),
     ("http-request", "pglb does not proxy HTTP: remove http-request rules"),
     ("http-response", "pglb does not proxy HTTP: remove http-response rules"),

@@ -101,6 +101,7 @@ pub const IMPLEMENTED: &[&str] = &[
     "bind",
     "default_backend",
     "use_backend",
+    "acl",
     "balance",
     "retries",
     "timeout connect",

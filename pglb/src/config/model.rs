@@ -185,6 +185,9 @@ pub struct Frontend {
     pub logs: ProxyLogs,
     /// `tcp-request` rules.
     pub tcp_rules: super::tcprules::TcpRules,
+    /// `use_backend B if|unless CONDITION`, in order, before
+    /// `default_backend` (an unconditional one becomes the default).
+    pub switching: Vec<Switch>,
     /// TCP keepalive towards clients (`option clitcpka` / `option tcpka`).
     pub clitcpka: bool,
     /// `clitcpka-idle`, `clitcpka-intvl`, `clitcpka-cnt`.
@@ -239,6 +242,14 @@ pub struct LogOptions {
     pub tcplog: bool,
     /// `option dontlognull`: skip connections that sent no data.
     pub dontlognull: bool,
+}
+
+/// One conditional `use_backend` rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Switch {
+    pub backend: String,
+    pub cond: super::tcprules::Cond,
+    pub line: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

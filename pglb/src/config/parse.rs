@@ -345,6 +345,9 @@ fn resolve_references(ctx: &mut Ctx, config: &mut Config) {
         {
             ctx.error(fe.line, format!("frontend '{}' uses backend '{be}', which is not defined: add 'backend {be}' or fix the name", fe.name));
         }
+        for sw in fe.switching.iter().filter(|sw| !backend_names.contains(&sw.backend)) {
+            ctx.error(sw.line, format!("use_backend '{}' is not defined: add 'backend {}' or fix the name", sw.backend, sw.backend));
+        }
     }
     let resolver_names: Vec<String> = config.resolvers.iter().map(|r| r.name.clone()).collect();
     for be in &config.backends {

@@ -70,6 +70,8 @@ pub(super) struct ProxyDraft {
     logs: ProxyLogs,
     /// Per-section only.
     tcp_rules: super::tcprules::TcpRules,
+    acls: super::tcprules::Acls,
+    switching: Vec<Switch>,
     check: CheckDraft,
     default_server: ServerOpts,
     stats: StatsSettings,
@@ -96,6 +98,8 @@ impl ProxyDraft {
         self.default_backend_here = false;
         self.use_backend = None;
         self.tcp_rules = Default::default();
+        self.acls.clear();
+        self.switching.clear();
         self.servers.clear();
         self.check.begin_section();
     }
@@ -146,27 +150,30 @@ impl ProxyDraft {
                 }
                 self.parse_bind(ctx, line);
             }
-            // HAProxy evaluates switching rules before default_backend, and
-            // an unconditional rule always matches: the first one routes.
-            // pglb has no ACLs yet, so a condition is refused.
+            // HAProxy evaluates switching rules in order before
+            // default_backend; an unconditional rule always matches, so the
+            // first one becomes the default and later rules are dead.
             "use_backend" => {
                 if wrong_section(ctx, true, false, false) {
                     return;
                 }
                 let Some(b) = ctx.arg(line, 0, "a backend name") else { return };
-                match line.args().get(1..).unwrap_or_default().iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
-                    [] | ["if", "TRUE"] | ["unless", "FALSE"] => {
-                        if self.use_backend.is_none() {
-                            self.use_backend = Some((b.to_string(), n));
-                        }
-                    }
-                    cond => ctx.error(
-                        n,
-                        format!(
-                            "'use_backend {b} {}': pglb has no ACLs, so it routes by frontend: give this backend a frontend of its own, or write 'use_backend {b}' (no condition) or 'default_backend {b}'",
-                            cond.join(" ")
-                        ),
-                    ),
+                if self.use_backend.is_some() {
+                    return;
+                }
+                let rest = line.args().get(1..).unwrap_or_default();
+                match super::tcprules::parse_cond(rest, &self.acls) {
+                    Ok(cond) if cond.always() => self.use_backend = Some((b.to_string(), n)),
+                    Ok(cond) => self.switching.push(Switch { backend: b.to_string(), cond, line: n }),
+                    Err(e) => ctx.error(n, format!("use_backend {b}: {e}")),
+                }
+            }
+            "acl" => {
+                if wrong_section(ctx, true, false, false) {
+                    return;
+                }
+                if let Err(e) = super::tcprules::parse_named_acl(line.args(), &mut self.acls) {
+                    ctx.error(n, format!("acl: {e}"));
                 }
             }
             "default_backend" => {
@@ -234,7 +241,7 @@ impl ProxyDraft {
                 if wrong_section(ctx, true, false, false) {
                     return;
                 }
-                if let Err(e) = self.tcp_rules.parse(line.args(), n) {
+                if let Err(e) = self.tcp_rules.parse(line.args(), n, &self.acls) {
                     ctx.error(n, e);
                 }
             }
@@ -655,6 +662,7 @@ impl ProxyDraft {
                 log: LogOptions { tcplog: self.tcplog, dontlognull: self.dontlognull },
                 logs: self.logs.clone(),
                 tcp_rules: std::mem::take(&mut self.tcp_rules),
+                switching: std::mem::take(&mut self.switching),
                 clitcpka: self.clitcpka,
                 clitcpka_params: self.clitcpka_params,
                 stats: self.stats.enabled.then(|| self.stats.clone()),
@@ -805,6 +813,9 @@ mod tests {
         let e =
             crate::config::parse_str(std::path::Path::new("t.cfg"), &text.replace("use_backend a if TRUE", "use_backend a if { src 10.0.0.0/8 }"))
                 .unwrap_err();
-        assert!(e.to_string().contains("pglb has no ACLs"), "{e}");
+        assert!(e.to_string().contains("has no default_backend"), "a conditional rule needs a default for the rest: {e}");
+        let routed = text.replace("use_backend a if TRUE", "use_backend b if { src 10.0.0.0/8 }\n    default_backend a");
+        let c = crate::config::parse_str(std::path::Path::new("t.cfg"), &routed).unwrap().config;
+        assert_eq!((c.frontends[1].switching.len(), c.frontends[1].default_backend.as_deref()), (1, Some("a")));
     }
 }

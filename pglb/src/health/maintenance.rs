@@ -14,7 +14,13 @@ pub fn set_admin(be: &BackendState, s: &ServerState, admin: Admin, by: &str) -> 
     }
     be.republish();
     let usable = be.usable.load();
-    let (active, backup) = if usable.backup { (0, usable.servers.len()) } else { (usable.servers.len(), 0) };
+    // HAProxy's counts: servers UP and not in maintenance, active and backup.
+    let (active, backup) = be
+        .servers
+        .iter()
+        .filter(|x| x.health() == Health::Up && x.admin() != crate::state::Admin::Maint)
+        .fold((0, 0), |(a, b), x| if x.cfg.backup { (a, b + 1) } else { (a + 1, b) });
+    let none_usable = usable.servers.is_empty();
     let sessions = crate::state::counters::Counters::get(&s.counters.cur);
     let queued = crate::state::counters::Counters::get(&be.counters.queue_cur);
     let (b, n) = (&be.cfg.name, &s.cfg.name);
@@ -26,19 +32,24 @@ pub fn set_admin(be: &BackendState, s: &ServerState, admin: Admin, by: &str) -> 
             ),
         ),
         (_, Admin::Maint) => (Severity::Notice, format!("Server {b}/{n} was DOWN and now enters maintenance.")),
-        (Admin::Maint, _) if s.health() == Health::Up => (Severity::Notice, format!("Server {b}/{n} is UP/READY (leaving forced maintenance).")),
-        (Admin::Maint, _) => (Severity::Notice, format!("Server {b}/{n} is DOWN (leaving forced maintenance).")),
+        (Admin::Maint, next) => {
+            let word = if s.health() == Health::Up { "UP" } else { "DOWN" };
+            let admin = if next == Admin::Drain { "DRAIN" } else { "READY" };
+            (Severity::Notice, format!("Server {b}/{n} is {word}/{admin} (leaving forced maintenance)."))
+        }
         (_, Admin::Drain) => (
             Severity::Notice,
             format!(
                 "Server {b}/{n} enters drain state. {active} active and {backup} backup servers online. 0 sessions requeued, {queued} total in queue."
             ),
         ),
-        (_, Admin::Ready) => (Severity::Notice, format!("Server {b}/{n} is UP/READY (leaving forced drain).")),
+        (_, Admin::Ready) => {
+            (Severity::Notice, format!("Server {b}/{n} is {} (leaving forced drain).", if s.health() == Health::Up { "UP" } else { "DOWN" }))
+        }
     };
     tracing::warn!(target: "pglb::admin", backend = %b, server = %n, state = ?admin, by, "{line}");
     send(&be.cfg.logs, severity, &line);
-    if active == 0 && backup == 0 && admin == Admin::Maint {
+    if none_usable && admin == Admin::Maint {
         send(&be.cfg.logs, Severity::Emerg, &format!("backend {b} has no server available!"));
     }
     true

@@ -390,7 +390,13 @@ pub fn record(be: &BackendState, srv: &ServerState, fsm: &mut Fsm, verdict: Verd
     }
     be.republish();
     let usable = be.usable.load();
-    let (active, backup) = if usable.backup { (0, usable.servers.len()) } else { (usable.servers.len(), 0) };
+    // HAProxy's counts: servers UP and not in maintenance, active and backup.
+    let (active, backup) = be
+        .servers
+        .iter()
+        .filter(|x| x.health() == Health::Up && x.admin() != crate::state::Admin::Maint)
+        .fold((0, 0), |(a, b), x| if x.cfg.backup { (a, b + 1) } else { (a + 1, b) });
+    let none_usable = usable.servers.is_empty();
     let sessions = crate::state::counters::Counters::get(&srv.counters.cur);
     let word = if t == Transition::Up { "UP" } else { "DOWN" };
     // HAProxy's words (server.c, srv_update_status); the reason is left to
@@ -420,7 +426,7 @@ pub fn record(be: &BackendState, srv: &ServerState, fsm: &mut Fsm, verdict: Verd
         tracing::warn!(target: "pglb::health", backend = %be.cfg.name, server = %srv.cfg.name, state = word, check_status = status.code(), reason = %desc, "{msg}");
         crate::syslog::send(&be.cfg.logs, Severity::Alert, &msg);
     }
-    if active == 0 && backup == 0 {
+    if none_usable {
         // HAProxy quotes the name on stderr, not in syslog.
         tracing::error!(target: "pglb::health", backend = %be.cfg.name, "backend '{}' has no server available!", be.cfg.name);
         crate::syslog::send(&be.cfg.logs, Severity::Emerg, &format!("backend {} has no server available!", be.cfg.name));
@@ -441,7 +447,7 @@ pub fn record(be: &BackendState, srv: &ServerState, fsm: &mut Fsm, verdict: Verd
 /// `code: 0` for layer-7 results, as HAProxy's tcp-check and pgsql-check.
 fn check_reason(status: CheckStatus, info: &str, duration: Duration) -> String {
     let code = if matches!(status, CheckStatus::L7Ok | CheckStatus::L7Sts) { ", code: 0" } else { "" };
-    let info = if info.is_empty() { String::new() } else { format!(", info: \"{info}\"") };
+    let info = if info.is_empty() { String::new() } else { format!(", info: \"{}\"", info.replace('"', "\\\"")) };
     format!(", reason: {}{code}{info}, check duration: {}ms", status.description(), duration.as_millis())
 }
 

@@ -143,6 +143,8 @@ async fn tcp_check(rules: &[TcpCheckRule], target: Target) -> Outcome {
                 if let Err(e) = s.write_all(data).await {
                     return (false, CheckStatus::L4Con, format!("{} at step {step} of tcp-check (send)", crate::os::describe(&e)));
                 }
+                // The next expect judges the answer to this send.
+                buf.clear();
             }
             TcpCheckKind::Expect { negate, pattern, min_recv, comment: own } => {
                 let comment = own.as_deref().or(comment);
@@ -152,7 +154,8 @@ async fn tcp_check(rules: &[TcpCheckRule], target: Target) -> Outcome {
                 // waits for more data (a later byte could match); with it, the
                 // first min-recv bytes decide.
                 let decided = |b: &[u8]| match min_recv {
-                    Some(min) => b.len() >= *min,
+                    Some(min) if negate => b.len() >= *min,
+                    Some(min) => b.len() >= *min && matches(pattern, b),
                     None => matches(pattern, b),
                 };
                 let r = read_until(s, &mut buf, target.read_timeout, decided).await;

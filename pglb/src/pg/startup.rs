@@ -65,6 +65,30 @@ pub fn parse_first(packet: &[u8]) -> Result<FirstPacket, PacketError> {
     }
 }
 
+/// One parameter of a StartupMessage (the whole packet, length first), as
+/// the client sent it; `None` for another packet or a missing parameter.
+/// `database` defaults to `user`, as PostgreSQL has it.
+pub fn param(packet: &[u8], name: &str) -> Option<String> {
+    if packet.len() < 8 || u32::from_be_bytes([packet[4], packet[5], packet[6], packet[7]]) >> 16 != 3 {
+        return None;
+    }
+    let mut fields = packet[8..].split(|b| *b == 0);
+    let mut user = None;
+    loop {
+        let key = fields.next()?;
+        if key.is_empty() {
+            return if name == "database" { user } else { None };
+        }
+        let value = String::from_utf8_lossy(fields.next()?).into_owned();
+        if key == name.as_bytes() {
+            return Some(value);
+        }
+        if key == b"user" {
+            user = Some(value);
+        }
+    }
+}
+
 fn parse_params(body: &[u8]) -> Result<Startup, PacketError> {
     let mut startup = Startup::default();
     let mut fields = body.split(|b| *b == 0);

@@ -19,9 +19,9 @@ use tokio_util::task::TaskTracker;
 /// and IPv6-only setting).
 pub fn bind(b: &Bind) -> io::Result<TcpListener> {
     if let Some(fd) = b.fd {
-        // SAFETY: the configuration checked that the descriptor is an open
-        // stream socket; it is inherited listening (`fd@N`) and pglb takes it over.
-        let l = unsafe { <std::net::TcpListener as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        // An inherited listening socket (`fd@N`): this generation listens
+        // on its own duplicate.
+        let l = std::net::TcpListener::from(crate::os::dup_inherited(fd)?);
         l.set_nonblocking(true)?;
         return TcpListener::from_std(l);
     }

@@ -108,20 +108,18 @@ struct Opened {
 /// the startup exchange (replayed on another server when one refuses).
 /// `None` when the session ends here (`log` says how).
 async fn open(rt: &Arc<Runtime>, fe: &Arc<FrontendState>, client: &mut TcpStream, peer: SocketAddr, log: &mut ConnLog) -> Option<Opened> {
-    let backend = fe.backend.clone();
+    let mut backend = fe.backend.clone();
     if let Some(be) = &backend {
         log.backend = be.cfg.name.clone();
     }
     let startup_limit = fe.cfg.timeout_client.unwrap_or(DEFAULT_STARTUP_TIMEOUT);
-    if !fe.cfg.tcp_rules.is_empty()
-        && let crate::config::tcprules::Verdict::Reject(line) = fe.cfg.tcp_rules.on_connection(peer, client.local_addr().ok())
-    {
-        // HAProxy closes such a connection without a word.
-        log.termination = Termination::new(Cause::Proxy, Phase::Request);
-        log.reason = Some(format!("rejected by tcp-request connection (line {line})").into());
-        return None;
-    }
-    let first = match read_packet(client, startup_limit, &[]).await {
+    // With content rules, `tcp-request inspect-delay` bounds the wait for
+    // the first packet, as it bounds HAProxy's inspection.
+    let first_limit = match fe.cfg.tcp_rules.inspect_delay {
+        Some(d) if !fe.cfg.tcp_rules.content.is_empty() => d.min(startup_limit),
+        _ => startup_limit,
+    };
+    let first = match read_packet(client, first_limit, &[]).await {
         Ok(p) => p,
         Err(e) => {
             let e_null = matches!(e, ReadError::Empty);
@@ -141,7 +139,8 @@ async fn open(rt: &Arc<Runtime>, fe: &Arc<FrontendState>, client: &mut TcpStream
         }
     };
     if !fe.cfg.tcp_rules.content.is_empty()
-        && let crate::config::tcprules::Verdict::Reject(line) = fe.cfg.tcp_rules.on_content(peer, client.local_addr().ok(), first.packet())
+        && let crate::config::tcprules::Verdict::Reject(line) =
+            fe.cfg.tcp_rules.on_content(peer, client.local_addr().ok(), first.packet(), &|b| usable(rt, b))
     {
         log.termination = Termination::new(Cause::Proxy, Phase::Request);
         log.reason = Some(format!("rejected by tcp-request content (line {line})").into());
@@ -169,6 +168,13 @@ async fn open(rt: &Arc<Runtime>, fe: &Arc<FrontendState>, client: &mut TcpStream
     }
     if let FirstPacket::Startup(s) = &parsed {
         note_startup(log, s);
+        // `use_backend B if ...` on the StartupMessage's parameters. (A
+        // client that asked for TLS first goes to default_backend: pglb
+        // cannot read the parameters it sends under TLS.)
+        if let Some(to) = switch(rt, fe, peer, client.local_addr().ok(), first.packet()) {
+            log.backend = to.cfg.name.clone();
+            backend = Some(to);
+        }
     }
     let mut first = (first, parsed);
     let mut counts = (first.0.bytes.len() as u64, 0u64);
@@ -209,8 +215,6 @@ async fn open(rt: &Arc<Runtime>, fe: &Arc<FrontendState>, client: &mut TcpStream
         }
     };
     let Refusal { code, message, termination, answer } = refusal;
-    // What the client sent counts, as HAProxy counts it (%U).
-    log.bytes_in = counts.0;
     log.termination = termination;
     log.reason = Some(message.as_str().into());
     if !code.is_empty() || termination == Termination::new(Cause::Client, Phase::Queue) {
@@ -391,6 +395,14 @@ async fn session(rt: &Arc<Runtime>, fe: &Arc<FrontendState>, client: &mut TcpStr
     // The phase before the relay is boxed: a session spends its life in the
     // relay, and an unboxed phase's state would make every idle session's
     // future as large as that phase.
+    if !fe.cfg.tcp_rules.is_empty()
+        && let crate::config::tcprules::Verdict::Reject(_) = fe.cfg.tcp_rules.on_connection(peer, client.local_addr().ok(), &|b| usable(rt, b))
+    {
+        // HAProxy closes such a connection without a word or a log line
+        // (these rules are its first line of defence against floods).
+        log.silent = true;
+        return finish(fe, client, &mut log, started, Load::default());
+    }
     if !fe.cfg.log.tcplog && fe.cfg.logs.format.is_none() {
         // HAProxy's default traffic line in tcp mode, logged at accept.
         connect_line(fe, client, peer);
@@ -432,6 +444,21 @@ fn finish(fe: &FrontendState, client: &TcpStream, log: &mut ConnLog, started: In
     log.total_ms = ms(started.elapsed());
     log.emit();
     log.send_traffic(&fe.cfg.logs, fe.cfg.log.tcplog, client.local_addr().ok(), load);
+}
+
+/// The backend of the first `use_backend ... if|unless` rule whose condition
+/// holds for this StartupMessage, if any.
+fn switch(rt: &Runtime, fe: &FrontendState, peer: SocketAddr, local: Option<SocketAddr>, packet: &[u8]) -> Option<Arc<BackendState>> {
+    use crate::config::tcprules::{Sample, holds};
+    let nbsrv = |b: &str| usable(rt, b);
+    let sample = Sample { peer, local, data: Some(packet), nbsrv: &nbsrv };
+    let sw = fe.cfg.switching.iter().find(|sw| holds(&sw.cond, &sample))?;
+    rt.backend(&sw.backend).cloned()
+}
+
+/// `nbsrv(B)`: the servers backend B may use now.
+fn usable(rt: &Runtime, backend: &str) -> usize {
+    rt.backend(backend).map_or(0, |be| be.usable.load().servers.len())
 }
 
 /// The counts a traffic line shows, now.

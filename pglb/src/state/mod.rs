@@ -366,6 +366,7 @@ impl ServerState {
         self.down_since.store(old.down_since.load(Relaxed), Relaxed);
         *self.check.lock().unwrap_or_else(|e| e.into_inner()) = old.check.lock().unwrap_or_else(|e| e.into_inner()).clone();
         *self.pg.lock().unwrap_or_else(|e| e.into_inner()) = *old.pg.lock().unwrap_or_else(|e| e.into_inner());
+        *self.fqdn.lock().unwrap_or_else(|e| e.into_inner()) = old.fqdn.lock().unwrap_or_else(|e| e.into_inner()).clone();
         *self.claim.lock().unwrap_or_else(|e| e.into_inner()) = old.claim();
         self.kill.store(old.kill.load_full());
         old.carried.store(true, Relaxed);

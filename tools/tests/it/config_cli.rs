@@ -25,7 +25,7 @@ const BAD: &[(&str, usize, &str)] = &[
     ("backend b\n    option pgsql-check user u password secret\n", 2, "use password-env VAR or password-file PATH"),
     ("backend b\n    tcp-check send-binary 0001z\n", 2, "odd number of hex digits"),
     ("backend b\n    use_backend other\n", 2, "it belongs in frontend, listen"),
-    ("frontend f\n    bind :1\n    default_backend b\n    acl x src 1.2.3.4\nbackend b\n", 4, "pglb has no ACLs"),
+    ("frontend f\n    bind :1\n    default_backend b\n    acl x hdr(host) example.com\nbackend b\n", 4, "fetch 'hdr(host)' is not supported"),
     ("global\n    nbproc 2\n", 2, "use nbthread"),
     ("global\n    frobnicate\n", 2, "unknown keyword 'frobnicate' in global section"),
     ("    mode tcp\n", 1, "outside any section"),

@@ -164,7 +164,7 @@ async fn haproxy_style_start_with_environment_in_addresses_and_conditions() {
 
 /// A fake server for health checks: records the first bytes of each
 /// connection and answers `reply`.
-async fn fake_server(reply: &'static [u8], seen: std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>) -> u16 {
+pub(crate) async fn fake_server(reply: &'static [u8], seen: std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>) -> u16 {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = l.local_addr().unwrap().port();
@@ -284,7 +284,7 @@ async fn syslog_lines_are_haproxys() {
         runs.push("haproxy");
     }
     let mut per_program = Vec::new();
-    let custom_re = regex::Regex::new(r#"^fe2\|be\|0\|23\|[A-Za-z-]{2}\|"127\.0\.0\.1"\|%$"#).unwrap();
+    let custom_re = regex::Regex::new(r#"^fe2\|be\|0\|\d+\|[A-Za-z-]{2}\|"127\.0\.0\.1"\|%$"#).unwrap();
     let re = regex::Regex::new(r"^127\.0\.0\.1:\d+ \[\d\d/[A-Z][a-z]{2}/\d{4}:\d\d:\d\d:\d\d\.\d{3}\] fe be/\S+ -?\d+/-?\d+/\d+ \d+ [A-Za-z-]{2} \d+/\d+/\d+/\d+/\+?\d+ \d+/\d+$").unwrap();
     for program in runs {
         let (port, got) = syslog_receiver();

@@ -17,5 +17,6 @@ mod lab;
 mod observe;
 mod proxy;
 mod reload;
+mod routing;
 mod scenario;
 mod shutdown;

@@ -261,22 +261,24 @@ async fn runtime_api_works_with_socat_drain_maint_and_levels() {
 async fn csv_header_matches_debian_haproxy() {
     let lab = shared_lab().await;
     let dir = tempfile::tempdir().unwrap();
-    let (hp_stats, pg_stats) = (dead_port(), dead_port());
-    let make = |sock: &std::path::Path, stats: u16| {
+    // pglb listens on ports the kernel picks (0): a port probed free can
+    // be taken by another test's connection before pglb binds it.
+    let hp_stats = dead_port();
+    let make = |sock: &std::path::Path, stats: u16, pg: u16| {
         format!(
             "global\n    stats socket {} mode 600 level admin\ndefaults\n    mode tcp\n    timeout connect 1s\n    timeout client 1h\n    timeout server 1h\n\
              listen stats\n    bind 127.0.0.1:{stats}\n    mode http\n    stats enable\n    stats uri /stats\n\
-             listen pg\n    bind 127.0.0.1:{}\n    server primary 127.0.0.1:{} check\n",
+             listen pg\n    bind 127.0.0.1:{pg}\n    server primary 127.0.0.1:{} check\n",
             sock.display(),
-            dead_port(),
             lab.primary().port
         )
     };
     let hp_sock = dir.path().join("haproxy.sock");
-    let _haproxy = spawn_haproxy(dir.path(), &make(&hp_sock, hp_stats));
+    let _haproxy = spawn_haproxy(dir.path(), &make(&hp_sock, hp_stats, dead_port()));
     poll("haproxy socket", Duration::from_secs(10), || async { hp_sock.exists().then_some(()) }).await;
     let pg_sock = dir.path().join("pglb.sock");
-    let _pglb = start(&make(&pg_sock, pg_stats)).await;
+    let _pglb = start(&make(&pg_sock, 0, 0)).await;
+    let pg_stats = _pglb.addr("stats").expect("the stats listener").port();
     let theirs = socat(&hp_sock, "show stat");
     let ours = socat(&pg_sock, "show stat");
     let (h1, h2) = (theirs.lines().next().unwrap(), ours.lines().next().unwrap());
