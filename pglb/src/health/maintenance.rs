@@ -14,12 +14,7 @@ pub fn set_admin(be: &BackendState, s: &ServerState, admin: Admin, by: &str) -> 
     }
     be.republish();
     let usable = be.usable.load();
-    // HAProxy's counts: servers UP and not in maintenance, active and backup.
-    let (active, backup) = be
-        .servers
-        .iter()
-        .filter(|x| x.health() == Health::Up && x.admin() != crate::state::Admin::Maint)
-        .fold((0, 0), |(a, b), x| if x.cfg.backup { (a, b + 1) } else { (a + 1, b) });
+    let (active, backup) = super::up_counts(be);
     let none_usable = usable.servers.is_empty();
     let sessions = crate::state::counters::Counters::get(&s.counters.cur);
     let queued = crate::state::counters::Counters::get(&be.counters.queue_cur);

@@ -390,12 +390,7 @@ pub fn record(be: &BackendState, srv: &ServerState, fsm: &mut Fsm, verdict: Verd
     }
     be.republish();
     let usable = be.usable.load();
-    // HAProxy's counts: servers UP and not in maintenance, active and backup.
-    let (active, backup) = be
-        .servers
-        .iter()
-        .filter(|x| x.health() == Health::Up && x.admin() != crate::state::Admin::Maint)
-        .fold((0, 0), |(a, b), x| if x.cfg.backup { (a, b + 1) } else { (a + 1, b) });
+    let (active, backup) = up_counts(be);
     let none_usable = usable.servers.is_empty();
     let sessions = crate::state::counters::Counters::get(&srv.counters.cur);
     let word = if t == Transition::Up { "UP" } else { "DOWN" };
@@ -440,6 +435,15 @@ pub fn record(be: &BackendState, srv: &ServerState, fsm: &mut Fsm, verdict: Verd
         }
         _ => {}
     }
+}
+
+/// HAProxy's counts in its state lines: the servers UP and not in
+/// maintenance, active and backup.
+pub(crate) fn up_counts(be: &BackendState) -> (usize, usize) {
+    be.servers
+        .iter()
+        .filter(|x| x.health() == Health::Up && x.admin() != Admin::Maint)
+        .fold((0, 0), |(a, b), x| if x.cfg.backup { (a, b + 1) } else { (a + 1, b) })
 }
 
 /// HAProxy's `, reason: DESCRIPTION[, code: N], info: "INFO", check

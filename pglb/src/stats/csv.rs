@@ -188,6 +188,8 @@ pub fn field(row: &Row, column: &str) -> String {
         "rate_lim" if row.kind == Some(Kind::Frontend) => "0".into(),
         "check_status" => opt(&row.check_status),
         "check_duration" => opt(&row.check_duration),
+        // HAProxy fills check_code for layer-7 results (0: pglb's checks have no HTTP code).
+        "check_code" if matches!(row.check_status.as_deref(), Some("L7OK" | "L7STS")) => "0".into(),
         "cli_abrt" if row.kind != Some(Kind::Frontend) => opt(&row.cli_abrt),
         "srv_abrt" if row.kind != Some(Kind::Frontend) => opt(&row.srv_abrt),
         "lastsess" => opt(&row.lastsess),

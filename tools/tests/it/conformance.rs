@@ -16,8 +16,25 @@ fn run(program: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
     cmd.output().unwrap_or_else(|e| panic!("{program}: {e}"))
 }
 
+/// pglb, and Debian's HAProxy when the machine has it.
+fn programs() -> Vec<&'static str> {
+    if has_haproxy() { vec!["pglb", "haproxy"] } else { vec!["pglb"] }
+}
+
 fn has_haproxy() -> bool {
     Command::new("haproxy").arg("-v").output().is_ok_and(|o| o.status.success())
+}
+
+/// `pglb` or `haproxy` in the foreground on `path` (HAProxy's `-db -f`), quiet.
+fn run_db(program: &str, path: &Path) -> std::process::Child {
+    Command::new(if program == "pglb" { pglb_bin() } else { "haproxy" })
+        .arg("-db")
+        .arg("-f")
+        .arg(path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{program}: {e}"))
 }
 
 /// Runs `program -c ARGS -f FILE` and returns (exit code, stdout).
@@ -279,10 +296,7 @@ async fn syslog_lines_are_haproxys() {
     let unix_path = dir.path().join("log.sock");
     let unix = std::os::unix::net::UnixDatagram::bind(&unix_path).unwrap();
     unix.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut runs = vec!["pglb"];
-    if has_haproxy() {
-        runs.push("haproxy");
-    }
+    let runs = programs();
     let mut per_program = Vec::new();
     let custom_re = regex::Regex::new(r#"^fe2\|be\|0\|\d+\|[A-Za-z-]{2}\|"127\.0\.0\.1"\|%$"#).unwrap();
     let re = regex::Regex::new(r"^127\.0\.0\.1:\d+ \[\d\d/[A-Z][a-z]{2}/\d{4}:\d\d:\d\d:\d\d\.\d{3}\] fe be/\S+ -?\d+/-?\d+/\d+ \d+ [A-Za-z-]{2} \d+/\d+/\d+/\d+/\+?\d+ \d+/\d+$").unwrap();
@@ -301,14 +315,7 @@ async fn syslog_lines_are_haproxys() {
         );
         let path = dir.path().join(format!("{program}.cfg"));
         std::fs::write(&path, &cfg).unwrap();
-        let child = Command::new(if program == "pglb" { pglb_bin() } else { "haproxy" })
-            .arg("-db")
-            .arg("-f")
-            .arg(&path)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
+        let child = run_db(program, &path);
         let pid = child.id();
         let _guard = KillOnDrop(child);
         let lines = poll(&format!("{program}'s no-server line"), Duration::from_secs(10), || async {
@@ -385,11 +392,7 @@ async fn inherited_listening_sockets_are_adopted() {
     use std::os::fd::AsRawFd;
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let server = fake_server(b"R\x00\x00\x00\x08\x00\x00\x00\x00", seen).await;
-    let mut programs = vec!["pglb"];
-    if has_haproxy() {
-        programs.push("haproxy");
-    }
-    for program in programs {
+    for program in programs() {
         let fe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let cli = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let (fe_addr, cli_addr) = (fe.local_addr().unwrap(), cli.local_addr().unwrap());
@@ -478,11 +481,7 @@ fn runtime_api(sock: &Path, cmd: &str) -> String {
 /// and the numbers of `show servers state`, from pglb and from HAProxy.
 #[tokio::test]
 async fn stats_page_actions_scope_and_runtime_numbers_are_haproxys() {
-    let mut programs = vec!["pglb"];
-    if has_haproxy() {
-        programs.push("haproxy");
-    }
-    for program in programs {
+    for program in programs() {
         let dir = tempfile::tempdir().unwrap();
         let sock = dir.path().join("api.sock");
         let stats = dead_port();
@@ -499,14 +498,7 @@ async fn stats_page_actions_scope_and_runtime_numbers_are_haproxys() {
         );
         let path = dir.path().join("c.cfg");
         std::fs::write(&path, &cfg).unwrap();
-        let child = Command::new(if program == "pglb" { pglb_bin() } else { "haproxy" })
-            .arg("-db")
-            .arg("-f")
-            .arg(&path)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
+        let child = run_db(program, &path);
         let _guard = KillOnDrop(child);
         poll(&format!("{program}'s stats page"), Duration::from_secs(10), || async {
             std::net::TcpStream::connect(("127.0.0.1", stats)).ok().map(drop)
@@ -641,11 +633,7 @@ async fn tcp_check_lines_and_min_recv_are_haproxys() {
     let path = dir.path().join("c.cfg");
     std::fs::write(&path, &cfg).unwrap();
     let mut results = Vec::new();
-    let mut programs = vec!["pglb"];
-    if has_haproxy() {
-        programs.push("haproxy");
-    }
-    for program in programs {
+    for program in programs() {
         let log = dir.path().join(format!("{program}.log"));
         let child = Command::new(if program == "pglb" { pglb_bin() } else { "haproxy" })
             .arg("-db")
@@ -703,19 +691,8 @@ async fn tcp_request_rules_filter_the_first_packet() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c.cfg");
     std::fs::write(&path, &cfg).unwrap();
-    let mut programs = vec!["pglb"];
-    if has_haproxy() {
-        programs.push("haproxy");
-    }
-    for program in programs {
-        let child = Command::new(if program == "pglb" { pglb_bin() } else { "haproxy" })
-            .arg("-db")
-            .arg("-f")
-            .arg(&path)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
+    for program in programs() {
+        let child = run_db(program, &path);
         let _guard = KillOnDrop(child);
         poll(&format!("{program} listening"), Duration::from_secs(10), || async {
             tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok().map(drop)
@@ -743,11 +720,7 @@ async fn add_and_del_server_answer_as_haproxy() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let server = fake_server(b"R\x00\x00\x00\x08\x00\x00\x00\x00", seen).await;
-    let mut programs = vec!["pglb"];
-    if has_haproxy() {
-        programs.push("haproxy");
-    }
-    for program in programs {
+    for program in programs() {
         let dir = tempfile::tempdir().unwrap();
         let sock = dir.path().join("api.sock");
         let port = dead_port();
@@ -758,14 +731,7 @@ async fn add_and_del_server_answer_as_haproxy() {
         );
         let path = dir.path().join("c.cfg");
         std::fs::write(&path, &cfg).unwrap();
-        let child = Command::new(if program == "pglb" { pglb_bin() } else { "haproxy" })
-            .arg("-db")
-            .arg("-f")
-            .arg(&path)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
+        let child = run_db(program, &path);
         let _guard = KillOnDrop(child);
         poll(&format!("{program}'s runtime API"), Duration::from_secs(10), || async { sock.exists().then_some(()) }).await;
         let addr = format!("127.0.0.1:{server}");
