@@ -170,8 +170,9 @@ pub struct Load {
 impl ConnLog {
     /// The session's line for the frontend's log targets (`option tcplog`
     /// or `log-format`), at HAProxy's severity (info), as HAProxy renders
-    /// it; `local` is the frontend address the client reached.
-    pub fn send_traffic(&self, logs: &crate::config::ProxyLogs, tcplog: bool, local: Option<SocketAddr>, load: Load) {
+    /// it; `local` gives the frontend address the client reached (asked
+    /// only when a line is sent: it costs a system call).
+    pub fn send_traffic(&self, logs: &crate::config::ProxyLogs, tcplog: bool, local: impl FnOnce() -> Option<SocketAddr>, load: Load) {
         use crate::syslog::{Severity, send, wanted};
         if self.silent || !wanted(logs, Severity::Info) {
             return;
@@ -185,7 +186,7 @@ impl ConnLog {
             }
             (None, false) => return,
         };
-        send(logs, Severity::Info, &self.render(format, local, load));
+        send(logs, Severity::Info, &self.render(format, local(), load));
     }
 
     /// Renders a `log-format`. Values pglb does not keep per session

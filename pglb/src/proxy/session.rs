@@ -171,7 +171,9 @@ async fn open(rt: &Arc<Runtime>, fe: &Arc<FrontendState>, client: &mut TcpStream
         // `use_backend B if ...` on the StartupMessage's parameters. (A
         // client that asked for TLS first goes to default_backend: pglb
         // cannot read the parameters it sends under TLS.)
-        if let Some(to) = switch(rt, fe, peer, client.local_addr().ok(), first.packet()) {
+        if !fe.cfg.switching.is_empty()
+            && let Some(to) = switch(rt, fe, peer, client.local_addr().ok(), first.packet())
+        {
             log.backend = to.cfg.name.clone();
             backend = Some(to);
         }
@@ -443,7 +445,7 @@ async fn session(rt: &Arc<Runtime>, fe: &Arc<FrontendState>, client: &mut TcpStr
 fn finish(fe: &FrontendState, client: &TcpStream, log: &mut ConnLog, started: Instant, load: Load) {
     log.total_ms = ms(started.elapsed());
     log.emit();
-    log.send_traffic(&fe.cfg.logs, fe.cfg.log.tcplog, client.local_addr().ok(), load);
+    log.send_traffic(&fe.cfg.logs, fe.cfg.log.tcplog, || client.local_addr().ok(), load);
 }
 
 /// The backend of the first `use_backend ... if|unless` rule whose condition
