@@ -108,7 +108,7 @@ impl SqlProbe {
         let err = |e: tokio_postgres::Error| match std::error::Error::source(&e).and_then(|s| s.downcast_ref::<std::io::Error>()) {
             Some(io) if crate::os::is_resource_exhaustion(io) => SqlError::Resource(io.to_string()),
             _ => match tcp_error(&e) {
-                Some(io) => SqlError::Connect(io.to_string()),
+                Some(io) => SqlError::Connect(crate::os::describe(io)),
                 None => SqlError::Login(login_error(&e)),
             },
         };
