@@ -80,7 +80,7 @@ pub fn ask(socket: &std::path::Path, command: &str) -> std::io::Result<Answer> {
 
 /// The columns an operator reads first, from HAProxy's CSV.
 const STAT_COLUMNS: &[&str] =
-    &["pxname", "svname", "status", "scur", "smax", "stot", "bin", "bout", "econ", "wretr", "wredis", "check_status", "check_desc", "addr"];
+    &["pxname", "svname", "status", "scur", "smax", "stot", "bin", "bout", "econ", "wretr", "wredis", "check_status", "last_chk", "addr"];
 
 fn stat_table(csv: &str) -> String {
     let mut lines = csv.lines();

@@ -108,7 +108,8 @@ fn interval(be: &BackendState, srv: &ServerState, fsm: &Fsm) -> Duration {
 /// ("Health analyze").
 fn apply_passive(be: &BackendState, srv: &ServerState, fsm: &mut Fsm) -> bool {
     let Some((n, why)) = srv.take_passive() else { return false };
-    let desc = format!("Health analyze: Detected {n} consecutive errors, last one was: {why}");
+    // HAProxy's info (the reason, "Health analyze", is the status's description).
+    let desc = format!("Detected {n} consecutive errors, last one was: {why}");
     match srv.cfg.observe.action {
         OnError::FastInter => {
             tracing::info!(target: "pglb::health", backend = %be.cfg.name, server = %srv.cfg.name, reason = %desc, "Server {}/{}: {desc}; checking at fastinter", be.cfg.name, srv.cfg.name);

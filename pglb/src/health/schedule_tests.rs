@@ -153,7 +153,7 @@ async fn a_passive_mark_down_leaves_routing_at_once_and_the_check_status_says_wh
     until(Duration::from_millis(100), || srv.health() == Health::Down, || {}).await;
     let info = srv.check.lock().unwrap().clone();
     assert_eq!(info.status, CheckStatus::Hana);
-    assert_eq!(info.desc, "Health analyze: Detected 1 consecutive errors, last one was: L4 unsuccessful connection: Connection refused");
+    assert_eq!(info.desc, "Detected 1 consecutive errors, last one was: L4 unsuccessful connection: Connection refused");
     // Back as the only primary: taken at its first passing check.
     a.set(Node::Primary);
     until(Duration::from_secs(2), || routed(&be) == [0], || {}).await;

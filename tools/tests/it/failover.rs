@@ -195,7 +195,7 @@ async fn a_refused_connect_is_replayed_and_marks_the_server_down_at_once() {
     poll("gone DOWN", Duration::from_secs(2), || async { (be.servers[0].health() == pglb::state::Health::Down).then_some(()) }).await;
     let info = be.servers[0].check.lock().unwrap().clone();
     assert_eq!(info.status, pglb::state::check::CheckStatus::Hana, "{info:?}");
-    assert_eq!(info.desc, "Health analyze: Detected 1 consecutive errors, last one was: L4 unsuccessful connection: Connection refused");
+    assert_eq!(info.desc, "Detected 1 consecutive errors, last one was: L4 unsuccessful connection: Connection refused");
     assert_eq!(be.usable.load().servers, [1]);
 }
 
