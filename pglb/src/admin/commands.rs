@@ -323,7 +323,13 @@ fn servers_state(rt: &Runtime, backends: &[Arc<BackendState>]) -> String {
                 result = check.status.result_number(),
                 // HAProxy's counter starts at rise for a server without checks.
                 health = if srv.cfg.check { srv.check_health.load(Relaxed) } else { srv.cfg.rise },
-                state = if srv.cfg.check { if srv.checks_enabled() { 6 } else { 4 } } else { 0 },
+                // HAProxy's bits: 0x2 configured, 0x4 enabled, 0x8 paused (maintenance).
+                state = match (srv.cfg.check, srv.checks_enabled(), srv.admin()) {
+                    (false, ..) => 0,
+                    (true, _, Admin::Maint) => 14,
+                    (true, true, _) => 6,
+                    (true, false, _) => 2,
+                },
                 port = addr.map(|a| a.port()).unwrap_or(srv.cfg.port),
                 cport = srv.cfg.check_port.unwrap_or(0),
                 caddr = srv.cfg.check_addr.as_deref().unwrap_or("-"),

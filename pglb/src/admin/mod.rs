@@ -183,6 +183,7 @@ async fn session<H: Host>(control: Arc<H>, stream: Box<dyn Stream>, level: Level
         let text = String::from_utf8_lossy(&line);
         let mut out = String::new();
         let mut quit = !interactive;
+        let mut asked_quit = false;
         for cmd in text.split(';').map(str::trim).filter(|c| !c.is_empty()) {
             if cmd == "reload" {
                 if level < Level::Admin {
@@ -207,11 +208,15 @@ async fn session<H: Host>(control: Arc<H>, stream: Box<dyn Stream>, level: Level
                 }
                 Outcome::Quit => {
                     quit = true;
+                    asked_quit = true;
                     break;
                 }
             }
         }
-        if !out.is_empty() && !out.ends_with("\n\n") {
+        // Every answer ends with an empty line, an empty answer too (HAProxy
+        // sends "\n"); `quit` alone gets nothing.
+        let silent_quit = asked_quit && out.is_empty();
+        if !(out.ends_with("\n\n") || silent_quit) {
             out.push('\n');
         }
         if interactive && !quit {

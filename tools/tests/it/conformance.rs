@@ -537,6 +537,8 @@ async fn stats_page_actions_scope_and_runtime_numbers_are_haproxys() {
         assert_eq!((s2[5].as_str(), s2[6].as_str()), ("0", "1"), "{program}: op and admin state: {s2:?}");
         let s1 = row("s1");
         assert_eq!(s1[10..14], ["1", "0", "2", "0"], "{program}: {s1:?}");
+        // A command without output still answers its empty line (VTest waits for it).
+        assert_eq!(runtime_api(&sock, "set server Pg_Main/s2 state maint"), "\n", "{program}");
         // set server fqdn: refused without resolvers, taken with them.
         assert_eq!(
             runtime_api(&sock, "set server Pg_Main/s2 fqdn db.example"),
