@@ -250,10 +250,18 @@ impl ConnLog {
 /// HAProxy's `%t`: the accept date, `dd/Mon/yyyy:HH:MM:SS.mmm`, local time
 /// (`total_ms` ago).
 fn accept_date(total_ms: u64) -> String {
-    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
     let at = std::time::SystemTime::now() - Duration::from_millis(total_ms);
     let t = crate::os::local_time(at);
-    format!("{:02}/{}/{:04}:{:02}:{:02}:{:02}.{:03}", t.day, MONTHS[(t.month - 1) as usize], t.year, t.hour, t.minute, t.second, t.micros / 1000)
+    format!(
+        "{:02}/{}/{:04}:{:02}:{:02}:{:02}.{:03}",
+        t.day,
+        crate::syslog::MONTHS[(t.month - 1) as usize],
+        t.year,
+        t.hour,
+        t.minute,
+        t.second,
+        t.micros / 1000
+    )
 }
 
 /// Whole milliseconds (u64: 584 million years; a u128 would add 16

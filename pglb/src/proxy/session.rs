@@ -427,7 +427,12 @@ async fn session(rt: &Arc<Runtime>, fe: &Arc<FrontendState>, client: &mut TcpStr
     if let Some(reason) = end_reason(rt, fe, &be, &conn.slot.server, termination) {
         log.reason = Some(reason);
     }
-    let load = load(rt, fe, Some((&be, &conn.slot.server)));
+    // (Read only for a traffic line: four counters per session otherwise.)
+    let load = if crate::syslog::wanted(&fe.cfg.logs, crate::syslog::Severity::Info) {
+        load(rt, fe, Some((&be, &conn.slot.server)))
+    } else {
+        Load::default()
+    };
     // Frees the server slot (and wakes a queued session).
     drop(conn);
     if let Some(key) = key {
