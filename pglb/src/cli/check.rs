@@ -12,12 +12,28 @@ fn print_in_line_order(mut found: Vec<(usize, String)>) {
     }
 }
 
-pub fn run(file: &Path) -> ExitCode {
+/// Reads `file` and prints its warnings and errors in line order: the
+/// loaded configuration, or how many errors it has.
+fn read_and_report(file: &Path) -> Result<config::Loaded, usize> {
     let report = config::report(file);
     let mut found: Vec<(usize, String)> = report.warnings.iter().map(|w| (w.line, w.to_string())).collect();
     match report.into_result() {
         Ok(loaded) => {
             print_in_line_order(found);
+            Ok(loaded)
+        }
+        Err(e) => {
+            let all = e.into_vec();
+            found.extend(all.iter().map(|e| (e.line().unwrap_or(0), e.to_string())));
+            print_in_line_order(found);
+            Err(all.len())
+        }
+    }
+}
+
+pub fn run(file: &Path) -> ExitCode {
+    match read_and_report(file) {
+        Ok(loaded) => {
             let c = &loaded.config;
             let servers: usize = c.backends.iter().map(|b| b.servers.len()).sum();
             println!(
@@ -29,11 +45,8 @@ pub fn run(file: &Path) -> ExitCode {
             );
             ExitCode::SUCCESS
         }
-        Err(e) => {
-            let all = e.into_vec();
-            found.extend(all.iter().map(|e| (e.line().unwrap_or(0), e.to_string())));
-            print_in_line_order(found);
-            eprintln!("Configuration file has {} error(s) and is not valid.", all.len());
+        Err(errors) => {
+            eprintln!("Configuration file has {errors} error(s) and is not valid.");
             ExitCode::from(1)
         }
     }
@@ -43,34 +56,23 @@ pub fn run(file: &Path) -> ExitCode {
 /// codes (0 valid, 1 errors or a warning under `-dW`, 2 valid but nothing
 /// to listen on), pglb's findings on stderr.
 pub fn haproxy_style(file: &Path, quiet: bool, zero_warning: bool) -> ExitCode {
-    let report = config::report(file);
-    let mut found: Vec<(usize, String)> = report.warnings.iter().map(|w| (w.line, w.to_string())).collect();
-    let warned = report.warnings.iter().any(|w| !w.advice);
-    match report.into_result() {
-        Ok(loaded) => {
-            print_in_line_order(found);
-            if zero_warning && warned {
-                eprintln!("[ALERT] config : Some warnings were found and 'zero-warning' is set. Aborting.");
-                return ExitCode::from(1);
-            }
-            if !loaded.config.frontends.iter().any(|f| !f.binds.is_empty()) {
-                println!("Configuration file has no error but will not start (no listener) => exit(2).");
-                return ExitCode::from(2);
-            }
-            if !quiet {
-                if !loaded.warnings.is_empty() {
-                    println!("Warnings were found.");
-                }
-                println!("Configuration file is valid");
-            }
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            let all = e.into_vec();
-            found.extend(all.iter().map(|e| (e.line().unwrap_or(0), e.to_string())));
-            print_in_line_order(found);
-            eprintln!("[ALERT] config : Fatal errors found in configuration.");
-            ExitCode::from(1)
-        }
+    let Ok(loaded) = read_and_report(file) else {
+        eprintln!("[ALERT] config : Fatal errors found in configuration.");
+        return ExitCode::from(1);
+    };
+    if zero_warning && loaded.warnings.iter().any(|w| !w.advice) {
+        eprintln!("[ALERT] config : Some warnings were found and 'zero-warning' is set. Aborting.");
+        return ExitCode::from(1);
     }
+    if !loaded.config.frontends.iter().any(|f| !f.binds.is_empty()) {
+        println!("Configuration file has no error but will not start (no listener) => exit(2).");
+        return ExitCode::from(2);
+    }
+    if !quiet {
+        if !loaded.warnings.is_empty() {
+            println!("Warnings were found.");
+        }
+        println!("Configuration file is valid");
+    }
+    ExitCode::SUCCESS
 }

@@ -16,6 +16,20 @@ fn run(program: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
     cmd.output().unwrap_or_else(|e| panic!("{program}: {e}"))
 }
 
+/// HAProxy's pgsql-check StartupMessage (`user postgres`, 23 bytes).
+const STARTUP: &[u8] = b"\x00\x00\x00\x17\x00\x03\x00\x00user\x00postgres\x00\x00";
+
+/// A client that sends [`STARTUP`] to `port` and waits for the answer or
+/// the close (up to 8 s).
+fn one_client(port: u16) {
+    use std::io::{Read, Write};
+    if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+        let _ = s.write_all(STARTUP);
+        let _ = s.set_read_timeout(Some(Duration::from_secs(8)));
+        let _ = s.read(&mut [0u8; 512]);
+    }
+}
+
 /// pglb, and Debian's HAProxy when the machine has it.
 fn programs() -> Vec<&'static str> {
     if has_haproxy() { vec!["pglb", "haproxy"] } else { vec!["pglb"] }
@@ -257,7 +271,7 @@ async fn pgsql_check_lines_and_startup_bytes_are_haproxys() {
             assert!(digits > 0 && rest[digits..].starts_with(tail), "{name}: {line}");
         }
         // HAProxy's StartupMessage for `user postgres`, 23 bytes.
-        let want = b"\x00\x00\x00\x17\x00\x03\x00\x00user\x00postgres\x00\x00".to_vec();
+        let want = STARTUP.to_vec();
         assert!(seen.lock().unwrap().iter().all(|got| *got == want), "{name} sent {:?}", seen.lock().unwrap());
     }
 }
@@ -347,29 +361,19 @@ async fn syslog_lines_are_haproxys() {
         let n = unix.recv(&mut buf).unwrap();
         let d = String::from_utf8_lossy(&buf[..n]).into_owned();
         assert!(d.starts_with("<14") && d.contains(&format!(" {pid} - - ")) && d.ends_with('\n'), "{program}: {d}");
-        while unix.recv(&mut buf).is_ok_and(|_| true) {
+        while unix.recv(&mut buf).is_ok() {
             unix.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
         }
         unix.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         // A traffic line (option tcplog), at info: the client sends a startup and the server is down.
         got.lock().unwrap().clear();
-        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", fe_port)) {
-            use std::io::{Read, Write};
-            let _ = s.write_all(b"\x00\x00\x00\x17\x00\x03\x00\x00user\x00postgres\x00\x00");
-            s.set_read_timeout(Some(Duration::from_secs(8))).unwrap();
-            let _ = s.read(&mut buf);
-        }
+        one_client(fe_port);
         let traffic = poll(&format!("{program}'s traffic line"), Duration::from_secs(10), || async {
             got.lock().unwrap().iter().filter_map(|l| local_header(l)).find(|(_, _, m)| m.contains(" fe be/")).clone()
         })
         .await;
         // log-format: the same client through fe2.
-        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", fe2_port)) {
-            use std::io::{Read, Write};
-            let _ = s.write_all(b"\x00\x00\x00\x17\x00\x03\x00\x00user\x00postgres\x00\x00");
-            s.set_read_timeout(Some(Duration::from_secs(8))).unwrap();
-            let _ = s.read(&mut buf);
-        }
+        one_client(fe2_port);
         let custom = poll(&format!("{program}'s log-format line"), Duration::from_secs(10), || async {
             got.lock().unwrap().iter().filter_map(|l| local_header(l)).find(|(_, _, m)| m.starts_with("fe2|")).clone()
         })
@@ -440,7 +444,7 @@ async fn inherited_listening_sockets_are_adopted() {
         // (Async: the fake server runs on this test's runtime.)
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut c = tokio::net::TcpStream::connect(fe_addr).await.unwrap();
-        c.write_all(b"\x00\x00\x00\x17\x00\x03\x00\x00user\x00postgres\x00\x00").await.unwrap();
+        c.write_all(STARTUP).await.unwrap();
         let mut answer = [0u8; 9];
         tokio::time::timeout(Duration::from_secs(5), c.read_exact(&mut answer)).await.unwrap_or_else(|_| panic!("{program}: no answer")).unwrap();
         assert_eq!(&answer, b"R\x00\x00\x00\x08\x00\x00\x00\x00", "{program}");
@@ -707,7 +711,7 @@ async fn tcp_request_rules_filter_the_first_packet() {
             let _ = tokio::time::timeout(Duration::from_secs(3), c.read_to_end(&mut answer)).await;
             answer
         };
-        let ok = exchange(b"\x00\x00\x00\x17\x00\x03\x00\x00user\x00postgres\x00\x00").await;
+        let ok = exchange(STARTUP).await;
         assert!(ok.starts_with(b"R\x00\x00\x00\x08"), "{program}: the StartupMessage passes: {ok:?}");
         let other = exchange(b"\x00\x00\x00\x15\x00\x03\x00\x00user\x00nobody\x00\x00").await;
         assert!(other.is_empty(), "{program}: another packet is rejected (closed): {other:?}");
@@ -756,7 +760,7 @@ async fn add_and_del_server_answer_as_haproxy() {
         runtime_api(&sock, "enable server test/s1");
         let answer = poll(&format!("{program} serving through s1"), Duration::from_secs(5), || async {
             let mut c = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
-            c.write_all(b"\x00\x00\x00\x17\x00\x03\x00\x00user\x00postgres\x00\x00").await.ok()?;
+            c.write_all(STARTUP).await.ok()?;
             let mut a = [0u8; 9];
             tokio::time::timeout(Duration::from_secs(1), c.read_exact(&mut a)).await.ok()?.ok()?;
             Some(a)
