@@ -104,6 +104,8 @@ mod tests {
             resolvers: None,
             tcp_ut: None,
             observe: Default::default(),
+            tls: None,
+            check_tls: None,
         }
     }
 

@@ -16,13 +16,10 @@ pub const GLOBAL_NO_EFFECT: &[(&str, &str)] = &[
     ("cpu-map", "the tokio runtime schedules its threads itself"),
     ("node", "pglb reports the host name"),
     ("description", "shown by HAProxy's stats page only"),
-    ("ssl-default-bind-ciphers", "pglb passes TLS through to PostgreSQL and never terminates it"),
-    ("ssl-default-bind-options", "pglb passes TLS through to PostgreSQL and never terminates it"),
-    ("ssl-default-server-ciphers", "pglb passes TLS through to PostgreSQL and never terminates it"),
-    ("ssl-default-server-options", "pglb passes TLS through to PostgreSQL and never terminates it"),
-    ("ssl-server-verify", "pglb passes TLS through to PostgreSQL and never terminates it"),
-    ("ca-base", "pglb passes TLS through to PostgreSQL and never terminates it"),
-    ("crt-base", "pglb passes TLS through to PostgreSQL and never terminates it"),
+    ("ssl-default-bind-ciphers", "pglb's TLS uses Mozilla's intermediate profile (TLS 1.2 and 1.3)"),
+    ("ssl-default-bind-options", "pglb's TLS uses Mozilla's intermediate profile (TLS 1.2 and 1.3)"),
+    ("ssl-default-server-ciphers", "pglb's TLS uses Mozilla's intermediate profile (TLS 1.2 and 1.3)"),
+    ("ssl-default-server-options", "pglb's TLS uses Mozilla's intermediate profile (TLS 1.2 and 1.3)"),
     ("server-state-file", "pglb does not save server state to a file"),
     ("server-state-base", "pglb does not save server state to a file"),
     ("insecure-fork-wanted", "pglb never forks"),
@@ -39,7 +36,7 @@ pub const GLOBAL_NO_EFFECT: &[(&str, &str)] = &[
 /// Global keyword prefixes accepted with a warning (HAProxy tuning knobs).
 pub const GLOBAL_PREFIX_NO_EFFECT: &[(&str, &str)] = &[
     ("tune.", "HAProxy's buffer and scheduler tuning does not apply to pglb"),
-    ("ssl-", "pglb passes TLS through to PostgreSQL and never terminates it"),
+    ("ssl-", "pglb's TLS uses Mozilla's intermediate profile; certificates and checks are set on bind and server lines"),
 ];
 
 /// Global keywords rejected, with what to write instead.
@@ -47,6 +44,9 @@ pub const GLOBAL_REJECTED: &[(&str, &str)] = &[
     ("nbproc", "nbproc was removed in HAProxy 2.5 and pglb is one process: use nbthread"),
     ("lua-load", "pglb has no Lua interpreter: remove it"),
     ("external-check", "pglb runs no external check commands: use option pgsql-check"),
+    ("ca-base", "write ca-file paths in full (pglb reads relative paths from its working directory)"),
+    ("crt-base", "write crt paths in full (pglb reads relative paths from its working directory)"),
+    ("ssl-server-verify", "write 'verify none' or 'verify required ca-file FILE' on each server line"),
 ];
 
 /// Proxy keywords accepted with a warning: (keyword, reason).
@@ -143,15 +143,11 @@ pub const SERVER_NO_EFFECT: &[(&str, &str)] = &[
     ("namespace", "pglb connects from its own network namespace"),
     ("resolve-opts", "pglb's resolver has no options"),
     ("resolve-net", "pglb's resolver has no options"),
-    ("check-ssl", "pglb's checks negotiate TLS with PostgreSQL's own SSLRequest: use sslmode in option pgsql-check"),
-    ("verify", "pglb passes TLS through and never verifies server certificates itself"),
-    ("sni", "pglb passes TLS through"),
-    ("alpn", "pglb passes TLS through"),
+    ("alpn", "pglb negotiates PostgreSQL's own ALPN, postgresql, when the server offers it"),
 ];
 
 /// Server options rejected, with what to write instead.
 pub const SERVER_REJECTED: &[(&str, &str)] = &[
-    ("ssl", "pglb passes the client's TLS through to PostgreSQL and never re-encrypts: remove ssl and use sslmode=require in the client"),
     ("send-proxy", "PostgreSQL does not understand the PROXY protocol: remove send-proxy"),
     ("send-proxy-v2", "PostgreSQL does not understand the PROXY protocol: remove send-proxy-v2"),
     ("check-send-proxy", "PostgreSQL does not understand the PROXY protocol: remove check-send-proxy"),

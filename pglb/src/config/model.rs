@@ -264,6 +264,9 @@ pub struct Bind {
     pub backlog: u32,
     /// `v6only`: an IPv6 wildcard that does not also accept IPv4.
     pub v6only: bool,
+    /// `ssl crt FILE ...`: pglb terminates clients' TLS here (else it
+    /// passes TLS through to the server).
+    pub tls: Option<std::sync::Arc<crate::tls::Acceptor>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -484,6 +487,11 @@ pub struct Server {
     /// Passive health (`observe`, `error-limit`, `on-error`): what sessions
     /// see of the server between checks.
     pub observe: Observe,
+    /// `ssl`: pglb encrypts to the server the sessions whose startup it
+    /// reads (plaintext clients, and TLS it terminated).
+    pub tls: Option<std::sync::Arc<crate::tls::Connector>>,
+    /// `check-ssl` (or `ssl` without `no-check-ssl`): SQL checks use this TLS.
+    pub check_tls: Option<std::sync::Arc<crate::tls::Connector>>,
 }
 
 /// HAProxy's `observe layer4` with `error-limit` and `on-error`: failed

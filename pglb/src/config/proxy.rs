@@ -313,6 +313,7 @@ impl ProxyDraft {
         let mut name = None;
         let mut backlog = 1024;
         let mut v6only = false;
+        let mut tls = TlsWords::default();
         let mut args = line.args()[1..].iter();
         while let Some(opt) = args.next() {
             match opt.as_str() {
@@ -327,11 +328,23 @@ impl ProxyDraft {
                 },
                 "v6only" => v6only = true,
                 "v4v6" => v6only = false,
-                "ssl" | "crt" => {
-                    ctx.error(
-                        n,
-                        "pglb does not terminate TLS: remove 'ssl'/'crt' from bind; PostgreSQL clients negotiate TLS with the server through pglb",
-                    );
+                "ssl" => tls.ssl = true,
+                "crt" | "ca-file" | "verify" | "alpn" => {
+                    let Some(value) = args.next() else { return ctx.error(n, format!("bind option '{opt}' needs a value")) };
+                    match opt.as_str() {
+                        "crt" => tls.crt = Some(value.clone()),
+                        "ca-file" => tls.ca_file = Some(value.clone()),
+                        "alpn" if value.split(',').any(|p| p == "postgresql") => {}
+                        "alpn" => return ctx.error(n, format!("alpn '{value}': PostgreSQL clients offer 'postgresql'; pglb selects it whenever offered")),
+                        _ => match crate::tls::Verify::parse(value) {
+                            Some(v) => tls.verify = Some(v),
+                            None => return ctx.error(n, format!("verify '{value}' is unknown: use none, optional or required")),
+                        },
+                    }
+                }
+                "crt-list" | "ca-verify-file" | "crl-file" | "ssl-min-ver" | "ssl-max-ver" | "ciphers" | "ciphersuites" | "curves" | "ecdhe"
+                | "npn" | "strict-sni" | "no-tls-tickets" | "force-tlsv12" | "force-tlsv13" | "no-sslv3" | "no-tlsv10" | "no-tlsv11" => {
+                    ctx.error(n, format!("bind option '{opt}' is not supported: pglb terminates TLS with crt, ca-file and verify (TLS 1.2 and 1.3, Mozilla's intermediate ciphers)"));
                     return;
                 }
                 "accept-proxy" => {
@@ -346,21 +359,22 @@ impl ProxyDraft {
                     }
                 }
                 other => {
-                    ctx.error(n, format!("unknown bind option '{other}' (pglb understands name, backlog, v4v6 and v6only)"));
+                    ctx.error(n, format!("unknown bind option '{other}' (pglb understands name, backlog, v4v6, v6only, ssl, crt, ca-file and verify)"));
                     return;
                 }
             }
         }
+        let Ok(tls) = tls.acceptor(ctx, n) else { return };
         for a in addrs.split(',') {
             if let Some(fd) = addr::inherited(a) {
                 match fd {
-                    Ok((fd, addr)) => self.binds.push(Bind { addr, fd: Some(fd), line: n, name: name.clone(), backlog, v6only }),
+                    Ok((fd, addr)) => self.binds.push(Bind { addr, fd: Some(fd), line: n, name: name.clone(), backlog, v6only, tls: tls.clone() }),
                     Err(e) => ctx.error(n, format!("'bind' : {e}")),
                 }
                 continue;
             }
             match addr::parse_bind(a) {
-                Ok(addr) => self.binds.push(Bind { addr, fd: None, line: n, name: name.clone(), backlog, v6only }),
+                Ok(addr) => self.binds.push(Bind { addr, fd: None, line: n, name: name.clone(), backlog, v6only, tls: tls.clone() }),
                 Err(e) => ctx.error(n, e),
             }
         }
@@ -817,5 +831,43 @@ mod tests {
         let routed = text.replace("use_backend a if TRUE", "use_backend b if { src 10.0.0.0/8 }\n    default_backend a");
         let c = crate::config::parse_str(std::path::Path::new("t.cfg"), &routed).unwrap().config;
         assert_eq!((c.frontends[1].switching.len(), c.frontends[1].default_backend.as_deref()), (1, Some("a")));
+    }
+}
+
+/// A bind line's TLS words, until they are checked and read.
+#[derive(Default)]
+struct TlsWords {
+    ssl: bool,
+    crt: Option<String>,
+    ca_file: Option<String>,
+    verify: Option<crate::tls::Verify>,
+}
+
+impl TlsWords {
+    /// The acceptor (`None` without `ssl`); `Err` after reporting an error.
+    fn acceptor(self, ctx: &mut Ctx, n: usize) -> Result<Option<std::sync::Arc<crate::tls::Acceptor>>, ()> {
+        use crate::tls::{Acceptor, Verify};
+        if !self.ssl {
+            if self.crt.is_some() || self.ca_file.is_some() || self.verify.is_some() {
+                ctx.warn(n, "crt, ca-file and verify have no effect without 'ssl' on the bind line (pglb passes clients' TLS through)");
+            }
+            return Ok(None);
+        }
+        let Some(crt) = self.crt else {
+            ctx.error(n, "'ssl' needs 'crt FILE': a PEM file with the certificate, its chain and its key (or the key in FILE.key)");
+            return Err(());
+        };
+        let verify = self.verify.unwrap_or(Verify::None);
+        if verify != Verify::None && self.ca_file.is_none() {
+            ctx.error(n, format!("verify {} needs 'ca-file FILE': the CAs that sign clients' certificates", if verify == Verify::Optional { "optional" } else { "required" }));
+            return Err(());
+        }
+        match Acceptor::load(std::path::Path::new(&crt), self.ca_file.as_deref().map(std::path::Path::new), verify) {
+            Ok(a) => Ok(Some(std::sync::Arc::new(a))),
+            Err(e) => {
+                ctx.error(n, format!("bind ... ssl: {e}"));
+                Err(())
+            }
+        }
     }
 }

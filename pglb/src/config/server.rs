@@ -6,6 +6,8 @@ use super::lexer::Line;
 use super::model::{Observe, OnError, OnMarkedDown, OnMarkedUp, Server};
 use super::parse::Ctx;
 use super::units::{parse_time, parse_timeout};
+use crate::tls::Connector;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Server options as written; `None` = not given (so default-server and
@@ -32,6 +34,13 @@ pub(super) struct ServerOpts {
     observe: Option<bool>,
     error_limit: Option<u32>,
     on_error: Option<OnError>,
+    ssl: Option<bool>,
+    check_ssl: Option<bool>,
+    verify: Option<crate::tls::Verify>,
+    ca_file: Option<String>,
+    crt: Option<String>,
+    sni: Option<String>,
+    verifyhost: Option<String>,
 }
 
 macro_rules! merge_fields {
@@ -64,7 +73,14 @@ impl ServerOpts {
             tcp_ut,
             observe,
             error_limit,
-            on_error
+            on_error,
+            ssl,
+            check_ssl,
+            verify,
+            ca_file,
+            crt,
+            sni,
+            verifyhost
         );
     }
 
@@ -91,8 +107,28 @@ impl ServerOpts {
                 "no-backup" => (o.backup, takes_value) = (Some(false), false),
                 "disabled" => (o.disabled, takes_value) = (Some(true), false),
                 "enabled" => (o.disabled, takes_value) = (Some(false), false),
-                // pglb never re-encrypts, so `no-ssl` states what already happens.
-                "no-ssl" | "no-send-proxy" | "no-check-ssl" => takes_value = false,
+                "ssl" => (o.ssl, takes_value) = (Some(true), false),
+                "no-ssl" => (o.ssl, takes_value) = (Some(false), false),
+                "check-ssl" => (o.check_ssl, takes_value) = (Some(true), false),
+                "no-check-ssl" => (o.check_ssl, takes_value) = (Some(false), false),
+                "no-send-proxy" => takes_value = false,
+                "verify" => match need(ctx, "none or required") {
+                    Some("none") => o.verify = Some(crate::tls::Verify::None),
+                    Some("required") => o.verify = Some(crate::tls::Verify::Required),
+                    Some(other) => ctx.error(n, format!("verify '{other}' is unknown on a server: use none or required")),
+                    None => {}
+                },
+                "ca-file" => o.ca_file = need(ctx, "a PEM file of CA certificates").map(str::to_string),
+                "crt" => o.crt = need(ctx, "a PEM file with a client certificate and its key").map(str::to_string),
+                "verifyhost" => o.verifyhost = need(ctx, "a host name").map(str::to_string),
+                "sni" => {
+                    if let Some(v) = need(ctx, "str(NAME)") {
+                        match v.strip_prefix("str(").and_then(|r| r.strip_suffix(')')) {
+                            Some(name) if !name.is_empty() => o.sni = Some(name.to_string()),
+                            _ => ctx.error(n, format!("sni '{v}': pglb sends a fixed name, written str(NAME) (it has no HTTP request to take one from)")),
+                        }
+                    }
+                }
                 "inter" | "fastinter" | "downinter" => {
                     if let Some(v) = need(ctx, "a time such as 1s") {
                         match parse_time(v) {
@@ -255,6 +291,7 @@ impl ServerOpts {
             // HAProxy's documentation: observing needs health checks.
             ctx.warn(line, format!("server '{name}': 'observe layer4' has no effect without 'check' (passive health acts on the server's checks)"));
         }
+        let (tls, check_tls) = self.tls(ctx, name, line)?;
         Some(Server {
             name: name.into(),
             line,
@@ -277,6 +314,8 @@ impl ServerOpts {
             on_marked_up: self.on_marked_up.unwrap_or_default(),
             resolvers: self.resolvers.clone(),
             tcp_ut: self.tcp_ut,
+            tls,
+            check_tls,
             observe: if role_check {
                 Observe {
                     layer4: self.observe.unwrap_or(true),
@@ -294,6 +333,46 @@ impl ServerOpts {
         })
     }
 }
+impl ServerOpts {
+    /// The server's TLS (`ssl`) and its checks' (`check-ssl`, or `ssl`
+    /// unless `no-check-ssl`). `verify` defaults to `required`, as HAProxy's
+    /// `ssl-server-verify`, and then needs a `ca-file`.
+    #[allow(clippy::type_complexity)]
+    fn tls(&self, ctx: &mut Ctx, name: &str, line: usize) -> Option<(Option<Arc<Connector>>, Option<Arc<Connector>>)> {
+        let ssl = self.ssl.unwrap_or(false);
+        let check_ssl = self.check_ssl.unwrap_or(ssl);
+        if !ssl && !check_ssl {
+            if self.verify.is_some() || self.ca_file.is_some() || self.crt.is_some() || self.sni.is_some() || self.verifyhost.is_some() {
+                ctx.warn(line, format!("server '{name}': verify, ca-file, crt, sni and verifyhost have no effect without 'ssl' or 'check-ssl'"));
+            }
+            return Some((None, None));
+        }
+        let verify = self.verify.unwrap_or(crate::tls::Verify::Required);
+        if verify == crate::tls::Verify::Required && self.ca_file.is_none() {
+            ctx.error(
+                line,
+                format!(
+                    "server '{name}': verify is enabled by default but no CA file specified. If you're running on a LAN where you're certain to trust the server's certificate, please set an explicit 'verify none' statement on the 'server' line, or give 'ca-file FILE'"
+                ),
+            );
+            return None;
+        }
+        fn path(p: &Option<String>) -> Option<&std::path::Path> {
+            p.as_deref().map(std::path::Path::new)
+        }
+        match Connector::load(verify, path(&self.ca_file), path(&self.crt), self.sni.clone(), self.verifyhost.clone()) {
+            Ok(c) => {
+                let c = Arc::new(c);
+                Some((ssl.then(|| c.clone()), check_ssl.then_some(c)))
+            }
+            Err(e) => {
+                ctx.error(line, format!("server '{name}' ssl: {e}"));
+                None
+            }
+        }
+    }
+}
+
 /// A server for the runtime API's `add server B/S ADDR [OPTIONS]`: the
 /// words of a `server` line, without `default-server` (as HAProxy builds
 /// dynamic servers). The error is the first problem found, in the words a

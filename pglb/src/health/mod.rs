@@ -26,7 +26,7 @@ pub fn start(rt: &Arc<Runtime>, tasks: &TaskTracker) {
             if srv.cfg.check {
                 let (rt, be, srv) = (rt.clone(), be.clone(), srv.clone());
                 tasks.spawn(async move {
-                    let prober = NetProber::new(&be, Arc::new(rt.config.global.clone()));
+                    let prober = NetProber::new(&be, &srv, Arc::new(rt.config.global.clone()));
                     tokio::select! {
                         _ = check_loop(&be, &srv, prober) => {}
                         _ = rt.hard_stop.cancelled() => {}
@@ -162,9 +162,9 @@ pub struct NetProber {
 
 impl NetProber {
     /// `global` gives `password-env` the configuration's `setenv`s.
-    pub fn new(be: &BackendState, global: Arc<crate::config::Global>) -> Self {
+    pub fn new(be: &BackendState, srv: &ServerState, global: Arc<crate::config::Global>) -> Self {
         let sql = match &be.cfg.check {
-            CheckSpec::Pgsql(p) if p.is_sql() => Some(sql::SqlProbe::new(p.clone(), global)),
+            CheckSpec::Pgsql(p) if p.is_sql() => Some(sql::SqlProbe::new(p.clone(), srv.cfg.check_tls.clone(), global)),
             _ => None,
         };
         NetProber { sql }

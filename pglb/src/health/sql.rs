@@ -48,6 +48,9 @@ pub struct SqlProbe {
     global: std::sync::Arc<crate::config::Global>,
     /// The kept connection, when it was opened, and to which address.
     client: Option<(Client, Instant, SocketAddr)>,
+    /// `check-ssl` (or `ssl`) on the server line: the server's TLS, with its
+    /// certificate checks.
+    tls: Option<std::sync::Arc<crate::tls::Connector>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -78,8 +81,13 @@ pub enum SqlError {
 type Password = String;
 
 impl SqlProbe {
-    pub fn new(check: PgsqlCheck, global: std::sync::Arc<crate::config::Global>) -> Self {
-        SqlProbe { check, global, client: None }
+    pub fn new(check: PgsqlCheck, tls: Option<std::sync::Arc<crate::tls::Connector>>, global: std::sync::Arc<crate::config::Global>) -> Self {
+        SqlProbe { check, global, client: None, tls }
+    }
+
+    /// Whether checks log in over TLS.
+    fn tls(&self) -> bool {
+        self.tls.is_some() || self.check.sslmode.is_some_and(|m| m != SslMode::Disable)
     }
 
     fn password(&self) -> Result<Option<Password>, SqlError> {
@@ -112,6 +120,12 @@ impl SqlProbe {
                 None => SqlError::Login(login_error(&e)),
             },
         };
+        if let Some(tls) = &self.tls {
+            cfg.ssl_mode(tokio_postgres::config::SslMode::Require);
+            let (client, conn) = cfg.connect(tls.for_checks()).await.map_err(err)?;
+            tokio::spawn(conn);
+            return Ok(client);
+        }
         match self.check.sslmode.unwrap_or(SslMode::Disable) {
             SslMode::Disable => {
                 cfg.ssl_mode(tokio_postgres::config::SslMode::Disable);
@@ -141,8 +155,7 @@ impl SqlProbe {
         // A new address (DNS change, `set server addr`) needs a new login too.
         // So does every check over TLS: the start-up check below is plaintext,
         // which a `hostssl`-only server would refuse, and log.
-        let tls = self.check.sslmode.is_some_and(|m| m != SslMode::Disable);
-        let stale = tls || self.client.as_ref().is_none_or(|(c, since, at)| c.is_closed() || since.elapsed() >= FRESH_LOGIN_EVERY || *at != addr);
+        let stale = self.tls() || self.client.as_ref().is_none_or(|(c, since, at)| c.is_closed() || since.elapsed() >= FRESH_LOGIN_EVERY || *at != addr);
         if stale {
             self.client = None;
             let fresh = tokio::time::timeout(timeout, self.login(addr, timeout)).await.map_err(|_| SqlError::Timeout)??;

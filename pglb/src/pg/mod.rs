@@ -2,10 +2,13 @@
 //! client's first packet, the server's startup answer, and ErrorResponse.
 //! See PostgreSQL's protocol-message-formats documentation.
 
+pub mod sasl;
 pub mod startup;
 
 /// `SSLRequest` code (1234.5679).
 pub const SSL_REQUEST: u32 = 80877103;
+/// A whole SSLRequest: length 8, then the code.
+pub const SSL_REQUEST_PACKET: [u8; 8] = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
 /// `GSSENCRequest` code (1234.5680).
 pub const GSSENC_REQUEST: u32 = 80877104;
 /// `CancelRequest` code (1234.5678).
@@ -25,6 +28,8 @@ pub mod sqlstate {
     pub const ADMIN_SHUTDOWN: &str = "57P01";
     /// The client spoke something else than PostgreSQL (protocol_violation).
     pub const PROTOCOL_VIOLATION: &str = "08P01";
+    /// invalid_authorization_specification: what pg_hba.conf's refusal says.
+    pub const INVALID_AUTHORIZATION: &str = "28000";
 }
 
 /// What a SQL-level check learns from one server (health checks, healthd).

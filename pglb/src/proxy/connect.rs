@@ -28,7 +28,7 @@ impl Drop for Slot {
 
 #[derive(Debug)]
 pub struct Connected {
-    pub stream: TcpStream,
+    pub stream: crate::tls::Stream,
     pub addr: SocketAddr,
     pub slot: Slot,
     pub connect_time: Duration,
@@ -162,7 +162,7 @@ pub async fn connect(backend: &Arc<BackendState>, client: IpAddr, attempts: &mut
                 let connect_time = started.elapsed();
                 crate::state::counters::Counters::add(&server.counters.connect_time_us, connect_time.as_micros() as u64);
                 crate::state::counters::Counters::add(&backend.counters.connect_time_us, connect_time.as_micros() as u64);
-                return Ok(Connected { stream, addr, slot, connect_time });
+                return Ok(Connected { stream: crate::tls::Stream::Plain(stream), addr, slot, connect_time });
             }
             // pglb's own descriptors ran out: not the server's fault, and
             // retrying elsewhere would fail the same way.

@@ -19,7 +19,7 @@ use crate::pg::startup::{self, FirstPacket};
 use crate::proxy::log::{Cause, ConnLog, Phase, Termination};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use crate::tls::Stream;
 
 /// Largest ErrorResponse read to decide on a replay; a longer first answer
 /// is passed on as it is.
@@ -61,9 +61,11 @@ pub fn replayable(code: &str) -> Option<bool> {
 /// once the client was told 'N' to encryption) to `server` and waits for
 /// its answer. Bytes read from the client are added to `bytes_in`, bytes
 /// written to it to `bytes_out`.
+#[allow(clippy::too_many_arguments)]
 pub async fn exchange(
-    client: &mut TcpStream,
-    server: &mut TcpStream,
+    client: &mut Stream,
+    server: &mut Stream,
+    tls: Option<&crate::tls::Connector>,
     first: &mut (Packet, FirstPacket),
     client_limit: Duration,
     server_limit: Duration,
@@ -72,6 +74,17 @@ pub async fn exchange(
 ) -> Exchange {
     // libpq may send GSSENCRequest, then SSLRequest, then the StartupMessage.
     for _ in 0..3 {
+        // `server ... ssl`: a startup pglb reads goes to the server in TLS.
+        // (A client's own TLS, passed through, is the client's business.)
+        if let (Some(tls), FirstPacket::Startup(_)) = (tls, &first.1)
+            && !server.is_tls()
+        {
+            match tokio::time::timeout(server_limit, crate::tls::connect(server, tls)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Exchange::Replay { reason: e.to_string(), health: true, answer: Vec::new() },
+                Err(_) => return Exchange::Replay { reason: "TLS negotiation timed out".into(), health: true, answer: Vec::new() },
+            }
+        }
         if server.write_all(&first.0.bytes).await.is_err() {
             return Exchange::Replay { reason: "closed the connection before the startup was sent".into(), health: true, answer: Vec::new() };
         }
@@ -133,7 +146,7 @@ pub async fn exchange(
 
 /// Reads the server's first answer to a StartupMessage: one read, or a
 /// whole ErrorResponse when it starts with one.
-async fn startup_answer(server: &mut TcpStream, limit: Duration) -> Exchange {
+async fn startup_answer(server: &mut Stream, limit: Duration) -> Exchange {
     let read = async {
         let mut answer = Vec::new();
         loop {

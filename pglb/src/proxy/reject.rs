@@ -13,7 +13,6 @@ use super::session::read_first_after_no;
 use crate::pg::{self, startup::FirstPacket};
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 
 /// Ends every refusal's message (see the module's doc).
 pub const RETRY_HINT: &str = "connection closed, try again";
@@ -30,7 +29,7 @@ const REFUSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// drivers and pools, and libpq's `sslmode=prefer` reconnects without TLS
 /// and then reads the message. `rest` is what the client sent after
 /// `first` without waiting for an answer (already read).
-pub async fn refuse(client: &mut TcpStream, first: &FirstPacket, rest: &[u8], code: &str, message: &str, limit: Duration) {
+pub async fn refuse(client: &mut crate::tls::Stream, first: &FirstPacket, rest: &[u8], code: &str, message: &str, limit: Duration) {
     let limit = limit.min(REFUSE_TIMEOUT);
     let work = async {
         let mut current = first.clone();

@@ -13,14 +13,12 @@ use crate::state::counters::Counters;
 use std::cell::RefCell;
 use std::future::Future;
 use std::io;
-use std::net::Shutdown;
 use std::num::NonZeroU32;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
+use crate::tls::Stream;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
-use tokio::net::tcp::{ReadHalf, WriteHalf};
 use tokio::time::Instant;
 
 const BUF_SIZE: usize = 64 * 1024;
@@ -35,7 +33,7 @@ thread_local! {
 /// buffer and appends it to `out`: `out` grows by what arrived, not by what
 /// a read could have returned. Like the relay, a short read tells tokio the
 /// socket is drained.
-pub(super) async fn read_into(src: &mut TcpStream, out: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+pub(super) async fn read_into(src: &mut (impl AsyncRead + Unpin), out: &mut Vec<u8>, max: usize) -> io::Result<usize> {
     std::future::poll_fn(|cx| {
         BUF.with(|buf| {
             let mut buf = buf.borrow_mut();
@@ -129,8 +127,8 @@ enum Side {
 #[allow(clippy::too_many_arguments)]
 fn pump(
     cx: &mut Context<'_>,
-    src: &mut ReadHalf<'_>,
-    dst: &mut WriteHalf<'_>,
+    src: &mut Stream,
+    dst: &mut Stream,
     dir: &mut Direction,
     other_done: bool,
     sniffer: &mut Option<Box<Sniffer>>,
@@ -160,7 +158,7 @@ fn pump(
             // Forward the half-close, unless the other direction is over
             // too: then both sockets are closed at once, which sends the FIN.
             if !other_done {
-                let _ = socket2::SockRef::from(dst.as_ref()).shutdown(Shutdown::Write);
+                dst.half_close(cx);
             }
             dir.done = true;
             return Poll::Ready(Ok(()));
@@ -221,8 +219,8 @@ pub struct Outcome {
 }
 
 pub struct Relay<'a> {
-    pub client: &'a mut TcpStream,
-    pub server: &'a mut TcpStream,
+    pub client: &'a mut Stream,
+    pub server: &'a mut Stream,
     pub timeouts: Timeouts,
     /// Watches the server's startup answer, if it is unencrypted. Boxed:
     /// it is dropped once the answer is through, and an idle session
@@ -266,8 +264,6 @@ impl Relay<'_> {
         let mut timer = std::pin::pin!(tokio::time::sleep_until(far_future()));
         let relay = &mut *self;
         let end = std::future::poll_fn(move |cx| {
-            let (mut client_r, mut client_w) = relay.client.split();
-            let (mut server_r, mut server_w) = relay.server.split();
             let Flow { up, down, last, armed } = &mut *f;
             let mut rounds = 0;
             loop {
@@ -278,12 +274,12 @@ impl Relay<'_> {
                 let a = if up.done {
                     Poll::Pending
                 } else {
-                    pump(cx, &mut client_r, &mut server_w, up, down.done, &mut None, on_event, (track, Track::client))
+                    pump(cx, relay.client, relay.server, up, down.done, &mut None, on_event, (track, Track::client))
                 };
                 let b = if down.done {
                     Poll::Pending
                 } else {
-                    pump(cx, &mut server_r, &mut client_w, down, up.done, &mut relay.sniffer, on_event, (track, Track::server))
+                    pump(cx, relay.server, relay.client, down, up.done, &mut relay.sniffer, on_event, (track, Track::server))
                 };
                 let mut progressed = false;
                 for (r, swap_sides) in [(a, false), (b, true)] {

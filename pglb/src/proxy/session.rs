@@ -21,6 +21,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use crate::tls::Stream;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
@@ -71,7 +72,7 @@ impl Packet {
 
 /// Reads one length-prefixed first packet, starting with `carry` (bytes
 /// already read after the previous packet).
-pub(super) async fn read_packet(client: &mut TcpStream, limit: Duration, carry: &[u8]) -> Result<Packet, ReadError> {
+pub(super) async fn read_packet(client: &mut Stream, limit: Duration, carry: &[u8]) -> Result<Packet, ReadError> {
     let read = async {
         let mut bytes = carry.to_vec();
         while bytes.len() < 4 {
@@ -107,7 +108,7 @@ struct Opened {
 /// The first packet, cancel requests, refusals, the server connection and
 /// the startup exchange (replayed on another server when one refuses).
 /// `None` when the session ends here (`log` says how).
-async fn open(rt: &Arc<Runtime>, fe: &Arc<FrontendState>, client: &mut TcpStream, peer: SocketAddr, log: &mut ConnLog) -> Option<Opened> {
+async fn open(rt: &Arc<Runtime>, fe: &Arc<FrontendState>, client: &mut Stream, peer: SocketAddr, log: &mut ConnLog) -> Option<Opened> {
     let mut backend = fe.backend.clone();
     if let Some(be) = &backend {
         log.backend = be.cfg.name.clone();
@@ -119,25 +120,21 @@ async fn open(rt: &Arc<Runtime>, fe: &Arc<FrontendState>, client: &mut TcpStream
         Some(d) if !fe.cfg.tcp_rules.content.is_empty() => d.min(startup_limit),
         _ => startup_limit,
     };
-    let first = match read_packet(client, first_limit, &[]).await {
+    // `bind ... ssl`: pglb ends the client's TLS itself, whether it starts
+    // with an SSLRequest or (PostgreSQL 17's direct TLS) a ClientHello.
+    let acceptor = acceptor_for(fe, client);
+    if let Some(acceptor) = acceptor
+        && crate::tls::starts_with_client_hello(client, first_limit).await
+    {
+        accept_tls(client, acceptor, true, log).await?;
+    }
+    let mut first = match read_packet(client, first_limit, &[]).await {
         Ok(p) => p,
-        Err(e) => {
-            let e_null = matches!(e, ReadError::Empty);
-            log.termination = match e {
-                ReadError::Empty | ReadError::Io => Termination::new(Cause::Client, Phase::Request),
-                ReadError::Timeout => Termination::new(Cause::ClientTimeout, Phase::Request),
-                ReadError::NotPostgres(_) => Termination::new(Cause::Proxy, Phase::Request),
-            };
-            if let ReadError::NotPostgres(why) = &e {
-                crate::state::counters::Counters::add(&fe.counters.req_errors, 1);
-                log.reason = Some(format!("not a PostgreSQL client: {why}").into());
-            }
-            // option dontlognull: a connection that sent nothing at all
-            // (a port scan, a TCP health check) is not logged.
-            log.silent = fe.cfg.log.dontlognull && e_null;
-            return None;
-        }
+        Err(e) => return read_failed(fe, e, log),
     };
+    if let Some(acceptor) = acceptor {
+        first = negotiate(fe, client, acceptor, first, startup_limit, log).await?;
+    }
     if !fe.cfg.tcp_rules.content.is_empty()
         && let crate::config::tcprules::Verdict::Reject(line) =
             fe.cfg.tcp_rules.on_content(peer, client.local_addr().ok(), first.packet(), &|b| usable(rt, b))
@@ -157,6 +154,24 @@ async fn open(rt: &Arc<Runtime>, fe: &Arc<FrontendState>, client: &mut TcpStream
             return None;
         }
     };
+    if acceptor.is_some() && !client.is_tls() && matches!(parsed, FirstPacket::Startup(_)) {
+        // A TLS port takes no plaintext session (as HAProxy's `bind ...
+        // ssl`); plaintext CancelRequests are welcome (libpq before 17
+        // sends them so even for TLS sessions).
+        if let FirstPacket::Startup(s) = &parsed {
+            note_startup(log, s);
+        }
+        log.termination = Termination::new(Cause::Proxy, Phase::Request);
+        log.reason = Some("a plaintext startup on a TLS port (bind ... ssl)".into());
+        let msg = pg::fatal(
+            sqlstate::INVALID_AUTHORIZATION,
+            "pglb: this port accepts only TLS connections (bind ... ssl): connect with sslmode=require or stricter",
+            None,
+            None,
+        );
+        let _ = tokio::time::timeout(Duration::from_secs(1), client.write_all(&msg)).await;
+        return None;
+    }
     if let FirstPacket::Cancel(key) = parsed {
         log.transport = "cancel";
         let delivery = super::cancel::deliver(&rt.cancel, key, first.packet(), backend.as_deref()).await;
@@ -195,7 +210,13 @@ async fn open(rt: &Arc<Runtime>, fe: &Arc<FrontendState>, client: &mut TcpStream
             log.redispatched = attempts.redispatched;
             log.queue_ms = Some(ms32(attempts.queue_wait));
             match r {
-                Ok((conn, plain, answer)) => {
+                Ok((conn, plain, mut answer)) => {
+                    if conn.stream.is_tls() && !client.is_tls() {
+                        // Channel binding needs TLS on the client's side too.
+                        if let Some(a) = pg::sasl::without_channel_binding(&answer) {
+                            answer = a;
+                        }
+                    }
                     let be = be.clone();
                     log.server = conn.slot.server.cfg.name.clone();
                     log.connect_ms = Some(ms32(conn.connect_time));
@@ -233,10 +254,101 @@ async fn open(rt: &Arc<Runtime>, fe: &Arc<FrontendState>, client: &mut TcpStream
     None
 }
 
+/// Logs why the first packet could not be read; the session ends.
+fn read_failed<T>(fe: &FrontendState, e: ReadError, log: &mut ConnLog) -> Option<T> {
+    let e_null = matches!(e, ReadError::Empty);
+    log.termination = match e {
+        ReadError::Empty | ReadError::Io => Termination::new(Cause::Client, Phase::Request),
+        ReadError::Timeout => Termination::new(Cause::ClientTimeout, Phase::Request),
+        ReadError::NotPostgres(_) => Termination::new(Cause::Proxy, Phase::Request),
+    };
+    if let ReadError::NotPostgres(why) = &e {
+        crate::state::counters::Counters::add(&fe.counters.req_errors, 1);
+        log.reason = Some(format!("not a PostgreSQL client: {why}").into());
+    }
+    // option dontlognull: a connection that sent nothing at all
+    // (a port scan, a TCP health check) is not logged.
+    log.silent = fe.cfg.log.dontlognull && e_null;
+    None
+}
+
+/// The TLS a client arrived on, when its bind terminates TLS (`bind ...
+/// ssl`); found by the address the client connected to, and only looked up
+/// in frontends with such a bind.
+fn acceptor_for<'a>(fe: &'a FrontendState, client: &Stream) -> Option<&'a crate::tls::Acceptor> {
+    if !fe.cfg.binds.iter().any(|b| b.tls.is_some()) {
+        return None;
+    }
+    let local = client.local_addr().ok()?;
+    let ip = |b: &crate::config::Bind| b.addr.ip().is_unspecified() || b.addr.ip() == local.ip();
+    let bind = fe.cfg.binds.iter().find(|b| b.addr.port() == local.port() && ip(b)).or_else(|| fe.cfg.binds.iter().find(|b| b.addr.port() == 0 && ip(b)))?;
+    bind.tls.as_deref()
+}
+
+/// The TLS handshake with a client; `None` (logged) when it fails.
+async fn accept_tls(client: &mut Stream, acceptor: &crate::tls::Acceptor, direct: bool, log: &mut ConnLog) -> Option<()> {
+    log.transport = "tls-terminated";
+    match crate::tls::accept(client, acceptor, direct).await {
+        Ok(()) => Some(()),
+        Err(e) => {
+            log.termination = Termination::new(Cause::Client, Phase::Request);
+            log.reason = Some(format!("client {e}").into());
+            None
+        }
+    }
+}
+
+/// The encryption requests pglb answers itself on a TLS port: `S` and the
+/// handshake to an SSLRequest, `N` to a GSSENCRequest. Returns the packet
+/// that follows them (a StartupMessage or a CancelRequest, encrypted or
+/// not).
+async fn negotiate(
+    fe: &FrontendState,
+    client: &mut Stream,
+    acceptor: &crate::tls::Acceptor,
+    mut first: Packet,
+    limit: Duration,
+    log: &mut ConnLog,
+) -> Option<Packet> {
+    // At most GSSENCRequest, then SSLRequest, then the packet.
+    for _ in 0..2 {
+        let answer = match startup::parse_first(first.packet()) {
+            Ok(FirstPacket::GssEncRequest) if !client.is_tls() => b'N',
+            Ok(FirstPacket::SslRequest) if !client.is_tls() => b'S',
+            Ok(FirstPacket::SslRequest | FirstPacket::GssEncRequest) => {
+                log.termination = Termination::new(Cause::Proxy, Phase::Request);
+                log.reason = Some("an encryption request inside TLS".into());
+                return None;
+            }
+            _ => return Some(first),
+        };
+        if first.pipelined() {
+            // Bytes sent after an encryption request, before its answer,
+            // could be injected by anyone on the path: PostgreSQL refuses
+            // them (CVE-2021-23214), and so does pglb.
+            log.termination = Termination::new(Cause::Proxy, Phase::Request);
+            log.reason = Some("data sent after an encryption request, before its answer".into());
+            return None;
+        }
+        if client.write_all(&[answer]).await.is_err() {
+            log.termination = Termination::new(Cause::Client, Phase::Request);
+            return None;
+        }
+        if answer == b'S' {
+            accept_tls(client, acceptor, false, log).await?;
+        }
+        first = match read_packet(client, limit, &[]).await {
+            Ok(p) => p,
+            Err(e) => return read_failed(fe, e, log),
+        };
+    }
+    Some(first)
+}
+
 /// Sends the client what the server answered so far (held until pglb knew
 /// the server takes the session), and reads it as the relay would have:
 /// message framing, BackendKeyData.
-async fn forward_first_answer(rt: &Runtime, client: &mut TcpStream, opened: &mut Opened, answer: &[u8]) -> io::Result<()> {
+async fn forward_first_answer(rt: &Runtime, client: &mut Stream, opened: &mut Opened, answer: &[u8]) -> io::Result<()> {
     if answer.is_empty() {
         return Ok(());
     }
@@ -298,7 +410,7 @@ impl Refusal {
 async fn start_on_a_server(
     rt: &Arc<Runtime>,
     be: &Arc<BackendState>,
-    client: &mut TcpStream,
+    client: &mut Stream,
     peer: SocketAddr,
     first: &mut (Packet, FirstPacket),
     startup_limit: Duration,
@@ -315,7 +427,7 @@ async fn start_on_a_server(
             _ = client_gone(client, pipelined) => return Err(Refusal::quiet(Termination::new(Cause::Client, Phase::Queue))),
         };
         let srv = conn.slot.server.clone();
-        match handshake::exchange(client, &mut conn.stream, first, startup_limit, server_limit, counts, log).await {
+        match handshake::exchange(client, &mut conn.stream, srv.cfg.tls.as_deref(), first, startup_limit, server_limit, counts, log).await {
             Exchange::Relay { plain, answer } => {
                 srv.passive_ok();
                 return Ok((conn, plain, answer));
@@ -381,13 +493,13 @@ pub fn handle<P: Send + 'static>(
     async move {
         let _permits = &permits;
         match TcpStream::from_std(client) {
-            Ok(mut client) => session(&rt, &fe, &mut client, &peer).await,
+            Ok(client) => session(&rt, &fe, &mut Stream::Plain(client), &peer).await,
             Err(e) => tracing::warn!(%peer, error = %e, "a session thread cannot take the client; closed"),
         }
     }
 }
 
-async fn session(rt: &Arc<Runtime>, fe: &Arc<FrontendState>, client: &mut TcpStream, peer: &SocketAddr) {
+async fn session(rt: &Arc<Runtime>, fe: &Arc<FrontendState>, client: &mut Stream, peer: &SocketAddr) {
     let peer = *peer;
     let started = Instant::now();
     let mut log =
@@ -447,7 +559,7 @@ async fn session(rt: &Arc<Runtime>, fe: &Arc<FrontendState>, client: &mut TcpStr
 
 /// Finishes a session's log line: every session, whatever phase it ended
 /// in, is logged here (and sent to the frontend's log targets).
-fn finish(fe: &FrontendState, client: &TcpStream, log: &mut ConnLog, started: Instant, load: Load) {
+fn finish(fe: &FrontendState, client: &Stream, log: &mut ConnLog, started: Instant, load: Load) {
     log.total_ms = ms(started.elapsed());
     log.emit();
     log.send_traffic(&fe.cfg.logs, fe.cfg.log.tcplog, || client.local_addr().ok(), load);
@@ -483,7 +595,7 @@ fn load(rt: &Runtime, fe: &FrontendState, on: Option<(&BackendState, &ServerStat
 
 /// HAProxy's line for a session accepted by a frontend without `option
 /// tcplog` or `log-format`: `Connect from IP:PORT to IP:PORT (FE/TCP)`.
-fn connect_line(fe: &FrontendState, client: &TcpStream, peer: SocketAddr) {
+fn connect_line(fe: &FrontendState, client: &Stream, peer: SocketAddr) {
     use crate::syslog::{Severity, send, wanted};
     if wanted(&fe.cfg.logs, Severity::Info) {
         let local = client.local_addr().map_or("-".to_string(), |a| a.to_string());
@@ -494,7 +606,8 @@ fn connect_line(fe: &FrontendState, client: &TcpStream, peer: SocketAddr) {
 /// A client accepted on the reserved descriptor while pglb is out of file
 /// descriptors: told so with SQLSTATE 53300 (as PostgreSQL says "too many
 /// clients"), logged with HAProxy's resource termination state "RR".
-pub async fn refuse_out_of_fds(fe: &FrontendState, mut client: TcpStream, peer: SocketAddr, error: &io::Error) {
+pub async fn refuse_out_of_fds(fe: &FrontendState, client: TcpStream, peer: SocketAddr, error: &io::Error) {
+    let mut client = Stream::Plain(client);
     let started = Instant::now();
     let mut log = ConnLog {
         client: Some(peer),
@@ -532,7 +645,8 @@ pub(super) fn note_startup(log: &mut ConnLog, s: &Startup) {
 /// A client that sent more than its first packet (a request pipelined
 /// behind it, already read by pglb) may have half-closed on purpose: then
 /// only an error counts as gone, and what it sent is still delivered.
-async fn client_gone(client: &TcpStream, pipelined: bool) {
+async fn client_gone(client: &Stream, pipelined: bool) {
+    let Some(client) = client.tcp() else { return std::future::pending().await };
     let mut b = [0u8; 1];
     loop {
         if client.readable().await.is_err() {
@@ -550,7 +664,7 @@ async fn client_gone(client: &TcpStream, pipelined: bool) {
 /// The relay; returns the termination state. Everything large is borrowed
 /// or boxed: this future is what an idle session costs, and an async fn
 /// keeps room for its arguments for its whole life.
-async fn serve(rt: &Arc<Runtime>, fe: &FrontendState, client: &mut TcpStream, opened: &mut Opened, log: &mut ConnLog) -> Termination {
+async fn serve(rt: &Arc<Runtime>, fe: &FrontendState, client: &mut Stream, opened: &mut Opened, log: &mut ConnLog) -> Termination {
     // Borrowed, not copied: this frame lives as long as the session.
     let Opened { be, conn, sniffer, key, track } = opened;
     let (addr, server, srv) = (&conn.addr, &mut conn.stream, &conn.slot.server);
@@ -600,11 +714,10 @@ async fn serve(rt: &Arc<Runtime>, fe: &FrontendState, client: &mut TcpStream, op
 /// database/sql retries on another connection, but passes a reset on to the
 /// application; a socket closed with unread bytes sends a reset, so
 /// whatever the client sent meanwhile is read and discarded.
-async fn close_at_boundary(client: &mut TcpStream, server: &mut TcpStream) {
+async fn close_at_boundary(client: &mut Stream, server: &mut Stream) {
     let _ = tokio::time::timeout(Duration::from_secs(1), server.write_all(&pg::TERMINATE)).await;
-    let _ = client.shutdown().await;
-    let mut sink = [0u8; 512];
-    while matches!(client.try_read(&mut sink), Ok(n) if n > 0) {}
+    let _ = tokio::time::timeout(Duration::from_secs(1), client.shutdown()).await;
+    client.discard_pending();
 }
 
 /// Counts a session as open in `counters` for as long as it lives.
@@ -636,7 +749,7 @@ pub fn prepare_client(stream: &std::net::TcpStream, keepalive: Option<&crate::co
 /// encryption, starting with the bytes it sent early (`carry`); returns it
 /// with any bytes after it. `None` when it is not a PostgreSQL packet or
 /// never comes.
-pub(super) async fn read_first_after_no(client: &mut TcpStream, limit: Duration, carry: &[u8]) -> Option<(FirstPacket, Vec<u8>)> {
+pub(super) async fn read_first_after_no(client: &mut Stream, limit: Duration, carry: &[u8]) -> Option<(FirstPacket, Vec<u8>)> {
     let packet = read_packet(client, limit, carry).await.ok()?;
     Some((startup::parse_first(packet.packet()).ok()?, packet.rest().to_vec()))
 }

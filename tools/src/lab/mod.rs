@@ -12,6 +12,7 @@
 //!   directory of its unix socket;
 //! - `DIR/NODE.log`: the node's server log.
 
+pub mod certs;
 mod cleanup;
 mod error;
 mod fault;
@@ -221,6 +222,12 @@ impl Lab {
         self.ssl
     }
 
+    /// A file of the lab's TLS (see `certs`): `ca.crt`, `server.pem`
+    /// (certificate and key), `server.crt`, `server.key`.
+    pub fn tls_file(&self, name: &str) -> PathBuf {
+        self.dir.join(certs::TLS_DIR).join(name)
+    }
+
     /// A key=value connection string (libpq / tokio-postgres) for `db` on
     /// `node` over TCP with the superuser's password.
     pub fn dsn(&self, node: &Node, db: &str) -> String {
@@ -396,6 +403,7 @@ impl Lab {
         remove_if_exists(&self.dir.join(node::PWFILE), false)?;
         remove_if_exists(&self.dir.join(format!("{}.tmp", state::STATE_FILE)), false)?;
         remove_if_exists(&self.dir.join(state::STATE_FILE), false)?;
+        remove_if_exists(&self.dir.join(certs::TLS_DIR), true)?;
         let _ = std::fs::remove_dir(&self.dir);
         Ok(())
     }

@@ -98,7 +98,7 @@ pub(crate) async fn init_primary(pg: &Pg, lab_dir: &Path, node: &Node, superuser
     let mut settings = String::from("\n# pglb lab\n");
     settings += COMMON_SETTINGS;
     if ssl {
-        make_certificate(pg, &node.data_dir).await?;
+        make_certificate(pg, lab_dir, &node.data_dir)?;
         settings += "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n";
     }
     settings += &node_settings(node);
@@ -107,18 +107,18 @@ pub(crate) async fn init_primary(pg: &Pg, lab_dir: &Path, node: &Node, superuser
     std::fs::write(&hba, PG_HBA).map_err(|e| LabError::io(format!("writing {}", hba.display()), e))
 }
 
-/// Self-signed certificate in the data directory. The key must be 0600 and
-/// owned by the server's account or PostgreSQL refuses to start.
-async fn make_certificate(pg: &Pg, data_dir: &Path) -> Result<(), LabError> {
-    let key = data_dir.join("server.key");
-    let mut cmd = pg.command("openssl");
-    cmd.args(["req", "-new", "-x509", "-days", "2", "-nodes", "-subj", "/CN=localhost"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(data_dir.join("server.crt"));
-    pg.run(cmd, "openssl (install it with `apt-get install -y openssl`)").await?;
-    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).map_err(|e| LabError::io(format!("chmod {}", key.display()), e))
+/// The lab's server certificate (signed by its CA, see `certs`) in the
+/// data directory. The key must be 0600 and owned by the server's account
+/// or PostgreSQL refuses to start.
+fn make_certificate(pg: &Pg, lab_dir: &Path, data_dir: &Path) -> Result<(), LabError> {
+    super::certs::make(lab_dir)?;
+    for name in ["server.crt", "server.key"] {
+        let (from, to) = (lab_dir.join(super::certs::TLS_DIR).join(name), data_dir.join(name));
+        std::fs::copy(&from, &to).map_err(|e| LabError::io(format!("copying {} to {}", from.display(), to.display()), e))?;
+        std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o600)).map_err(|e| LabError::io(format!("chmod {}", to.display()), e))?;
+        pg.chown(&to)?;
+    }
+    Ok(())
 }
 
 /// Clones the primary into a new replica with `pg_basebackup -R` (which

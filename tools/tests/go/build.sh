@@ -3,7 +3,7 @@
 #
 #   bash tools/tests/go/build.sh [OUTPUT_PATH [PROGRAM]]
 #
-# PROGRAM is a directory next to this script: argoretry (the default) or pooled.
+# PROGRAM is a directory next to this script: argoretry (the default), pooled or cancels.
 # OUTPUT_PATH defaults (also when empty) to $CARGO_TARGET_DIR/PROGRAM, else
 # ./target/PROGRAM.
 # Uses Debian's Go and lib/pq in GOPATH mode (no module proxy, no network):

@@ -20,3 +20,4 @@ mod reload;
 mod routing;
 mod scenario;
 mod shutdown;
+mod tls;

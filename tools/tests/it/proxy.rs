@@ -90,8 +90,14 @@ async fn retries_and_redispatch_survive_a_stopped_server() {
 /// Starts `psql -c 'select pg_sleep(30)'`, waits until the query runs on
 /// some server, presses Ctrl-C (SIGINT) and returns psql's output.
 async fn psql_ctrl_c(port: u16, sslmode: &str, lab: &pglb_tools::lab::Lab, tag: &str) -> (std::process::Output, i32) {
-    let sql = format!("select pg_sleep(30) /* {tag} */");
-    let child = psql_cmd(port, sslmode, &sql).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    ctrl_c(psql_cmd(port, sslmode, &format!("select pg_sleep(30) /* {tag} */")), lab, tag).await
+}
+
+/// Runs `psql` (whose query carries `tag`), waits until the query runs on
+/// some server of `lab`, presses Ctrl-C and returns psql's output and the
+/// server's port.
+pub(crate) async fn ctrl_c(mut psql: std::process::Command, lab: &pglb_tools::lab::Lab, tag: &str) -> (std::process::Output, i32) {
+    let child = psql.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
     let needle = format!("%{tag}%");
     let on = poll("the query to run", Duration::from_secs(10), || {
         let needle = needle.clone();
