@@ -19,7 +19,8 @@ pub const HAPROXY_VERSION: &str = "2.6.0";
 
 /// HAProxy's build features, as `-vv` lists them and `feature(X)` asks.
 /// `+` for what pglb has in HAProxy's sense; `-` for what it has not (no
-/// HTTP mode, no Lua, no TLS termination on HAProxy's `bind ... ssl`).
+/// HTTP mode, no Lua; `bind ... ssl` terminates PostgreSQL's TLS
+/// negotiation, not the raw TLS of HAProxy's SSL tests, hence `-OPENSSL`).
 pub const FEATURES: &[&str] = &[
     "+EPOLL",
     "+POLL",

@@ -169,7 +169,7 @@ pub const SECTION_NO_EFFECT: &[(&str, &str)] = &[
 pub const SECTION_REJECTED: &[(&str, &str)] = &[
     ("userlist", "pglb has no userlists: use stats auth USER:PASS"),
     ("fcgi-app", "pglb does not proxy HTTP"),
-    ("crt-store", "pglb passes TLS through and loads no certificates"),
+    ("crt-store", "pglb reads certificates from crt FILE on bind and server lines"),
 ];
 
 pub fn lookup<'a>(table: &'a [(&str, &str)], keyword: &str) -> Option<&'a str> {

@@ -335,7 +335,9 @@ impl ProxyDraft {
                         "crt" => tls.crt = Some(value.clone()),
                         "ca-file" => tls.ca_file = Some(value.clone()),
                         "alpn" if value.split(',').any(|p| p == "postgresql") => {}
-                        "alpn" => return ctx.error(n, format!("alpn '{value}': PostgreSQL clients offer 'postgresql'; pglb selects it whenever offered")),
+                        "alpn" => {
+                            return ctx.error(n, format!("alpn '{value}': PostgreSQL clients offer 'postgresql'; pglb selects it whenever offered"));
+                        }
                         _ => match crate::tls::Verify::parse(value) {
                             Some(v) => tls.verify = Some(v),
                             None => return ctx.error(n, format!("verify '{value}' is unknown: use none, optional or required")),
@@ -359,7 +361,10 @@ impl ProxyDraft {
                     }
                 }
                 other => {
-                    ctx.error(n, format!("unknown bind option '{other}' (pglb understands name, backlog, v4v6, v6only, ssl, crt, ca-file and verify)"));
+                    ctx.error(
+                        n,
+                        format!("unknown bind option '{other}' (pglb understands name, backlog, v4v6, v6only, ssl, crt, ca-file and verify)"),
+                    );
                     return;
                 }
             }
@@ -859,7 +864,13 @@ impl TlsWords {
         };
         let verify = self.verify.unwrap_or(Verify::None);
         if verify != Verify::None && self.ca_file.is_none() {
-            ctx.error(n, format!("verify {} needs 'ca-file FILE': the CAs that sign clients' certificates", if verify == Verify::Optional { "optional" } else { "required" }));
+            ctx.error(
+                n,
+                format!(
+                    "verify {} needs 'ca-file FILE': the CAs that sign clients' certificates",
+                    if verify == Verify::Optional { "optional" } else { "required" }
+                ),
+            );
             return Err(());
         }
         match Acceptor::load(std::path::Path::new(&crt), self.ca_file.as_deref().map(std::path::Path::new), verify) {

@@ -125,7 +125,8 @@ impl ServerOpts {
                     if let Some(v) = need(ctx, "str(NAME)") {
                         match v.strip_prefix("str(").and_then(|r| r.strip_suffix(')')) {
                             Some(name) if !name.is_empty() => o.sni = Some(name.to_string()),
-                            _ => ctx.error(n, format!("sni '{v}': pglb sends a fixed name, written str(NAME) (it has no HTTP request to take one from)")),
+                            _ => ctx
+                                .error(n, format!("sni '{v}': pglb sends a fixed name, written str(NAME) (it has no HTTP request to take one from)")),
                         }
                     }
                 }

@@ -155,7 +155,8 @@ impl SqlProbe {
         // A new address (DNS change, `set server addr`) needs a new login too.
         // So does every check over TLS: the start-up check below is plaintext,
         // which a `hostssl`-only server would refuse, and log.
-        let stale = self.tls() || self.client.as_ref().is_none_or(|(c, since, at)| c.is_closed() || since.elapsed() >= FRESH_LOGIN_EVERY || *at != addr);
+        let stale =
+            self.tls() || self.client.as_ref().is_none_or(|(c, since, at)| c.is_closed() || since.elapsed() >= FRESH_LOGIN_EVERY || *at != addr);
         if stale {
             self.client = None;
             let fresh = tokio::time::timeout(timeout, self.login(addr, timeout)).await.map_err(|_| SqlError::Timeout)??;

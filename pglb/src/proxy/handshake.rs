@@ -17,9 +17,9 @@ use super::relay;
 use super::session::{Packet, ReadError, note_startup, read_packet};
 use crate::pg::startup::{self, FirstPacket};
 use crate::proxy::log::{Cause, ConnLog, Phase, Termination};
+use crate::tls::Stream;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use crate::tls::Stream;
 
 /// Largest ErrorResponse read to decide on a replay; a longer first answer
 /// is passed on as it is.

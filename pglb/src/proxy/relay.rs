@@ -10,6 +10,7 @@ use super::sniff::{Event, Sniffer};
 use super::track::Track;
 use crate::state::KillSwitch;
 use crate::state::counters::Counters;
+use crate::tls::Stream;
 use std::cell::RefCell;
 use std::future::Future;
 use std::io;
@@ -17,7 +18,6 @@ use std::num::NonZeroU32;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
-use crate::tls::Stream;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 

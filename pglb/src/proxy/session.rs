@@ -15,13 +15,13 @@ use super::sniff::Event;
 use crate::pg::startup::{self, CancelKey, FirstPacket, Startup};
 use crate::pg::{self, sqlstate};
 use crate::state::{BackendState, FrontendState, Runtime, ServerState};
+use crate::tls::Stream;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use crate::tls::Stream;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
@@ -126,7 +126,7 @@ async fn open(rt: &Arc<Runtime>, fe: &Arc<FrontendState>, client: &mut Stream, p
     if let Some(acceptor) = acceptor
         && crate::tls::starts_with_client_hello(client, first_limit).await
     {
-        accept_tls(client, acceptor, true, log).await?;
+        accept_tls(client, acceptor, true, startup_limit, log).await?;
     }
     let mut first = match read_packet(client, first_limit, &[]).await {
         Ok(p) => p,
@@ -281,18 +281,25 @@ fn acceptor_for<'a>(fe: &'a FrontendState, client: &Stream) -> Option<&'a crate:
     }
     let local = client.local_addr().ok()?;
     let ip = |b: &crate::config::Bind| b.addr.ip().is_unspecified() || b.addr.ip() == local.ip();
-    let bind = fe.cfg.binds.iter().find(|b| b.addr.port() == local.port() && ip(b)).or_else(|| fe.cfg.binds.iter().find(|b| b.addr.port() == 0 && ip(b)))?;
+    let bind =
+        fe.cfg.binds.iter().find(|b| b.addr.port() == local.port() && ip(b)).or_else(|| fe.cfg.binds.iter().find(|b| b.addr.port() == 0 && ip(b)))?;
     bind.tls.as_deref()
 }
 
-/// The TLS handshake with a client; `None` (logged) when it fails.
-async fn accept_tls(client: &mut Stream, acceptor: &crate::tls::Acceptor, direct: bool, log: &mut ConnLog) -> Option<()> {
+/// The TLS handshake with a client, within `limit`; `None` (logged) when
+/// it fails.
+async fn accept_tls(client: &mut Stream, acceptor: &crate::tls::Acceptor, direct: bool, limit: Duration, log: &mut ConnLog) -> Option<()> {
     log.transport = "tls-terminated";
-    match crate::tls::accept(client, acceptor, direct).await {
-        Ok(()) => Some(()),
-        Err(e) => {
+    match tokio::time::timeout(limit, crate::tls::accept(client, acceptor, direct)).await {
+        Ok(Ok(())) => Some(()),
+        Ok(Err(e)) => {
             log.termination = Termination::new(Cause::Client, Phase::Request);
             log.reason = Some(format!("client {e}").into());
+            None
+        }
+        Err(_) => {
+            log.termination = Termination::new(Cause::ClientTimeout, Phase::Request);
+            log.reason = Some("client TLS handshake timed out".into());
             None
         }
     }
@@ -335,7 +342,7 @@ async fn negotiate(
             return None;
         }
         if answer == b'S' {
-            accept_tls(client, acceptor, false, log).await?;
+            accept_tls(client, acceptor, false, limit, log).await?;
         }
         first = match read_packet(client, limit, &[]).await {
             Ok(p) => p,

@@ -84,7 +84,8 @@ fn use_pair(b: &mut SslContextBuilder, path: &Path, digest: &mut Vec<u8>) -> Res
         b.add_extra_chain_cert(extra.clone())?;
     }
     b.set_private_key(&key)?;
-    b.check_private_key().map_err(|e| TlsError::Pem { path: path.to_path_buf(), why: format!("the private key does not match the certificate ({e})") })?;
+    b.check_private_key()
+        .map_err(|e| TlsError::Pem { path: path.to_path_buf(), why: format!("the private key does not match the certificate ({e})") })?;
     digest.extend_from_slice(&openssl::sha::sha256(&bytes));
     Ok(())
 }

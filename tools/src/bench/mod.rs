@@ -86,7 +86,8 @@ impl BenchError {
 pub async fn run(opts: BenchOptions) -> Result<Value, BenchError> {
     crate::lab::cleanup_at_exit(opts.dir.clone());
     eprintln!("bench: starting a primary + 2 replicas in {} ...", opts.dir.display());
-    let lab = Lab::up(LabOptions { dir: opts.dir.clone(), replicas: 2, port_base: None, ssl: false }).await?;
+    // TLS on: the TLS rows need it; the other rows connect with sslmode=disable.
+    let lab = Lab::up(LabOptions { dir: opts.dir.clone(), replicas: 2, port_base: None, ssl: true }).await?;
     let result = measure(&lab, &opts).await;
     let _ = lab.down().await;
     result

@@ -1,6 +1,9 @@
 //! The systems compared: direct connections, pglb, HAProxy and PgBouncer,
 //! each in front of the lab's primary. pglb and HAProxy read the same
-//! configuration text (only the port differs).
+//! configuration text (only the port differs). For the TLS rows each system
+//! also has a TLS port: PostgreSQL's own TLS (direct), HAProxy passing the
+//! client's TLS through (the same port), and pglb terminating TLS on a second
+//! listener (`bind ... ssl crt`, plaintext to the server).
 
 use super::BenchError;
 use crate::lab::Lab;
@@ -19,6 +22,8 @@ pub struct System {
     /// The proxy's process, for CPU and memory readings.
     pub pid: Option<u32>,
     pub version: String,
+    /// Where clients connect with TLS; `None`: no TLS rows for this system.
+    pub tls_port: Option<u16>,
     child: Option<Child>,
 }
 
@@ -35,6 +40,17 @@ pub fn haproxy_language(port: u16, lab: &Lab) -> String {
          listen pg\n    bind 127.0.0.1:{port}\n    balance roundrobin\n    server primary 127.0.0.1:{}\n",
         lab.primary().port
     )
+}
+
+/// pglb's configuration: HAProxy's, plus a listener that terminates TLS
+/// with the lab's server certificate.
+fn pglb_language(port: u16, tls_port: u16, lab: &Lab) -> String {
+    haproxy_language(port, lab)
+        + &format!(
+            "listen pgtls\n    bind 127.0.0.1:{tls_port} ssl crt {}\n    balance roundrobin\n    server primary 127.0.0.1:{}\n",
+            lab.tls_file("server.pem").display(),
+            lab.primary().port
+        )
 }
 
 fn version(cmd: &str, arg: &str) -> String {
@@ -62,11 +78,24 @@ impl System {
             cmd.stdout(Stdio::null()).stderr(err).spawn().map_err(|e| BenchError::io(format!("start {kind}"), e))
         };
         let port = free_port();
+        let mut tls_port = Some(port);
         let (child, version) = match kind {
-            "direct" => return Ok(System { name: kind.into(), port: lab.primary().port, pid: None, version: "PostgreSQL".into(), child: None }),
+            "direct" => {
+                let port = lab.primary().port;
+                return Ok(System { name: kind.into(), port, pid: None, version: "PostgreSQL".into(), tls_port: Some(port), child: None });
+            }
             "pglb" | BASELINE => {
                 let cfg = dir.join(format!("{kind}.cfg"));
-                std::fs::write(&cfg, haproxy_language(port, lab)).map_err(|e| BenchError::io(format!("write {}", cfg.display()), e))?;
+                // The build before may not terminate TLS: no TLS rows for it.
+                let text = if kind == BASELINE {
+                    tls_port = None;
+                    haproxy_language(port, lab)
+                } else {
+                    let p = free_port();
+                    tls_port = Some(p);
+                    pglb_language(port, p, lab)
+                };
+                std::fs::write(&cfg, text).map_err(|e| BenchError::io(format!("write {}", cfg.display()), e))?;
                 let exe = match (kind, baseline) {
                     (BASELINE, Some(b)) => b.to_path_buf(),
                     (BASELINE, None) => return Err(BenchError::NoBaseline),
@@ -81,6 +110,7 @@ impl System {
                 (spawn(Command::new("haproxy").arg("-db").arg("-f").arg(&cfg))?, version("haproxy", "-v"))
             }
             "pgbouncer" => {
+                tls_port = None;
                 let (user, password) = lab.superuser();
                 let users = dir.join("userlist.txt");
                 let log = dir.join("pgbouncer.log");
@@ -113,7 +143,7 @@ impl System {
             other => return Err(BenchError::UnknownSystem(other.to_string())),
         };
         let pid = Some(child.id());
-        let sys = System { name: kind.into(), port, pid, version, child: Some(child) };
+        let sys = System { name: kind.into(), port, pid, version, tls_port, child: Some(child) };
         if !listening(port).await {
             let why = std::fs::read_to_string(&errlog).unwrap_or_default();
             let log_tail = why.lines().rev().take(5).collect::<Vec<_>>().join(" | ");

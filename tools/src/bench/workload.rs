@@ -16,10 +16,18 @@ const LARGE_BYTES: f64 = 1000.0 * 1011.0;
 
 #[derive(Debug, Clone, Copy)]
 pub enum Workload {
-    Select { clients: u32, prepared: bool },
+    Select {
+        clients: u32,
+        prepared: bool,
+    },
     Connect,
     Large,
     Idle,
+    /// pgbench with `sslmode=require` on the system's TLS port: `connect`
+    /// opens a connection (and a TLS handshake) per transaction.
+    Tls {
+        connect: bool,
+    },
 }
 
 impl Workload {
@@ -30,7 +38,7 @@ impl Workload {
                 v.push(Workload::Select { clients, prepared });
             }
         }
-        v.extend([Workload::Connect, Workload::Large, Workload::Idle]);
+        v.extend([Workload::Connect, Workload::Large, Workload::Idle, Workload::Tls { connect: false }, Workload::Tls { connect: true }]);
         v
     }
 
@@ -40,6 +48,8 @@ impl Workload {
             Workload::Connect => "-S -C -c 8".into(),
             Workload::Large => "large result -c 4".into(),
             Workload::Idle => "idle client connection".into(),
+            Workload::Tls { connect: false } => "TLS -S -c 16 -M prepared".into(),
+            Workload::Tls { connect: true } => "TLS -S -C -c 8".into(),
         }
     }
 
@@ -48,23 +58,29 @@ impl Workload {
         match *self {
             Workload::Select { clients, prepared } => {
                 let mode = if prepared { "prepared" } else { "simple" };
-                let r = pgbench(sys, opts, &["-S", "-c", &clients.to_string(), "-M", mode], None).await?;
+                let r = pgbench(sys, sys.port, "disable", opts, &["-S", "-c", &clients.to_string(), "-M", mode]).await?;
                 Ok(vec![sample(self.name(), r.tps, r.cpu_per_1k)])
             }
             Workload::Connect => {
-                let r = pgbench(sys, opts, &["-S", "-C", "-c", "8"], None).await?;
+                let r = pgbench(sys, sys.port, "disable", opts, &["-S", "-C", "-c", "8"]).await?;
                 Ok(vec![sample(self.name(), r.tps, r.cpu_per_1k), sample("connect time (ms), -C -c 8".into(), r.connect_ms.unwrap_or(0.0), None)])
             }
             Workload::Large => {
                 let script = opts.dir.join("bench").join("large.sql");
                 std::fs::write(&script, LARGE_SQL).map_err(|e| BenchError::io(format!("write {}", script.display()), e))?;
-                let r = pgbench(sys, opts, &["-c", "4", "-f", &script.display().to_string()], None).await?;
+                let r = pgbench(sys, sys.port, "disable", opts, &["-c", "4", "-f", &script.display().to_string()]).await?;
                 Ok(vec![sample(self.name(), r.tps * LARGE_BYTES / 1e6, r.cpu_per_1k)])
             }
             Workload::Idle => match sys.pid {
                 None => Ok(Vec::new()),
                 Some(pid) => Ok(vec![sample(self.name(), idle_cost(lab, sys, pid, opts.idle).await?, None)]),
             },
+            Workload::Tls { connect } => {
+                let Some(port) = sys.tls_port else { return Ok(Vec::new()) };
+                let args: &[&str] = if connect { &["-S", "-C", "-c", "8"] } else { &["-S", "-c", "16", "-M", "prepared"] };
+                let r = pgbench(sys, port, "require", opts, args).await?;
+                Ok(vec![sample(self.name(), r.tps, r.cpu_per_1k)])
+            }
         }
     }
 }
@@ -75,7 +91,8 @@ pub struct Run {
     pub cpu_per_1k: Option<f64>,
 }
 
-async fn pgbench(sys: &System, opts: &BenchOptions, args: &[&str], _env: Option<()>) -> Result<Run, BenchError> {
+/// pgbench against `port` (the system's, or its TLS port) with `sslmode`.
+async fn pgbench(sys: &System, port: u16, sslmode: &str, opts: &BenchOptions, args: &[&str]) -> Result<Run, BenchError> {
     let cpu_before = sys.pid.and_then(proc::cpu_seconds);
     let clients: u32 = args.iter().position(|a| *a == "-c").and_then(|i| args.get(i + 1)).and_then(|c| c.parse().ok()).unwrap_or(1);
     let mut cmd = Command::new("pgbench");
@@ -88,14 +105,14 @@ async fn pgbench(sys: &System, opts: &BenchOptions, args: &[&str], _env: Option<
         "-h",
         "127.0.0.1",
         "-p",
-        &sys.port.to_string(),
+        &port.to_string(),
         "-U",
         "postgres",
     ])
     .args(args)
     .arg("bench")
     .env("PGPASSWORD", "postgres")
-    .env("PGSSLMODE", "disable");
+    .env("PGSSLMODE", sslmode);
     let out = tokio::task::spawn_blocking(move || cmd.output())
         .await
         .map_err(|e| BenchError::io("run pgbench", std::io::Error::other(e)))?

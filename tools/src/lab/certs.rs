@@ -31,12 +31,7 @@ fn key() -> Result<PKey<Private>, openssl::error::ErrorStack> {
 }
 
 /// A certificate for `cn` signed by `issuer` (self-signed CA when `None`).
-fn certificate(
-    cn: &str,
-    key: &PKey<Private>,
-    issuer: Option<(&X509, &PKey<Private>)>,
-    names: &[&str],
-) -> Result<X509, openssl::error::ErrorStack> {
+fn certificate(cn: &str, key: &PKey<Private>, issuer: Option<(&X509, &PKey<Private>)>, names: &[&str]) -> Result<X509, openssl::error::ErrorStack> {
     let mut name = X509NameBuilder::new()?;
     name.append_entry_by_text("CN", cn)?;
     let name = name.build();

@@ -331,3 +331,30 @@ async fn channel_binding_fails_clearly_when_pglb_shows_another_certificate() {
     assert!(err.contains("SCRAM channel binding check failed"), "{err}");
     assert_eq!(run("tls_servers", "disable").0, "1");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terminated_sessions_drain_at_their_transaction_end() {
+    let lab = shared_lab().await;
+    let cfg = format!(
+        "global\n    hard-stop-after 30s\n{}",
+        config(&format!("ssl crt {}", lab.tls_file("server.pem").display()), &servers(lab, 1, "ssl verify none"))
+    );
+    let pglb = start(&cfg).await;
+    let port = pglb.addr("pg").unwrap().port();
+    let admin = connect(lab.primary().port, "appdb").await.unwrap();
+    admin.batch_execute("create table if not exists tls_drained(x int)").await.unwrap();
+    let idle = tls_connect(port, "", None, false).await.unwrap();
+    let in_tx = tls_connect(port, "", None, false).await.unwrap();
+    in_tx.batch_execute("begin; insert into tls_drained values (1)").await.unwrap();
+    let stopped = tokio::spawn(async move { pglb.shutdown(std::future::pending()).await });
+    // pglb reads the terminated session's messages: the idle one is closed
+    // at once, the one inside a transaction only after its commit.
+    poll("the idle TLS session closed", Duration::from_secs(2), || async { idle.is_closed().then_some(()) }).await;
+    assert!(!in_tx.is_closed(), "a TLS session inside a transaction is not cut");
+    in_tx.batch_execute("insert into tls_drained values (2); commit").await.expect("the transaction finishes");
+    poll("the busy TLS session closed after its commit", Duration::from_secs(2), || async { in_tx.is_closed().then_some(()) }).await;
+    tokio::time::timeout(Duration::from_secs(5), stopped).await.expect("pglb stops once the sessions are gone").unwrap();
+    let n: i64 = admin.query_one("select count(*) from tls_drained", &[]).await.unwrap().get(0);
+    assert_eq!(n, 2, "the transaction committed whole");
+    admin.batch_execute("drop table tls_drained").await.unwrap();
+}
