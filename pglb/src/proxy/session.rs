@@ -123,10 +123,12 @@ async fn open(rt: &Arc<Runtime>, fe: &Arc<FrontendState>, client: &mut Stream, p
     // `bind ... ssl`: pglb ends the client's TLS itself, whether it starts
     // with an SSLRequest or (PostgreSQL 17's direct TLS) a ClientHello.
     let acceptor = acceptor_for(fe, client);
-    if let Some(acceptor) = acceptor
-        && crate::tls::starts_with_client_hello(client, first_limit).await
-    {
-        accept_tls(client, acceptor, true, startup_limit, log).await?;
+    if let Some(acceptor) = acceptor {
+        match crate::tls::starts_with_client_hello(client, first_limit).await {
+            Some(true) => accept_tls(client, acceptor, true, startup_limit, log).await?,
+            Some(false) => {}
+            None => return read_failed(fe, ReadError::Timeout, log),
+        }
     }
     let mut first = match read_packet(client, first_limit, &[]).await {
         Ok(p) => p,

@@ -25,11 +25,16 @@ pub enum HandshakeError {
 
 /// Whether the client's first byte starts a TLS handshake record (direct
 /// TLS) rather than a PostgreSQL packet, whose length's first byte is 0.
-/// Peeks; waits at most `limit` for the byte.
-pub async fn starts_with_client_hello(stream: &Stream, limit: Duration) -> bool {
-    let Some(tcp) = stream.tcp() else { return false };
+/// Peeks; waits at most `limit` for the byte. `None`: nothing came in time.
+pub async fn starts_with_client_hello(stream: &Stream, limit: Duration) -> Option<bool> {
+    let tcp = stream.tcp()?;
     let mut b = [0u8; 1];
-    matches!(tokio::time::timeout(limit, tcp.peek(&mut b)).await, Ok(Ok(1)) if b[0] == 0x16)
+    match tokio::time::timeout(limit, tcp.peek(&mut b)).await {
+        Err(_) => None,
+        Ok(Ok(1)) => Some(b[0] == 0x16),
+        // Closed or failed: reading the first packet says how.
+        Ok(_) => Some(false),
+    }
 }
 
 /// Terminates the client's TLS on `stream` (plain until now). `direct`: the

@@ -28,7 +28,9 @@ pub enum LabCommand {
         /// Port of the primary; replicas take the next ones. Default: free ports.
         #[arg(long)]
         port_base: Option<u16>,
-        /// Serve TLS (self-signed) on every node.
+        /// Serve TLS on every node, with a certificate for localhost and
+        /// 127.0.0.1 signed by the lab's own CA (DIR/tls/ca.crt; DIR/tls/server.pem
+        /// is the same certificate with its key, for `bind ... ssl crt`).
         #[arg(long)]
         ssl: bool,
     },

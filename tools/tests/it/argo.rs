@@ -25,14 +25,14 @@ fn argoretry() -> &'static str {
 }
 
 #[derive(Debug)]
-struct Seen {
-    ok: bool,
-    error: String,
-    retryable: bool,
+pub(crate) struct Seen {
+    pub(crate) ok: bool,
+    pub(crate) error: String,
+    pub(crate) retryable: bool,
 }
 
 /// What lib/pq returns connecting through `port`, and Argo's verdict on it.
-async fn argo_connects(port: u16, sslmode: &str) -> Seen {
+pub(crate) async fn argo_connects(port: u16, sslmode: &str) -> Seen {
     let dsn = format!("postgres://postgres:postgres@127.0.0.1:{port}/appdb?sslmode={sslmode}&connect_timeout=20");
     let bin = argoretry();
     let out = tokio::process::Command::new(bin).args(["-dsn", &dsn, "-timeout", "30s"]).output().await.expect("run argoretry");

@@ -358,3 +358,21 @@ async fn terminated_sessions_drain_at_their_transaction_end() {
     assert_eq!(n, 2, "the transaction committed whole");
     admin.batch_execute("drop table tls_drained").await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn argo_retries_a_refusal_inside_terminated_tls() {
+    let lab = shared_lab().await;
+    let cfg = format!(
+        "defaults\n    mode tcp\n    timeout connect 1s\n    retries 0\n\
+         listen pg\n    bind 127.0.0.1:0 ssl crt {}\n    server gone 127.0.0.1:{}\n",
+        lab.tls_file("server.pem").display(),
+        dead_port()
+    );
+    let pglb = start(&cfg).await;
+    // lib/pq with sslmode=require reads pglb's FATAL inside TLS, worded so
+    // that Argo's reconnect rule retries it.
+    let seen = crate::argo::argo_connects(pglb.addr("pg").unwrap().port(), "require").await;
+    assert!(!seen.ok);
+    assert!(seen.error.contains("pglb: could not connect to server pg/gone"), "{}", seen.error);
+    assert!(seen.retryable, "{}", seen.error);
+}
