@@ -319,8 +319,8 @@ async fn negotiate(
     limit: Duration,
     log: &mut ConnLog,
 ) -> Option<Packet> {
-    // At most GSSENCRequest, then SSLRequest, then the packet.
-    for _ in 0..2 {
+    // GSSENCRequest, then SSLRequest, then the packet: three rounds at most.
+    for _ in 0..3 {
         let answer = match startup::parse_first(first.packet()) {
             Ok(FirstPacket::GssEncRequest) if !client.is_tls() => b'N',
             Ok(FirstPacket::SslRequest) if !client.is_tls() => b'S',
@@ -351,7 +351,9 @@ async fn negotiate(
             Err(e) => return read_failed(fe, e, log),
         };
     }
-    Some(first)
+    log.termination = Termination::new(Cause::Proxy, Phase::Request);
+    log.reason = Some("too many encryption requests".into());
+    None
 }
 
 /// Sends the client what the server answered so far (held until pglb knew
