@@ -26,6 +26,22 @@ pub(super) fn parse(ctx: &mut Ctx, lines: &[Line], global: &mut Global) {
                     }
                 }
             }
+            "ca-base" | "crt-base" => {
+                if let Some(dir) = ctx.arg(line, 0, "a directory") {
+                    let dir = Some(PathBuf::from(dir));
+                    if kw == "ca-base" {
+                        ctx.tls_defaults.ca_base = dir;
+                    } else {
+                        ctx.tls_defaults.crt_base = dir;
+                    }
+                }
+            }
+            "ssl-server-verify" => match ctx.arg(line, 0, "none or required") {
+                Some("none") => ctx.tls_defaults.server_verify = Some(crate::tls::Verify::None),
+                Some("required") => ctx.tls_defaults.server_verify = Some(crate::tls::Verify::Required),
+                Some(other) => ctx.error(n, format!("ssl-server-verify '{other}' is unknown: use none or required")),
+                None => {}
+            },
             "hard-stop-after" => {
                 if let Some(v) = ctx.arg(line, 0, "a time such as 30s") {
                     match parse_timeout(v) {

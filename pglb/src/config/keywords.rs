@@ -18,8 +18,8 @@ pub const GLOBAL_NO_EFFECT: &[(&str, &str)] = &[
     ("description", "shown by HAProxy's stats page only"),
     ("ssl-default-bind-ciphers", "pglb's TLS uses Mozilla's intermediate profile (TLS 1.2 and 1.3)"),
     ("ssl-default-bind-options", "pglb's TLS uses Mozilla's intermediate profile (TLS 1.2 and 1.3)"),
-    ("ssl-default-server-ciphers", "pglb's TLS uses Mozilla's intermediate profile (TLS 1.2 and 1.3)"),
-    ("ssl-default-server-options", "pglb's TLS uses Mozilla's intermediate profile (TLS 1.2 and 1.3)"),
+    ("ssl-default-server-ciphers", "pglb's TLS to servers uses OpenSSL's default ciphers, TLS 1.2 or later"),
+    ("ssl-default-server-options", "pglb's TLS to servers uses OpenSSL's default ciphers, TLS 1.2 or later"),
     ("server-state-file", "pglb does not save server state to a file"),
     ("server-state-base", "pglb does not save server state to a file"),
     ("insecure-fork-wanted", "pglb never forks"),
@@ -44,9 +44,6 @@ pub const GLOBAL_REJECTED: &[(&str, &str)] = &[
     ("nbproc", "nbproc was removed in HAProxy 2.5 and pglb is one process: use nbthread"),
     ("lua-load", "pglb has no Lua interpreter: remove it"),
     ("external-check", "pglb runs no external check commands: use option pgsql-check"),
-    ("ca-base", "write ca-file paths in full (pglb reads relative paths from its working directory)"),
-    ("crt-base", "write crt paths in full (pglb reads relative paths from its working directory)"),
-    ("ssl-server-verify", "write 'verify none' or 'verify required ca-file FILE' on each server line"),
 ];
 
 /// Proxy keywords accepted with a warning: (keyword, reason).
@@ -143,7 +140,7 @@ pub const SERVER_NO_EFFECT: &[(&str, &str)] = &[
     ("namespace", "pglb connects from its own network namespace"),
     ("resolve-opts", "pglb's resolver has no options"),
     ("resolve-net", "pglb's resolver has no options"),
-    ("alpn", "pglb negotiates PostgreSQL's own ALPN, postgresql, when the server offers it"),
+    ("alpn", "pglb offers servers no ALPN: PostgreSQL needs none after an SSLRequest"),
 ];
 
 /// Server options rejected, with what to write instead.

@@ -539,7 +539,12 @@ impl Server {
     /// Same settings, wherever the line sits in the file (reloads compare
     /// servers this way, so adding a comment keeps their state).
     pub fn same_settings(&self, other: &Server) -> bool {
-        Server { line: 0, ..self.clone() } == Server { line: 0, ..other.clone() }
+        let tls = |a: &Option<std::sync::Arc<crate::tls::Connector>>, b: &Option<std::sync::Arc<crate::tls::Connector>>| match (a, b) {
+            (Some(a), Some(b)) => a.same_settings(b),
+            (a, b) => a.is_none() && b.is_none(),
+        };
+        let bare = |s: &Server| Server { line: 0, tls: None, check_tls: None, ..s.clone() };
+        bare(self) == bare(other) && tls(&self.tls, &other.tls) && tls(&self.check_tls, &other.check_tls)
     }
 }
 

@@ -15,11 +15,39 @@ pub(super) struct Ctx<'a> {
     pub file: &'a Path,
     pub errors: Vec<ConfigError>,
     pub warnings: Vec<Warning>,
+    /// `global`'s `ca-base`, `crt-base` and `ssl-server-verify`, for the
+    /// lines after them (HAProxy reads them in order too).
+    pub tls_defaults: TlsDefaults,
+}
+
+/// Where relative `ca-file` and `crt` paths are, and servers' `verify` default.
+#[derive(Debug, Default, Clone)]
+pub(super) struct TlsDefaults {
+    pub ca_base: Option<std::path::PathBuf>,
+    pub crt_base: Option<std::path::PathBuf>,
+    pub server_verify: Option<crate::tls::Verify>,
+}
+
+impl TlsDefaults {
+    pub fn ca(&self, file: &str) -> std::path::PathBuf {
+        Self::under(self.ca_base.as_deref(), file)
+    }
+
+    pub fn crt(&self, file: &str) -> std::path::PathBuf {
+        Self::under(self.crt_base.as_deref(), file)
+    }
+
+    fn under(base: Option<&Path>, file: &str) -> std::path::PathBuf {
+        match base {
+            Some(b) if Path::new(file).is_relative() => b.join(file),
+            _ => std::path::PathBuf::from(file),
+        }
+    }
 }
 
 impl<'a> Ctx<'a> {
     pub fn new(file: &'a Path) -> Self {
-        Ctx { file, errors: Vec::new(), warnings: Vec::new() }
+        Ctx { file, errors: Vec::new(), warnings: Vec::new(), tls_defaults: TlsDefaults::default() }
     }
 
     pub fn error(&mut self, line: usize, message: impl Into<String>) {

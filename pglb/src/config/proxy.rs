@@ -332,6 +332,9 @@ impl ProxyDraft {
                 "crt" | "ca-file" | "verify" | "alpn" => {
                     let Some(value) = args.next() else { return ctx.error(n, format!("bind option '{opt}' needs a value")) };
                     match opt.as_str() {
+                        "crt" if tls.crt.is_some() => {
+                            return ctx.error(n, "one 'crt' per bind line: pglb presents one certificate (no SNI-based choice)");
+                        }
                         "crt" => tls.crt = Some(value.clone()),
                         "ca-file" => tls.ca_file = Some(value.clone()),
                         "alpn" if value.split(',').any(|p| p == "postgresql") => {}
@@ -701,6 +704,16 @@ impl ProxyDraft {
                     merged.build(ctx, sname, *sline, address, role_check)
                 })
                 .collect::<Vec<_>>();
+            let sql_check = matches!(&check, CheckSpec::Pgsql(p) if p.is_sql());
+            for s in servers.iter().filter(|s| s.check && s.check_tls.is_some() && !sql_check) {
+                ctx.warn(
+                    s.line,
+                    format!(
+                        "server '{}': checks stay plaintext: only SQL checks use TLS (check-ssl); give option pgsql-check a SQL option (database, password-env, role...) to check over TLS",
+                        s.name
+                    ),
+                );
+            }
             if kind == SectionKind::Backend && servers.is_empty() && self.servers.is_empty() {
                 ctx.warn(line, format!("backend '{name}' has no server: every client will get an error"));
             }
@@ -873,7 +886,8 @@ impl TlsWords {
             );
             return Err(());
         }
-        match Acceptor::load(std::path::Path::new(&crt), self.ca_file.as_deref().map(std::path::Path::new), verify) {
+        let (crt, ca_file) = (ctx.tls_defaults.crt(&crt), self.ca_file.as_deref().map(|f| ctx.tls_defaults.ca(f)));
+        match Acceptor::load(&crt, ca_file.as_deref(), verify) {
             Ok(a) => Ok(Some(std::sync::Arc::new(a))),
             Err(e) => {
                 ctx.error(n, format!("bind ... ssl: {e}"));

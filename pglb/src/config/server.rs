@@ -341,27 +341,25 @@ impl ServerOpts {
     #[allow(clippy::type_complexity)]
     fn tls(&self, ctx: &mut Ctx, name: &str, line: usize) -> Option<(Option<Arc<Connector>>, Option<Arc<Connector>>)> {
         let ssl = self.ssl.unwrap_or(false);
-        let check_ssl = self.check_ssl.unwrap_or(ssl);
+        // As in HAProxy: checks inherit `ssl` unless they go to another
+        // port or address (then `check-ssl` says so).
+        let check_ssl = self.check_ssl.unwrap_or(ssl && self.port.is_none() && self.addr.is_none());
         if !ssl && !check_ssl {
-            if self.verify.is_some() || self.ca_file.is_some() || self.crt.is_some() || self.sni.is_some() || self.verifyhost.is_some() {
-                ctx.warn(line, format!("server '{name}': verify, ca-file, crt, sni and verifyhost have no effect without 'ssl' or 'check-ssl'"));
-            }
             return Some((None, None));
         }
-        let verify = self.verify.unwrap_or(crate::tls::Verify::Required);
+        let verify = self.verify.or(ctx.tls_defaults.server_verify).unwrap_or(crate::tls::Verify::Required);
         if verify == crate::tls::Verify::Required && self.ca_file.is_none() {
             ctx.error(
                 line,
                 format!(
-                    "server '{name}': verify is enabled by default but no CA file specified. If you're running on a LAN where you're certain to trust the server's certificate, please set an explicit 'verify none' statement on the 'server' line, or give 'ca-file FILE'"
+                    "server '{name}': verify is enabled by default but no CA file specified. If you're running on a LAN where you're certain to trust the server's certificate, please set an explicit 'verify none' statement on the 'server' line, or use 'ssl-server-verify none' in the global section to disable server-side verifications by default"
                 ),
             );
             return None;
         }
-        fn path(p: &Option<String>) -> Option<&std::path::Path> {
-            p.as_deref().map(std::path::Path::new)
-        }
-        match Connector::load(verify, path(&self.ca_file), path(&self.crt), self.sni.clone(), self.verifyhost.clone()) {
+        let ca_file = self.ca_file.as_deref().map(|f| ctx.tls_defaults.ca(f));
+        let crt = self.crt.as_deref().map(|f| ctx.tls_defaults.crt(f));
+        match Connector::load(verify, ca_file.as_deref(), crt.as_deref(), self.sni.clone(), self.verifyhost.clone()) {
             Ok(c) => {
                 let c = Arc::new(c);
                 Some((ssl.then(|| c.clone()), check_ssl.then_some(c)))

@@ -157,8 +157,8 @@ fn pump(
         if dir.eof {
             // Forward the half-close, unless the other direction is over
             // too: then both sockets are closed at once, which sends the FIN.
-            if !other_done {
-                dst.half_close(cx);
+            if !other_done && dst.poll_half_close(cx).is_pending() {
+                return if progressed { Poll::Ready(Ok(())) } else { Poll::Pending };
             }
             dir.done = true;
             return Poll::Ready(Ok(()));

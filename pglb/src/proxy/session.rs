@@ -282,9 +282,30 @@ fn acceptor_for<'a>(fe: &'a FrontendState, client: &Stream) -> Option<&'a crate:
         return None;
     }
     let local = client.local_addr().ok()?;
-    let ip = |b: &crate::config::Bind| b.addr.ip().is_unspecified() || b.addr.ip() == local.ip();
-    let bind =
-        fe.cfg.binds.iter().find(|b| b.addr.port() == local.port() && ip(b)).or_else(|| fe.cfg.binds.iter().find(|b| b.addr.port() == 0 && ip(b)))?;
+    let ip = local.ip().to_canonical();
+    // The listener the client came through: its exact address first, then
+    // a wildcard of its family, then an IPv6 wildcard that takes IPv4 too;
+    // the configured port first, then a port chosen by the kernel (port 0).
+    let rank = |b: &crate::config::Bind| {
+        let port = if b.addr.port() == local.port() {
+            0
+        } else if b.addr.port() == 0 {
+            3
+        } else {
+            return None;
+        };
+        let addr = if b.addr.ip().to_canonical() == ip {
+            0
+        } else if b.addr.ip().is_unspecified() && b.addr.is_ipv4() == ip.is_ipv4() {
+            1
+        } else if b.addr.ip().is_unspecified() && b.addr.is_ipv6() && !b.v6only {
+            2
+        } else {
+            return None;
+        };
+        Some(port + addr)
+    };
+    let bind = fe.cfg.binds.iter().filter_map(|b| rank(b).map(|r| (r, b))).min_by_key(|(r, _)| *r)?.1;
     bind.tls.as_deref()
 }
 
@@ -657,7 +678,22 @@ pub(super) fn note_startup(log: &mut ConnLog, s: &Startup) {
 /// behind it, already read by pglb) may have half-closed on purpose: then
 /// only an error counts as gone, and what it sent is still delivered.
 async fn client_gone(client: &Stream, pipelined: bool) {
-    let Some(client) = client.tcp() else { return std::future::pending().await };
+    let Some(tcp) = client.tcp() else { return std::future::pending().await };
+    if client.is_tls() {
+        // What a TLS client sends is ciphertext (its close_notify too, in
+        // TLS 1.3): only the end of the stream (EPOLLRDHUP) or an error says
+        // it is gone. Readiness for data is cleared and waited for again.
+        loop {
+            match tcp.ready(tokio::io::Interest::READABLE).await {
+                Ok(r) if r.is_read_closed() || r.is_error() => return,
+                Ok(_) => {
+                    let _ = tcp.try_io(tokio::io::Interest::READABLE, || Err::<(), _>(io::ErrorKind::WouldBlock.into()));
+                }
+                Err(_) => return,
+            }
+        }
+    }
+    let client = tcp;
     let mut b = [0u8; 1];
     loop {
         if client.readable().await.is_err() {

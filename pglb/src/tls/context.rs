@@ -52,6 +52,12 @@ type Pair = (Vec<X509>, PKey<Private>, Vec<u8>);
 /// `FILE.key` beside it.
 fn load_pair(path: &Path) -> Result<Pair, TlsError> {
     let pem = read(path)?;
+    if pem.windows(9).any(|w| w == b"ENCRYPTED") {
+        return Err(TlsError::Pem {
+            path: path.to_path_buf(),
+            why: "the private key is encrypted; pglb reads unencrypted keys only (decrypt it: openssl pkey -in FILE -out FILE.key, mode 0600)".into(),
+        });
+    }
     let chain = X509::stack_from_pem(&pem).map_err(|e| TlsError::Pem { path: path.to_path_buf(), why: format!("no PEM certificate in it ({e})") })?;
     if chain.is_empty() {
         return Err(TlsError::Pem { path: path.to_path_buf(), why: "no PEM certificate in it".into() });
@@ -187,11 +193,24 @@ impl Connector {
     ) -> Result<Connector, TlsError> {
         let mut b = SslConnector::builder(SslMethod::tls_client())?;
         common(&mut b);
+        b.set_min_proto_version(Some(openssl::ssl::SslVersion::TLS1_2))?;
         let mut digest = Vec::new();
+        // Only `ca-file`'s CAs are trusted, as in HAProxy: the builder's
+        // store holds the system's CAs, and any public CA's certificate
+        // would pass a chain-only check.
+        let mut store = openssl::x509::store::X509StoreBuilder::new()?;
         if let Some(ca) = ca_file {
-            digest.extend_from_slice(&openssl::sha::sha256(&read(ca)?));
-            b.set_ca_file(ca).map_err(|e| TlsError::Pem { path: ca.to_path_buf(), why: format!("not a PEM CA file ({e})") })?;
+            let pem = read(ca)?;
+            digest.extend_from_slice(&openssl::sha::sha256(&pem));
+            let cas = X509::stack_from_pem(&pem).map_err(|e| TlsError::Pem { path: ca.to_path_buf(), why: format!("not a PEM CA file ({e})") })?;
+            if cas.is_empty() {
+                return Err(TlsError::Pem { path: ca.to_path_buf(), why: "no PEM certificate in it".into() });
+            }
+            for c in cas {
+                store.add_cert(c)?;
+            }
         }
+        b.set_cert_store(store.build());
         if let Some(crt) = crt {
             use_pair(&mut b, crt, &mut digest)?;
         }
@@ -261,7 +280,16 @@ impl fmt::Debug for Connector {
 
 impl PartialEq for Connector {
     fn eq(&self, other: &Self) -> bool {
-        (self.verify, &self.ca_file, &self.crt, &self.sni, &self.verifyhost, &self.digest)
-            == (other.verify, &other.ca_file, &other.crt, &other.sni, &other.verifyhost, &other.digest)
+        self.same_settings(other) && self.digest == other.digest
+    }
+}
+
+impl Connector {
+    /// The same words on the server line, whatever the files hold now: a
+    /// renewed certificate is not a changed server (a reload keeps its
+    /// state and sessions; new connections use the new files).
+    pub fn same_settings(&self, other: &Self) -> bool {
+        (self.verify, &self.ca_file, &self.crt, &self.sni, &self.verifyhost)
+            == (other.verify, &other.ca_file, &other.crt, &other.sni, &other.verifyhost)
     }
 }

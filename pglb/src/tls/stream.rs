@@ -56,18 +56,17 @@ impl Stream {
         }
     }
 
-    /// Forwards a half-close without waiting: a FIN on plain TCP; on TLS a
-    /// close_notify, then the FIN (best effort: a peer that cannot take the
-    /// alert now still gets the FIN when the session closes).
-    pub fn half_close(&mut self, cx: &mut Context<'_>) {
+    /// Forwards a half-close: a FIN on plain TCP (at once); on TLS a
+    /// close_notify, then the FIN, which waits while the socket cannot take
+    /// the alert. Errors count as done: the peer is gone.
+    pub fn poll_half_close(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         match self {
             Stream::Plain(s) => {
                 let _ = socket2::SockRef::from(&*s).shutdown(Shutdown::Write);
+                Poll::Ready(())
             }
-            Stream::Tls(s) => {
-                let _ = Pin::new(&mut **s).poll_shutdown(cx);
-            }
-            Stream::Detached => {}
+            Stream::Tls(s) => Pin::new(&mut **s).poll_shutdown(cx).map(|_| ()),
+            Stream::Detached => Poll::Ready(()),
         }
     }
 

@@ -22,6 +22,7 @@ const BAD: &[(&str, usize, &str)] = &[
     ("backend b\n    server s 10.0.0.1:5432\n    server s 10.0.0.2:5432\n", 3, "server 's' is already defined at line 2"),
     ("frontend f\n    bind *:5432 ssl crt /x.pem\n    default_backend b\nbackend b\n", 2, "cannot read '/x.pem'"),
     ("frontend f\n    bind *:5432 ssl crt /etc/hostname\n    default_backend b\nbackend b\n", 2, "no PEM certificate in it"),
+    ("frontend f\n    bind *:5432 ssl crt /a.pem crt /b.pem\n    default_backend b\nbackend b\n", 2, "one 'crt' per bind line"),
     ("frontend f\n    bind localhost:5432\n    default_backend b\nbackend b\n", 2, "bind needs an IP address"),
     ("frontend f\n    default_backend b\nbackend b\n", 1, "has no bind line"),
     ("listen l\n    bind :5432\n    mode http\n", 3, "mode http"),

@@ -376,3 +376,55 @@ async fn argo_retries_a_refusal_inside_terminated_tls() {
     assert!(seen.error.contains("pglb: could not connect to server pg/gone"), "{}", seen.error);
     assert!(seen.retryable, "{}", seen.error);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn haproxys_tls_globals_set_paths_and_the_verify_default() {
+    let lab = shared_lab().await;
+    let tls_dir = lab.tls_file("");
+    let cfg = format!(
+        "global\n    ca-base {dir}\n    crt-base {dir}\n    ssl-server-verify none\n\
+         defaults\n    mode tcp\n    timeout connect 2s\n\
+         listen pg\n    bind 127.0.0.1:0 ssl crt server.pem\n    server s 127.0.0.1:{port} ssl\n\
+         listen verified\n    bind 127.0.0.1:0 ssl crt server.pem\n    server s 127.0.0.1:{port} ssl verify required ca-file ca.crt verifyhost localhost\n",
+        dir = tls_dir.display(),
+        port = lab.primary().port
+    );
+    let pglb = start(&cfg).await;
+    for frontend in ["pg", "verified"] {
+        let out = psql(pglb.addr(frontend).unwrap().port(), "require", "select ssl from pg_stat_ssl where pid = pg_backend_pid()");
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "t", "{frontend}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_tls_client_that_leaves_frees_its_place() {
+    let lab = shared_lab().await;
+    let cfg = format!(
+        "defaults\n    mode tcp\n    timeout connect 2s\n    timeout queue 30s\n    timeout tunnel 1h\n\
+         listen pg\n    bind 127.0.0.1:0 ssl crt {}\n    server s 127.0.0.1:{} maxconn 1\n",
+        lab.tls_file("server.pem").display(),
+        lab.primary().port
+    );
+    let pglb = start(&cfg).await;
+    let port = pglb.addr("pg").unwrap().port();
+    let _holder = tls_connect(port, "", None, false).await.unwrap();
+    let be = pglb.runtime().backend("pg").unwrap().clone();
+    // A second client sends its startup inside TLS, waits in the queue,
+    // then leaves as libpq does: close_notify, then FIN.
+    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    tcp.write_all(&SSL_REQUEST).await.unwrap();
+    let mut answer = [0u8; 1];
+    tcp.read_exact(&mut answer).await.unwrap();
+    let mut b = SslConnector::builder(SslMethod::tls()).unwrap();
+    b.set_verify(SslVerifyMode::NONE);
+    let ssl = b.build().configure().unwrap().verify_hostname(false).into_ssl("localhost").unwrap();
+    let mut tls = tokio_openssl::SslStream::new(ssl, tcp).unwrap();
+    std::pin::Pin::new(&mut tls).connect().await.unwrap();
+    let startup = pglb::pg::startup_message(&[("user", "postgres"), ("database", "appdb")]);
+    tls.write_all(&startup).await.unwrap();
+    poll("the second client queued", Duration::from_secs(3), || async { (be.counters.queue_cur.load(Relaxed) == 1).then_some(()) }).await;
+    tls.shutdown().await.unwrap();
+    // What it sent last is ciphertext (its close_notify), but its close is
+    // seen: its place is freed long before `timeout queue`.
+    poll("the queue empty again", Duration::from_secs(3), || async { (be.counters.queue_cur.load(Relaxed) == 0).then_some(()) }).await;
+}
