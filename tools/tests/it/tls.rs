@@ -45,8 +45,8 @@ async fn tls_connect(port: u16, extra: &str, ca: Option<&Path>, alpn: bool) -> R
     Ok(client)
 }
 
-/// The common name of the certificate pglb presents after an SSLRequest.
-async fn presented_cn(port: u16) -> String {
+/// A raw TLS connection through pglb's SSLRequest (no certificate check).
+async fn raw_tls(port: u16) -> tokio_openssl::SslStream<tokio::net::TcpStream> {
     let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     tcp.write_all(&SSL_REQUEST).await.unwrap();
     let mut answer = [0u8; 1];
@@ -57,6 +57,12 @@ async fn presented_cn(port: u16) -> String {
     let ssl = b.build().configure().unwrap().verify_hostname(false).into_ssl("localhost").unwrap();
     let mut tls = tokio_openssl::SslStream::new(ssl, tcp).unwrap();
     std::pin::Pin::new(&mut tls).connect().await.unwrap();
+    tls
+}
+
+/// The common name of the certificate pglb presents after an SSLRequest.
+async fn presented_cn(port: u16) -> String {
+    let tls = raw_tls(port).await;
     let cert = tls.ssl().peer_certificate().unwrap();
     cert.subject_name().entries_by_nid(openssl::nid::Nid::COMMONNAME).next().unwrap().data().to_string().unwrap()
 }
@@ -194,6 +200,12 @@ async fn a_tls_port_refuses_plaintext_sessions_but_takes_plaintext_cancels() {
     let mut rest = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest)).await.expect("closed");
     assert!(rest.is_empty(), "{rest:?}");
+    // An encryption request inside the TLS it asked for: closed.
+    let mut tls = raw_tls(port).await;
+    tls.write_all(&SSL_REQUEST).await.unwrap();
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(Duration::from_secs(5), tls.read(&mut buf)).await.expect("closed, not left waiting");
+    assert!(!matches!(read, Ok(n) if n > 0), "{read:?}");
     // A plaintext CancelRequest is delivered (psql 15's Ctrl-C on TLS).
     let before = pglb.runtime().cancel.broadcast.load(Relaxed);
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
@@ -411,15 +423,7 @@ async fn a_queued_tls_client_that_leaves_frees_its_place() {
     let be = pglb.runtime().backend("pg").unwrap().clone();
     // A second client sends its startup inside TLS, waits in the queue,
     // then leaves as libpq does: close_notify, then FIN.
-    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    tcp.write_all(&SSL_REQUEST).await.unwrap();
-    let mut answer = [0u8; 1];
-    tcp.read_exact(&mut answer).await.unwrap();
-    let mut b = SslConnector::builder(SslMethod::tls()).unwrap();
-    b.set_verify(SslVerifyMode::NONE);
-    let ssl = b.build().configure().unwrap().verify_hostname(false).into_ssl("localhost").unwrap();
-    let mut tls = tokio_openssl::SslStream::new(ssl, tcp).unwrap();
-    std::pin::Pin::new(&mut tls).connect().await.unwrap();
+    let mut tls = raw_tls(port).await;
     let startup = pglb::pg::startup_message(&[("user", "postgres"), ("database", "appdb")]);
     tls.write_all(&startup).await.unwrap();
     poll("the second client queued", Duration::from_secs(3), || async { (be.counters.queue_cur.load(Relaxed) == 1).then_some(()) }).await;
