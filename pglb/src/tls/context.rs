@@ -48,8 +48,9 @@ fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
 type Pair = (Vec<X509>, PKey<Private>, Vec<u8>);
 
 /// A certificate chain and its key, as HAProxy reads `crt FILE`: one PEM
-/// file with the certificate (then its chain) and the key, or the key in
-/// `FILE.key` beside it.
+/// file with the certificate (then its chain) and the key, or the key
+/// beside it in `FILE.key`, or for `NAME.crt` in `NAME.key` (a Kubernetes
+/// TLS Secret's `tls.crt` and `tls.key`).
 fn load_pair(path: &Path) -> Result<Pair, TlsError> {
     let pem = read(path)?;
     if pem.windows(9).any(|w| w == b"ENCRYPTED") {
@@ -66,15 +67,19 @@ fn load_pair(path: &Path) -> Result<Pair, TlsError> {
     let key = match PKey::private_key_from_pem(&pem) {
         Ok(k) => k,
         Err(_) => {
-            let mut key_path = path.as_os_str().to_owned();
-            key_path.push(".key");
-            let key_path = PathBuf::from(key_path);
-            if !key_path.exists() {
+            let mut appended = path.as_os_str().to_owned();
+            appended.push(".key");
+            let mut candidates = vec![PathBuf::from(appended)];
+            if path.extension().is_some_and(|e| e == "crt") {
+                candidates.push(path.with_extension("key"));
+            }
+            let Some(key_path) = candidates.iter().find(|p| p.exists()).cloned() else {
+                let names: Vec<String> = candidates.iter().map(|p| format!("'{}'", p.display())).collect();
                 return Err(TlsError::Pem {
                     path: path.to_path_buf(),
-                    why: format!("no private key in it, and no '{}' beside it", key_path.display()),
+                    why: format!("no private key in it, and no {} beside it", names.join(" or ")),
                 });
-            }
+            };
             let key_pem = read(&key_path)?;
             bytes.extend_from_slice(&key_pem);
             PKey::private_key_from_pem(&key_pem).map_err(|e| TlsError::Pem { path: key_path.clone(), why: format!("not a PEM private key ({e})") })?

@@ -391,13 +391,14 @@ async fn argo_retries_a_refusal_inside_terminated_tls() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn haproxys_tls_globals_set_paths_and_the_verify_default() {
+    // (`crt server.crt` finds its key in server.key, as HAProxy does.)
     let lab = shared_lab().await;
     let tls_dir = lab.tls_file("");
     let cfg = format!(
         "global\n    ca-base {dir}\n    crt-base {dir}\n    ssl-server-verify none\n\
          defaults\n    mode tcp\n    timeout connect 2s\n\
          listen pg\n    bind 127.0.0.1:0 ssl crt server.pem\n    server s 127.0.0.1:{port} ssl\n\
-         listen verified\n    bind 127.0.0.1:0 ssl crt server.pem\n    server s 127.0.0.1:{port} ssl verify required ca-file ca.crt verifyhost localhost\n",
+         listen verified\n    bind 127.0.0.1:0 ssl crt server.crt\n    server s 127.0.0.1:{port} ssl verify required ca-file ca.crt verifyhost localhost\n",
         dir = tls_dir.display(),
         port = lab.primary().port
     );
