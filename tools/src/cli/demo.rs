@@ -1,6 +1,7 @@
 //! `pglb demo`: a local primary + 2 replicas with pglb in front, in one
 //! command. A read-write port routed by `role primary`, a read-only port over
-//! the replicas with `max-lag 10s`, stats on 8404, the runtime API on a socket
+//! the replicas with `max-lag 10s`, the read-write port again with pglb
+//! terminating TLS (the lab's certificate), stats on 8404, the runtime API on a socket
 //! in the lab's directory. Ctrl-C stops pglb and
 //! removes the lab (servers and data directory).
 
@@ -17,6 +18,10 @@ pub struct DemoArgs {
     /// Read-only port (replicas within 10s of replay lag).
     #[arg(long, default_value_t = 5434)]
     pub ro_port: u16,
+    /// Read-write port where pglb terminates TLS (the lab's certificate;
+    /// clients can verify it with the lab's CA).
+    #[arg(long, default_value_t = 5435)]
+    pub tls_port: u16,
     /// Stats page port.
     #[arg(long, default_value_t = 8404)]
     pub stats_port: u16,
@@ -59,8 +64,10 @@ listen stats
     stats refresh 5s
 
 # Writes: whichever server reports being primary (follows a promotion).
+# The second port terminates TLS with the lab's certificate.
 listen rw
     bind 127.0.0.1:{rw}
+    bind 127.0.0.1:{tls} ssl crt {dir}/tls/server.pem
     option pgsql-check user postgres password-file {dir}/{PASSWORD_FILE} role primary
 {servers}
 # Reads: streaming replicas no more than 10 s behind, round robin.
@@ -73,6 +80,7 @@ listen ro
         stats = args.stats_port,
         rw = args.rw_port,
         ro = args.ro_port,
+        tls = args.tls_port,
     )
 }
 
@@ -113,16 +121,17 @@ async fn demo(args: DemoArgs) -> ExitCode {
         }
         Ok(loaded) => match pglb::run::start(loaded.config).await {
             Err(e) => {
-                eprintln!("pglb demo: {e}\n(choose other ports with --rw-port, --ro-port, --stats-port)");
+                eprintln!("pglb demo: {e}\n(choose other ports with --rw-port, --ro-port, --tls-port, --stats-port)");
                 ExitCode::from(1)
             }
             Ok(running) => {
                 print!("{}", lab.render_table(&lab.status().await));
                 println!(
-                    "\npglb is running with {cfg}\n\n  writes:  PGPASSWORD=postgres psql -h 127.0.0.1 -p {rw} -U postgres appdb\n  reads:   PGPASSWORD=postgres psql -h 127.0.0.1 -p {ro} -U postgres appdb -c 'select inet_server_port()'\n  stats:   http://127.0.0.1:{st}/stats   (Prometheus: /metrics)\n  runtime: echo 'show servers state' | socat stdio {dir}/admin.sock\n  faults:  pglb lab fault --dir {dir} kill replica1   (also stop, start, freeze, thaw, pause-replay, resume-replay, promote, rejoin)\n\nCtrl-C stops pglb and removes the lab.",
+                    "\npglb is running with {cfg}\n\n  writes:  PGPASSWORD=postgres psql -h 127.0.0.1 -p {rw} -U postgres appdb\n  reads:   PGPASSWORD=postgres psql -h 127.0.0.1 -p {ro} -U postgres appdb -c 'select inet_server_port()'\n  TLS:     PGPASSWORD=postgres psql 'host=localhost port={tls} user=postgres dbname=appdb sslmode=verify-full sslrootcert={dir}/tls/ca.crt'\n  stats:   http://127.0.0.1:{st}/stats   (Prometheus: /metrics)\n  runtime: echo 'show servers state' | socat stdio {dir}/admin.sock\n  faults:  pglb lab fault --dir {dir} kill replica1   (also stop, start, freeze, thaw, pause-replay, resume-replay, promote, rejoin)\n\nCtrl-C stops pglb and removes the lab.",
                     cfg = path.display(),
                     rw = args.rw_port,
                     ro = args.ro_port,
+                    tls = args.tls_port,
                     st = args.stats_port,
                     dir = lab.dir().display()
                 );

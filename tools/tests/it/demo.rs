@@ -17,6 +17,7 @@ struct Demo {
     rw: u16,
     ro: u16,
     stats: u16,
+    tls: u16,
     _dir: tempfile::TempDir,
 }
 
@@ -24,11 +25,11 @@ impl Demo {
     /// With `tee`, the demo's output also stays on the terminal (which goes
     /// away with the session); otherwise it goes to the log file only.
     async fn start(name: &str, replicas: usize, tee: bool) -> Demo {
-        let (rw, ro, stats) = (dead_port(), dead_port(), dead_port());
+        let (rw, ro, stats, tls) = (dead_port(), dead_port(), dead_port(), dead_port());
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("demo.log");
         let session = format!("pglb-{name}-{}", std::process::id());
-        let demo = format!("{} demo --rw-port {rw} --ro-port {ro} --stats-port {stats} --replicas {replicas}", pglb_bin());
+        let demo = format!("{} demo --rw-port {rw} --ro-port {ro} --tls-port {tls} --stats-port {stats} --replicas {replicas}", pglb_bin());
         let cmd = if tee { format!("{demo} 2>&1 | tee {}", log.display()) } else { format!("{demo} > {} 2>&1", log.display()) };
         assert!(tmux(&["new-session", "-d", "-s", &session, "-x", "200", "-y", "50", &cmd]).status.success());
         let read = || std::fs::read_to_string(&log).unwrap_or_default();
@@ -38,7 +39,7 @@ impl Demo {
             .find_map(|l| l.strip_prefix(&format!("starting a primary and {replicas} replicas in ")).map(|l| l.trim_end_matches(" ...").to_string()))
             .expect("lab dir");
         assert!(std::path::Path::new(&lab_dir).exists());
-        Demo { session, log, lab_dir, rw, ro, stats, _dir: dir }
+        Demo { session, log, lab_dir, rw, ro, stats, tls, _dir: dir }
     }
 
     fn read(&self) -> String {
@@ -69,6 +70,13 @@ async fn demo_serves_both_ports_and_ctrl_c_cleans_up() {
         (String::from_utf8_lossy(&psql(ro, "prefer", "select pg_is_in_recovery()").stdout).trim() == "t").then_some(())
     })
     .await;
+    // The TLS port, with the lab's CA, as the demo prints it.
+    let ca = std::path::Path::new(&lab_dir).join("tls/ca.crt");
+    assert!(text.contains(&format!("sslmode=verify-full sslrootcert={}", ca.display())), "{text}");
+    let mut c = psql_cmd(demo.tls, "verify-full", "select pg_is_in_recovery()");
+    c.env("PGSSLROOTCERT", &ca);
+    let out = c.output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "f", "{}", String::from_utf8_lossy(&out.stderr));
     let (status, page) = try_http_get(stats, "/stats", None).await.expect("stats URL answers");
     assert_eq!(status, 200);
     assert!(page.contains("replica2"));
