@@ -101,6 +101,28 @@ fn use_pair(b: &mut SslContextBuilder, path: &Path, digest: &mut Vec<u8>) -> Res
     Ok(())
 }
 
+/// Makes `ca_file`'s CAs (none without one) the only ones the peer's
+/// certificate is checked against, as in HAProxy: a connector's default
+/// store holds the system's CAs, and any public CA's certificate would pass
+/// a chain-only check. Reads the file once; returns its CAs.
+fn trust_only(b: &mut SslContextBuilder, ca_file: Option<&Path>, digest: &mut Vec<u8>) -> Result<Vec<X509>, TlsError> {
+    let mut store = openssl::x509::store::X509StoreBuilder::new()?;
+    let mut cas = Vec::new();
+    if let Some(ca) = ca_file {
+        let pem = read(ca)?;
+        digest.extend_from_slice(&openssl::sha::sha256(&pem));
+        cas = X509::stack_from_pem(&pem).map_err(|e| TlsError::Pem { path: ca.to_path_buf(), why: format!("not a PEM CA file ({e})") })?;
+        if cas.is_empty() {
+            return Err(TlsError::Pem { path: ca.to_path_buf(), why: "no PEM certificate in it".into() });
+        }
+        for c in &cas {
+            store.add_cert(c.clone())?;
+        }
+    }
+    b.set_cert_store(store.build());
+    Ok(cas)
+}
+
 /// Options both sides share: a peer that closes without close_notify has
 /// just closed (PostgreSQL clients often do), and idle sessions give their
 /// read and write buffers back.
@@ -132,11 +154,9 @@ impl Acceptor {
         common(&mut b);
         let mut digest = Vec::new();
         use_pair(&mut b, crt, &mut digest)?;
-        if let Some(ca) = ca_file {
-            digest.extend_from_slice(&openssl::sha::sha256(&read(ca)?));
-            b.set_ca_file(ca).map_err(|e| TlsError::Pem { path: ca.to_path_buf(), why: format!("not a PEM CA file ({e})") })?;
-            let names = openssl::x509::X509Name::load_client_ca_file(ca)?;
-            b.set_client_ca_list(names);
+        // The CAs asked of clients are the ones trusted.
+        for ca in trust_only(&mut b, ca_file, &mut digest)? {
+            b.add_client_ca(&ca)?;
         }
         b.set_verify(match verify {
             Verify::None => SslVerifyMode::NONE,
@@ -200,22 +220,7 @@ impl Connector {
         common(&mut b);
         b.set_min_proto_version(Some(openssl::ssl::SslVersion::TLS1_2))?;
         let mut digest = Vec::new();
-        // Only `ca-file`'s CAs are trusted, as in HAProxy: the builder's
-        // store holds the system's CAs, and any public CA's certificate
-        // would pass a chain-only check.
-        let mut store = openssl::x509::store::X509StoreBuilder::new()?;
-        if let Some(ca) = ca_file {
-            let pem = read(ca)?;
-            digest.extend_from_slice(&openssl::sha::sha256(&pem));
-            let cas = X509::stack_from_pem(&pem).map_err(|e| TlsError::Pem { path: ca.to_path_buf(), why: format!("not a PEM CA file ({e})") })?;
-            if cas.is_empty() {
-                return Err(TlsError::Pem { path: ca.to_path_buf(), why: "no PEM certificate in it".into() });
-            }
-            for c in cas {
-                store.add_cert(c)?;
-            }
-        }
-        b.set_cert_store(store.build());
+        trust_only(&mut b, ca_file, &mut digest)?;
         if let Some(crt) = crt {
             use_pair(&mut b, crt, &mut digest)?;
         }

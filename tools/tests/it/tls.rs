@@ -81,6 +81,11 @@ fn cancels_bin() -> &'static str {
     })
 }
 
+/// The one line of JSON a client program printed.
+fn json_line(out: &std::process::Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)))
+}
+
 /// Checks a driver's report of cancelled queries: every one was honoured
 /// (ended with 57014's message well before the query's 10 s), and the runs
 /// used both servers.
@@ -106,7 +111,7 @@ async fn encrypted_cancels_of_lib_pq_and_psycopg_reach_their_server() {
     // lib/pq sends its CancelRequest over TLS when sslmode asks for TLS.
     let dsn = format!("postgres://postgres:postgres@127.0.0.1:{port}/appdb?sslmode=require&connect_timeout=10");
     let out = tokio::process::Command::new(cancels_bin()).args(["-dsn", &dsn, "-n", "6"]).output().await.unwrap();
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    let report = json_line(&out);
     every_cancel_honoured("lib/pq", &report);
     assert_eq!(cancel.routed.load(Relaxed), 6, "each cancel went to its session's server");
     assert_eq!(cancel.broadcast.load(Relaxed), 0);
@@ -115,7 +120,7 @@ async fn encrypted_cancels_of_lib_pq_and_psycopg_reach_their_server() {
     let dsn = format!("host=127.0.0.1 port={port} user=postgres password=postgres dbname=appdb sslmode=require connect_timeout=10");
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/cancel_safe.py");
     let out = tokio::process::Command::new("python3").args([script, &dsn, "6"]).output().await.unwrap();
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    let report = json_line(&out);
     assert!(report["libpq"].as_i64().unwrap() >= 170000, "psycopg's libpq must encrypt its cancels (17 or later): {report}");
     every_cancel_honoured("psycopg", &report);
     assert_eq!(cancel.routed.load(Relaxed), 12);
