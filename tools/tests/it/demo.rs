@@ -25,6 +25,19 @@ impl Demo {
     /// With `tee`, the demo's output also stays on the terminal (which goes
     /// away with the session); otherwise it goes to the log file only.
     async fn start(name: &str, replicas: usize, tee: bool) -> Demo {
+        // The ports are free when chosen; another test's connection can take
+        // one before the demo binds it. The demo then says so and exits, and
+        // it is started again on other ports, as the lab does for its own.
+        for _ in 0..3 {
+            if let Some(demo) = Demo::try_start(name, replicas, tee).await {
+                return demo;
+            }
+        }
+        panic!("the demo could not bind its ports in 3 attempts");
+    }
+
+    /// `None` when a port was taken meanwhile (the demo has exited).
+    async fn try_start(name: &str, replicas: usize, tee: bool) -> Option<Demo> {
         let (rw, ro, stats, tls) = (dead_port(), dead_port(), dead_port(), dead_port());
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("demo.log");
@@ -33,13 +46,30 @@ impl Demo {
         let cmd = if tee { format!("{demo} 2>&1 | tee {}", log.display()) } else { format!("{demo} > {} 2>&1", log.display()) };
         assert!(tmux(&["new-session", "-d", "-s", &session, "-x", "200", "-y", "50", &cmd]).status.success());
         let read = || std::fs::read_to_string(&log).unwrap_or_default();
-        poll("the demo to be ready", Duration::from_secs(60), || async { read().contains("Ctrl-C stops pglb").then_some(()) }).await;
+        let ready = poll("the demo to be ready", Duration::from_secs(60), || async {
+            let text = read();
+            if text.contains("Ctrl-C stops pglb") {
+                Some(true)
+            } else if text.contains("choose other ports") {
+                Some(false)
+            } else {
+                None
+            }
+        })
+        .await;
+        if !ready {
+            poll("the failed demo to exit", Duration::from_secs(30), || async {
+                (!tmux(&["has-session", "-t", &session]).status.success()).then_some(())
+            })
+            .await;
+            return None;
+        }
         let lab_dir = read()
             .lines()
             .find_map(|l| l.strip_prefix(&format!("starting a primary and {replicas} replicas in ")).map(|l| l.trim_end_matches(" ...").to_string()))
             .expect("lab dir");
         assert!(std::path::Path::new(&lab_dir).exists());
-        Demo { session, log, lab_dir, rw, ro, stats, tls, _dir: dir }
+        Some(Demo { session, log, lab_dir, rw, ro, stats, tls, _dir: dir })
     }
 
     fn read(&self) -> String {
